@@ -1,0 +1,274 @@
+"""`params.yaml` as typed models, read once at the entry point.
+
+A bad key or value fails here, before any work, naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flowship.errors import ConfigError
+
+TaskType = Literal["classification", "regression"]
+
+CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "f1", "accuracy", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+
+
+def metrics_for(task: TaskType) -> tuple[str, ...]:
+    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="registered model name")
+    seed: int = 42
+
+
+class JoinConfig(Section):
+    source: Path
+    keys: list[str] = Field(min_length=1)
+    how: Literal["left", "inner"] = "left"
+
+
+class TargetConfig(Section):
+    column: str
+    # A binary target derived from a numeric column: column = derive_from > above.
+    derive_from: str | None = None
+    above: float | None = None
+
+    @model_validator(mode="after")
+    def _derivation_complete(self) -> TargetConfig:
+        if (self.derive_from is None) != (self.above is None):
+            raise ValueError("derive_from and above must be given together")
+        return self
+
+
+class FeaturesConfig(Section):
+    numeric: list[str] = []
+    categorical: list[str] = []
+
+    @model_validator(mode="after")
+    def _some_features(self) -> FeaturesConfig:
+        if not self.numeric and not self.categorical:
+            raise ValueError("at least one numeric or categorical feature is required")
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"listed as both numeric and categorical: {sorted(both)}")
+        return self
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class DataConfig(Section):
+    source: Path
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    join: JoinConfig | None = None
+    target: TargetConfig
+    task: TaskType
+    time_column: str | None = None
+    features: FeaturesConfig
+
+    @model_validator(mode="after")
+    def _target_not_feature(self) -> DataConfig:
+        if self.target.column in self.features.all:
+            raise ValueError(f"target {self.target.column!r} is also listed as a feature")
+        if self.target.derive_from is not None and self.task != "classification":
+            raise ValueError("a derived (thresholded) target needs task: classification")
+        return self
+
+
+class ColumnRule(Section):
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    max_null_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class ValidateConfig(Section):
+    min_rows: int = Field(default=100, ge=1)
+    columns: dict[str, ColumnRule] = {}
+
+
+class TimeSplit(Section):
+    method: Literal["time"]
+    train_start: dt.date
+    train_end: dt.date
+    production_start: dt.date | None = None
+    production_end: dt.date | None = None
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeSplit:
+        if self.train_end <= self.train_start:
+            raise ValueError(f"train_end {self.train_end} must be after train_start {self.train_start}")
+        if (self.production_start is None) != (self.production_end is None):
+            raise ValueError("production_start and production_end must be given together")
+        if self.production_start and self.production_end:
+            if self.production_end <= self.production_start:
+                raise ValueError("production_end must be after production_start")
+            if self.production_start < self.train_end:
+                raise ValueError("the production window must not overlap the training window")
+        return self
+
+
+class RandomSplit(Section):
+    method: Literal["random"]
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    production_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _room_to_train(self) -> RandomSplit:
+        if self.holdout_fraction + self.production_fraction >= 0.9:
+            raise ValueError("holdout_fraction + production_fraction must leave at least 10% to train on")
+        return self
+
+
+class Distribution(Section):
+    distribution: Literal["uniform", "loguniform", "randint"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Distribution:
+        if self.high <= self.low:
+            raise ValueError(f"high {self.high} must be above low {self.low}")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+class SearchConfig(Section):
+    enabled: bool = False
+    n_trials: int = Field(default=8, ge=1, le=1000)
+    metric: str | None = None
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    max_workers: int = Field(default=2, ge=1)
+    space: dict[str, list[Any] | Distribution] = {}
+
+    @field_validator("space")
+    @classmethod
+    def _non_empty_lists(cls, space: dict[str, Any]) -> dict[str, Any]:
+        for name, values in space.items():
+            if isinstance(values, list) and not values:
+                raise ValueError(f"search space for {name!r} is an empty list")
+        return space
+
+
+class TrainConfig(Section):
+    estimator: str = "hist_gradient_boosting"
+    params: dict[str, Any] = {}
+    search: SearchConfig = SearchConfig()
+
+
+class EvaluateConfig(Section):
+    golden_size: int = Field(default=50, ge=1, le=10_000)
+
+
+class GateConfig(Section):
+    primary_metric: str
+    thresholds: dict[str, float] = {}
+    max_regression: dict[str, float] = {}
+
+    @field_validator("max_regression")
+    @classmethod
+    def _non_negative(cls, tolerances: dict[str, float]) -> dict[str, float]:
+        for name, tol in tolerances.items():
+            if tol < 0:
+                raise ValueError(f"max_regression[{name!r}] = {tol} must be >= 0")
+        return tolerances
+
+
+class Params(Section):
+    project: ProjectConfig
+    data: DataConfig
+    validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
+    split: Annotated[TimeSplit | RandomSplit, Field(discriminator="method")]
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    gate: GateConfig
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        allowed = metrics_for(self.data.task)
+        named = {
+            "gate.primary_metric": [self.gate.primary_metric],
+            "gate.thresholds": list(self.gate.thresholds),
+            "gate.max_regression": list(self.gate.max_regression),
+            "train.search.metric": [self.train.search.metric] if self.train.search.metric else [],
+        }
+        for where, names in named.items():
+            for name in names:
+                if name not in allowed:
+                    raise ValueError(
+                        f"{where}: metric {name!r} is not computed for task {self.data.task!r}; "
+                        f"allowed: {', '.join(allowed)}"
+                    )
+        if isinstance(self.split, TimeSplit) and not self.data.time_column:
+            raise ValueError("split.method 'time' needs data.time_column")
+        unknown = set(self.validate_.columns) - {*self.data.features.all, self.data.target.column}
+        if unknown:
+            raise ValueError(f"validate.columns names columns that are not features or the target: {sorted(unknown)}")
+        return self
+
+    @property
+    def search_metric(self) -> str:
+        return self.train.search.metric or self.gate.primary_metric
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("function-after", "tagged-union")))
+    loc = loc.replace("validate_", "validate")
+    value = error.get("input")
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown key (value {value!r})"
+    if error["type"] == "missing":
+        return f"{loc}: required key is missing"
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{loc or '<top level>'}: {msg}{shown}"
+
+
+def parse_params(raw: Any) -> Params:
+    if not isinstance(raw, dict):
+        raise ConfigError([f"<top level>: expected a mapping of sections, got {type(raw).__name__}"])
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors()]) from None
+    # Imported here: checking estimator names and hyperparameters needs scikit-learn.
+    from flowship.training import check_estimator_config
+
+    check_estimator_config(params)
+    return params
+
+
+def load_params(path: Path) -> Params:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+    return parse_params(raw)
+
+
+def params_section(params: Params, name: str) -> dict[str, Any]:
+    """One section as plain data, as it is hashed for lineage."""
+    dumped: dict[str, Any] = params.model_dump(mode="json", by_alias=True)
+    return dumped[name]  # type: ignore[no-any-return]

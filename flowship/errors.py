@@ -1,0 +1,55 @@
+"""Domain exceptions: each carries what was measured and what was expected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlowshipError(Exception):
+    """Base class of every error flowship raises on purpose."""
+
+
+class ConfigError(FlowshipError):
+    """`params.yaml` (or a CLI argument) holds a key or value that is not allowed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class DataLoadError(FlowshipError):
+    """A data file is missing, unreadable or not in the expected format."""
+
+
+class DataValidationError(FlowshipError):
+    """The data broke its schema; `report` lists every failing column and check."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        self.report = report
+        lines = [
+            f"  - {f['column']}: {f['check']} failed for {f['count']} row(s), e.g. {f['examples']}"
+            for f in report["failures"]
+        ]
+        super().__init__(
+            f"data validation failed ({len(report['failures'])} problem(s)):\n" + "\n".join(lines)
+        )
+
+
+class QualityGateFailed(FlowshipError):
+    """The candidate did not clear the gate; `decision` holds the numbers."""
+
+    def __init__(self, decision: Any) -> None:
+        self.decision = decision
+        super().__init__(f"quality gate failed: {'; '.join(decision.reasons)}")
+
+
+class TrackingUnavailable(FlowshipError):
+    """The MLflow tracking server did not answer."""
+
+
+class RegistryError(FlowshipError):
+    """A model registry operation could not be completed; nothing was left half-done."""
+
+
+class StageError(FlowshipError):
+    """A pipeline stage could not run (DVC reported an error)."""
