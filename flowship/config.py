@@ -36,7 +36,7 @@ class ProjectConfig(Section):
 
 class JoinConfig(Section):
     source: Path
-    keys: list[str] = Field(min_length=1)
+    by: list[str] = Field(min_length=1)
     how: Literal["left", "inner"] = "left"
 
 
@@ -242,9 +242,22 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{loc or '<top level>'}: {msg}{shown}"
 
 
+def _unquoted_dates(raw: Any, where: str = "") -> list[str]:
+    if isinstance(raw, dict):
+        return [p for k, v in raw.items() for p in _unquoted_dates(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(raw, list):
+        return [p for i, v in enumerate(raw) for p in _unquoted_dates(v, f"{where}.{i}")]
+    if isinstance(raw, dt.date):
+        return [f"{where}: write the date in quotes (\"{raw.isoformat()}\"); DVC cannot read unquoted YAML dates"]
+    return []
+
+
 def parse_params(raw: Any) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError([f"<top level>: expected a mapping of sections, got {type(raw).__name__}"])
+    dates = _unquoted_dates(raw)
+    if dates:
+        raise ConfigError(dates)
     try:
         params = Params.model_validate(raw)
     except ValidationError as exc:

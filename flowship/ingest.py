@@ -61,11 +61,11 @@ def ingest(cfg: DataConfig, root: Path) -> pd.DataFrame:
     if cfg.join is not None:
         other_path = root / cfg.join.source
         other = read_table(other_path)
-        _require(frame, cfg.join.keys, "join key", source)
-        _require(other, cfg.join.keys, "join key", other_path)
-        other = other.drop_duplicates(subset=cfg.join.keys)
-        overlap = (set(frame.columns) & set(other.columns)) - set(cfg.join.keys)
-        frame = frame.merge(other.drop(columns=list(overlap)), on=cfg.join.keys, how=cfg.join.how)
+        _require(frame, cfg.join.by, "join key", source)
+        _require(other, cfg.join.by, "join key", other_path)
+        other = other.drop_duplicates(subset=cfg.join.by)
+        overlap = (set(frame.columns) & set(other.columns)) - set(cfg.join.by)
+        frame = frame.merge(other.drop(columns=list(overlap)), on=cfg.join.by, how=cfg.join.how)
 
     target = cfg.target
     if target.derive_from is not None:

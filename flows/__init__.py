@@ -1,0 +1,1 @@
+"""Prefect flows: wiring of tasks, and the `flowship` command line on top."""

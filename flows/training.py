@@ -1,0 +1,57 @@
+"""The training flow: version data → ingest → validate → prepare → train → evaluate → track → gate → register."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flowship.config import load_params
+from tasks import registry, stages, tracking
+from tasks.common import Context
+
+
+def context(params_path: str | Path) -> Context:
+    path = Path(params_path).resolve()
+    return Context(params=load_params(path), root=path.parent)
+
+
+@flow(name="training", description="Train, evaluate and gate a candidate; register it as challenger if it passes.")
+def training(params_path: str = "params.yaml") -> dict[str, Any]:
+    ctx = context(params_path)
+    tracking.check_tracking(ctx)
+    data_version = stages.version_data(ctx)
+    ran = {
+        "ingest": stages.ran(stages.ingest(ctx)),
+        "validate": stages.ran(stages.validate(ctx)),
+        "prepare": stages.ran(stages.prepare(ctx)),
+    }
+    trials = stages.plan_search(ctx)
+    results = stages.score_trial.map(ctx, range(len(trials)), trials).result() if trials else []
+    ran["train"] = stages.ran(stages.train(ctx, results))
+    ran["evaluate"] = stages.ran(stages.evaluate(ctx))
+    candidate = tracking.log_candidate(ctx, data_version)
+    decision = registry.gate(ctx, candidate)
+    version = registry.register(ctx, candidate, decision)
+    summary = {"data_version": data_version, "stages": ran, "candidate": candidate, "decision": decision, "registered": version}
+    create_markdown_artifact(key="training-summary", markdown=summary_markdown(summary), description="where to look")
+    return summary
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    stages_line = ", ".join(f"{name}: {'ran' if did else 'skipped (unchanged)'}" for name, did in summary["stages"].items())
+    version = summary["registered"]
+    registered = (
+        f"{version['name']} v{version['version']} (alias `challenger`)"
+        if version["new"] else f"{version['name']} v{version['version']} (already registered)"
+    )
+    return (
+        "# Training run\n\n"
+        f"- data version (DVC, `data/raw`): `{summary['data_version']}`\n"
+        f"- stages: {stages_line}\n"
+        f"- MLflow run: [{summary['candidate']['run_id']}]({summary['candidate']['url']})\n"
+        f"- gate: {summary['decision']['verdict']}\n"
+        f"- registered: {registered}\n"
+    )

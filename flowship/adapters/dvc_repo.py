@@ -1,0 +1,111 @@
+"""DVC: data versions, stage status and the lock file. The only module that imports dvc."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowship.errors import StageError
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+class DvcProject:
+    """A DVC repository at `root`; calls are serialised (DVC holds a repo lock while it works)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _repo(self) -> Any:
+        from dvc.repo import Repo
+
+        return Repo(str(self.root))
+
+    def version_data(self, path: str) -> str:
+        """Track `path` with DVC (a no-op when unchanged) and return its content hash."""
+        from dvc.exceptions import DvcException
+
+        target = self.root / path
+        if not target.exists():
+            raise StageError(f"{target}: nothing to version (the data folder does not exist)")
+        try:
+            with self._repo() as repo:
+                repo.add(path)
+        except DvcException as exc:
+            raise StageError(f"dvc add {path} failed: {exc}") from exc
+        return self.tracked_hash(path)
+
+    def tracked_hash(self, path: str) -> str:
+        meta = yaml.safe_load((self.root / f"{path}.dvc").read_text())
+        return str(meta["outs"][0]["md5"])
+
+    def stage_changes(self, stage: str) -> dict[str, Any]:
+        """What changed since the stage last ran ({} when it is up to date)."""
+        from dvc.exceptions import DvcException
+
+        try:
+            with self._repo() as repo:
+                status: dict[str, Any] = repo.status(targets=[stage])
+        except DvcException as exc:
+            raise StageError(f"dvc status {stage} failed: {exc}") from exc
+        return status
+
+    def commit(self, stage: str) -> None:
+        """Record the stage's current deps, params and outputs in dvc.lock and the cache."""
+        from dvc.exceptions import DvcException
+
+        try:
+            with self._repo() as repo:
+                repo.commit(stage, force=True)
+        except DvcException as exc:
+            raise StageError(f"dvc commit {stage} failed: {exc}") from exc
+
+    def push(self) -> int:
+        from dvc.exceptions import DvcException
+
+        try:
+            with self._repo() as repo:
+                return int(repo.push())
+        except DvcException as exc:
+            raise StageError(f"dvc push failed: {exc}") from exc
+
+    def pull(self, targets: list[str] | None = None) -> None:
+        from dvc.exceptions import DvcException
+
+        try:
+            with self._repo() as repo:
+                repo.pull(targets=targets)
+        except DvcException as exc:
+            raise StageError(f"dvc pull failed: {exc}") from exc
+
+    def lock_hashes(self) -> dict[str, str]:
+        """Output path -> md5 from dvc.lock: the data and artifact versions used for lineage."""
+        lock_file = self.root / "dvc.lock"
+        if not lock_file.exists():
+            return {}
+        lock = yaml.safe_load(lock_file.read_text()) or {}
+        hashes = {}
+        for stage in (lock.get("stages") or {}).values():
+            for out in stage.get("outs", []):
+                hashes[out["path"]] = out["md5"]
+        return hashes
+
+
+def describe_changes(status: dict[str, Any]) -> str:
+    """dvc status output in one line: 'changed deps: data/raw; changed params: train'."""
+    parts = []
+    for entries in status.values():
+        for entry in entries:
+            if isinstance(entry, str):
+                parts.append(entry)
+                continue
+            for kind, changes in entry.items():
+                if isinstance(changes, dict):
+                    items = ", ".join(f"{k} ({v})" for k, v in changes.items())
+                else:
+                    items = str(changes)
+                parts.append(f"{kind}: {items}")
+    return "; ".join(parts) or "up to date"

@@ -1,0 +1,40 @@
+"""What every task shares: the run context and the retry condition for transient failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import Task
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+
+from flowship.config import Params
+from flowship.errors import TrackingUnavailable
+from flowship.paths import Layout
+
+TRANSIENT = (TrackingUnavailable, ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The typed params and the project root, handed to every task."""
+
+    params: Params
+    root: Path
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+
+def is_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only what a network or a daemon may fix by itself; data and gate errors fail at once."""
+    try:
+        state.result()
+    except TRANSIENT:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not worth a retry
+        return False
+    return False

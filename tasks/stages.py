@@ -1,0 +1,104 @@
+"""The DVC-versioned stages as Prefect tasks: each runs only when `dvc status` says it changed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed, State
+
+from flowship import stages, training
+from flowship.adapters.dvc_repo import DvcProject, describe_changes
+from flowship.errors import DataValidationError
+from flowship.paths import Layout
+from tasks.common import Context
+
+DATA_DIR = "data/raw"
+
+
+@task(name="version_data", retries=2, retry_delay_seconds=2)
+def version_data(ctx: Context) -> str:
+    """Track the raw data folder with DVC; its hash is the data version."""
+    digest = DvcProject(ctx.root).version_data(DATA_DIR)
+    get_run_logger().info("data version %s: %s", DATA_DIR, digest)
+    return digest
+
+
+def _run_stage(name: str, ctx: Context, body: Callable[[], Any]) -> Any:
+    log = get_run_logger()
+    dvc = DvcProject(ctx.root)
+    changes = dvc.stage_changes(name)
+    if not changes:
+        log.info("stage %r unchanged since its last run (dvc.lock matches): skipped", name)
+        return Completed(name="Skipped", message=f"stage {name!r} unchanged", data={"stage": name, "ran": False})
+    log.info("stage %r runs: %s", name, describe_changes(changes))
+    summary = body()
+    dvc.commit(name)
+    return {"stage": name, "ran": True, "summary": summary}
+
+
+@task(name="ingest")
+def ingest(ctx: Context) -> Any:
+    return _run_stage("ingest", ctx, lambda: stages.run_ingest(ctx.params, ctx.layout))
+
+
+def _failure_table(report: dict[str, Any]) -> str:
+    lines = ["| column | check | failing rows | examples |", "| --- | --- | --- | --- |"]
+    for f in report["failures"]:
+        lines.append(f"| {f['column']} | `{f['check']}` | {f['count']} | {', '.join(map(str, f['examples']))} |")
+    return "\n".join(lines)
+
+
+@task(name="validate")
+def validate(ctx: Context) -> Any:
+    try:
+        return _run_stage("validate", ctx, lambda: stages.run_validate(ctx.params, ctx.layout))
+    except DataValidationError as exc:
+        create_markdown_artifact(
+            key="data-validation",
+            markdown=f"# Data validation failed\n\n{exc.report['rows']} rows checked. "
+            f"Nothing was trained or registered.\n\n{_failure_table(exc.report)}",
+            description="pandera checks that failed",
+        )
+        raise
+
+
+@task(name="prepare")
+def prepare(ctx: Context) -> Any:
+    return _run_stage("prepare", ctx, lambda: stages.run_prepare(ctx.params, ctx.layout))
+
+
+@task(name="plan_search")
+def plan_search(ctx: Context) -> list[dict[str, Any]]:
+    """The trials to run: none when the train stage is up to date or the search is off."""
+    if not DvcProject(ctx.root).stage_changes("train"):
+        return []
+    return training.search_trials(ctx.params)
+
+
+@task(name="score_trial", task_run_name="trial-{index}")
+def score_trial(ctx: Context, index: int, hyperparams: dict[str, Any]) -> training.TrialResult:
+    import pandas as pd
+
+    train = pd.read_parquet(Layout(ctx.root).train_split)
+    result = training.score_trial(index, train, ctx.params, hyperparams)
+    get_run_logger().info("trial %d %s: %s = %.4f", index, hyperparams, result.metric, result.score)
+    return result
+
+
+@task(name="train")
+def train(ctx: Context, trial_results: list[training.TrialResult]) -> Any:
+    return _run_stage("train", ctx, lambda: stages.run_train(ctx.params, ctx.layout, trial_results))
+
+
+@task(name="evaluate")
+def evaluate(ctx: Context) -> Any:
+    return _run_stage("evaluate", ctx, lambda: stages.run_evaluate(ctx.params, ctx.layout))
+
+
+def ran(result: Any) -> bool:
+    """Whether a stage task did work (a Skipped state carries ran=False)."""
+    data = result.result() if isinstance(result, State) else result
+    return bool(data["ran"])
