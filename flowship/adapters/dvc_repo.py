@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,9 @@ from flowship.errors import StageError
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+# DVC holds a repository lock while it works; calls from the threads of one process take turns.
+_LOCK = threading.RLock()
+
 
 class DvcProject:
     """A DVC repository at `root`; calls are serialised (DVC holds a repo lock while it works)."""
@@ -19,10 +26,19 @@ class DvcProject:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
 
-    def _repo(self) -> Any:
+    def _stage(self, name: str) -> str:
+        # Absolute, so DVC resolves it whatever the working directory is.
+        return f"{self.root / 'dvc.yaml'}:{name}"
+
+    @contextlib.contextmanager
+    def _repo(self) -> Iterator[Any]:
+        """An open Repo, with the working directory at its root: some DVC commands resolve paths from it."""
         from dvc.repo import Repo
 
-        return Repo(str(self.root))
+        # DVC's own INFO lines ("Updating lock file", git hints) repeat what the caller reports.
+        logging.getLogger("dvc").setLevel(logging.WARNING)
+        with _LOCK, contextlib.chdir(self.root), Repo(str(self.root)) as repo:
+            yield repo
 
     def version_data(self, path: str) -> str:
         """Track `path` with DVC (a no-op when unchanged) and return its content hash."""
@@ -33,7 +49,7 @@ class DvcProject:
             raise StageError(f"{target}: nothing to version (the data folder does not exist)")
         try:
             with self._repo() as repo:
-                repo.add(path)
+                repo.add(str(target))
         except DvcException as exc:
             raise StageError(f"dvc add {path} failed: {exc}") from exc
         return self.tracked_hash(path)
@@ -48,7 +64,7 @@ class DvcProject:
 
         try:
             with self._repo() as repo:
-                status: dict[str, Any] = repo.status(targets=[stage])
+                status: dict[str, Any] = repo.status(targets=[self._stage(stage)])
         except DvcException as exc:
             raise StageError(f"dvc status {stage} failed: {exc}") from exc
         return status
@@ -59,7 +75,7 @@ class DvcProject:
 
         try:
             with self._repo() as repo:
-                repo.commit(stage, force=True)
+                repo.commit(self._stage(stage), force=True)
         except DvcException as exc:
             raise StageError(f"dvc commit {stage} failed: {exc}") from exc
 
