@@ -11,8 +11,11 @@ import typer
 
 from flowship.errors import FlowshipError
 
-app = typer.Typer(help="flowship: train, gate, register, deploy and monitor a tabular model.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="flowship: train, gate, register, deploy and monitor a tabular model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", "-p", help="The params.yaml to use; its folder is the project root.")
@@ -70,7 +73,9 @@ def train(params: ParamsOption = Path("params.yaml")) -> None:
 
 
 @app.command()
-def status(params: ParamsOption = Path("params.yaml"), runs: int = typer.Option(5, min=1, help="How many recent runs to list.")) -> None:
+def status(
+    params: ParamsOption = Path("params.yaml"), runs: int = typer.Option(5, min=1, help="How many recent runs to list.")
+) -> None:
     """The champion, the challenger and the last runs with their verdicts."""
     path = _check_params(params)
     _environment(path.parent)
@@ -90,7 +95,9 @@ def status(params: ParamsOption = Path("params.yaml"), runs: int = typer.Option(
         if ref is None:
             typer.echo(f"  {alias:<11} none")
         else:
-            typer.echo(f"  {alias:<11} v{ref.version}  run {ref.run_id}  data {ref.tags.get('flowship.data.raw_md5', '?')}")
+            typer.echo(
+                f"  {alias:<11} v{ref.version}  run {ref.run_id}  data {ref.tags.get('flowship.data.raw_md5', '?')}"
+            )
     typer.echo("recent runs:")
     recent = tracker.recent_runs(name, runs)
     if not recent:

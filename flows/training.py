@@ -35,17 +35,26 @@ def training(params_path: str = "params.yaml") -> dict[str, Any]:
     candidate = tracking.log_candidate(ctx, data_version)
     decision = registry.gate(ctx, candidate)
     version = registry.register(ctx, candidate, decision)
-    summary = {"data_version": data_version, "stages": ran, "candidate": candidate, "decision": decision, "registered": version}
+    summary = {
+        "data_version": data_version,
+        "stages": ran,
+        "candidate": candidate,
+        "decision": decision,
+        "registered": version,
+    }
     create_markdown_artifact(key="training-summary", markdown=summary_markdown(summary), description="where to look")
     return summary
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    stages_line = ", ".join(f"{name}: {'ran' if did else 'skipped (unchanged)'}" for name, did in summary["stages"].items())
+    stages_line = ", ".join(
+        f"{name}: {'ran' if did else 'skipped (unchanged)'}" for name, did in summary["stages"].items()
+    )
     version = summary["registered"]
     registered = (
         f"{version['name']} v{version['version']} (alias `challenger`)"
-        if version["new"] else f"{version['name']} v{version['version']} (already registered)"
+        if version["new"]
+        else f"{version['name']} v{version['version']} (already registered)"
     )
     return (
         "# Training run\n\n"

@@ -6,6 +6,7 @@ A bad key or value fails here, before any work, naming the key, the value and wh
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -229,7 +230,7 @@ class Params(Section):
         return self.train.search.metric or self.gate.primary_metric
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("function-after", "tagged-union")))
     loc = loc.replace("validate_", "validate")
     value = error.get("input")
@@ -248,7 +249,7 @@ def _unquoted_dates(raw: Any, where: str = "") -> list[str]:
     if isinstance(raw, list):
         return [p for i, v in enumerate(raw) for p in _unquoted_dates(v, f"{where}.{i}")]
     if isinstance(raw, dt.date):
-        return [f"{where}: write the date in quotes (\"{raw.isoformat()}\"); DVC cannot read unquoted YAML dates"]
+        return [f'{where}: write the date in quotes ("{raw.isoformat()}"); DVC cannot read unquoted YAML dates']
     return []
 
 

@@ -30,9 +30,7 @@ class DataValidationError(FlowshipError):
             f"  - {f['column']}: {f['check']} failed for {f['count']} row(s), e.g. {f['examples']}"
             for f in report["failures"]
         ]
-        super().__init__(
-            f"data validation failed ({len(report['failures'])} problem(s)):\n" + "\n".join(lines)
-        )
+        super().__init__(f"data validation failed ({len(report['failures'])} problem(s)):\n" + "\n".join(lines))
 
 
 class QualityGateFailed(FlowshipError):

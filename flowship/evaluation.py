@@ -30,7 +30,11 @@ def classification_metrics(y: pd.Series, proba: np.ndarray, classes: np.ndarray)
     else:
         y_onehot = label_binarize(y, classes=classes)
         present = y_onehot.sum(axis=0) > 0
-        roc = skm.roc_auc_score(y_onehot[:, present], proba[:, present], average="macro") if present.sum() > 1 else math.nan
+        roc = (
+            skm.roc_auc_score(y_onehot[:, present], proba[:, present], average="macro")
+            if present.sum() > 1
+            else math.nan
+        )
         pr = skm.average_precision_score(y_onehot[:, present], proba[:, present], average="macro")
         f1 = skm.f1_score(y, predicted, average="macro", zero_division=0)
     return {

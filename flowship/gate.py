@@ -71,9 +71,7 @@ def decide(
     """Every metric the gate names is a row; with no champion the absolute thresholds decide."""
     names = [cfg.primary_metric, *cfg.thresholds, *cfg.max_regression]
     ordered = list(dict.fromkeys(names))
-    rows = [
-        _row(name, candidate[name], None if champion is None else champion.get(name), cfg) for name in ordered
-    ]
+    rows = [_row(name, candidate[name], None if champion is None else champion.get(name), cfg) for name in ordered]
     return Decision(all(r.passed for r in rows), rows, champion_version, notes or [])
 
 

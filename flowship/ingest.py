@@ -21,9 +21,7 @@ def _format_of(path: Path, declared: str) -> str:
         return "parquet"
     if ".csv" in suffixes or ".tsv" in suffixes:
         return "csv"
-    raise DataLoadError(
-        f"{path}: cannot tell the format from the file name; set data.format to 'csv' or 'parquet'"
-    )
+    raise DataLoadError(f"{path}: cannot tell the format from the file name; set data.format to 'csv' or 'parquet'")
 
 
 def read_table(path: Path, declared_format: str = "auto") -> pd.DataFrame:

@@ -29,7 +29,19 @@ def git_state(root: Path) -> GitState:
     except (subprocess.CalledProcessError, FileNotFoundError):
         return GitState(commit="unknown", dirty=True)
     # Files DVC tracks or writes are not code: they would always look dirty after a run.
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!data", ":!*.dvc", ":!metrics", ":!reports", ":!models")
+    status = git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!dvc.lock",
+        ":!data",
+        ":!*.dvc",
+        ":!metrics",
+        ":!reports",
+        ":!models",
+    )
     return GitState(commit=commit, dirty=bool(status))
 
 

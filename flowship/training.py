@@ -105,9 +105,7 @@ def _encoder(features: FeaturesConfig, encoding: str) -> ColumnTransformer:
             [("numeric", numeric, features.numeric), ("categorical", categorical, features.categorical)]
         )
     # Unknown and missing categories both become NaN: the trees route them as missing values.
-    ordinal = OrdinalEncoder(
-        handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan
-    )
+    ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
     transformer = ColumnTransformer(
         [("categorical", ordinal, features.categorical), ("numeric", "passthrough", features.numeric)],
         verbose_feature_names_out=False,

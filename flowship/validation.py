@@ -44,7 +44,7 @@ def build_schema(params: Params) -> pa.DataFrameSchema:
         rule = rules.get(name, ColumnRule())
         columns[name] = pa.Column("string", checks=_checks(rule), nullable=True, coerce=True)
     target_rule = rules.get(data.target.column, ColumnRule())
-    target_checks = [c for c in _checks(target_rule) if not c.name.startswith("max_null_fraction")]
+    target_checks = [c for c in _checks(target_rule) if not (c.name or "").startswith("max_null_fraction")]
     if data.task == "classification":
         target_checks.append(
             pa.Check(

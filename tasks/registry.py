@@ -16,7 +16,9 @@ from flowship.gate import Decision, decide, markdown_table
 from tasks.common import Context, is_transient
 
 
-def _champion_metrics(ctx: Context, tracker: Tracker, holdout: pd.DataFrame) -> tuple[dict[str, float] | None, str | None, list[str]]:
+def _champion_metrics(
+    ctx: Context, tracker: Tracker, holdout: pd.DataFrame
+) -> tuple[dict[str, float] | None, str | None, list[str]]:
     champion = tracker.version_by_alias(ctx.params.project.name, CHAMPION)
     if champion is None:
         return None, None, ["no champion yet: the absolute thresholds decide"]
@@ -25,7 +27,11 @@ def _champion_metrics(ctx: Context, tracker: Tracker, holdout: pd.DataFrame) -> 
         metrics = evaluation.compute_metrics(model, holdout, ctx.params)
     except (KeyError, ValueError, TypeError) as exc:
         # A champion trained on other features or another target cannot score this holdout.
-        return None, champion.version, [f"champion v{champion.version} cannot be scored on this holdout ({exc}); the absolute thresholds decide"]
+        return (
+            None,
+            champion.version,
+            [f"champion v{champion.version} cannot be scored on this holdout ({exc}); the absolute thresholds decide"],
+        )
     return metrics, champion.version, [f"champion v{champion.version} scored on the same holdout"]
 
 

@@ -29,10 +29,16 @@ def lineage_tags(ctx: Context, data_version: str) -> dict[str, str]:
     hashes = DvcProject(ctx.root).lock_hashes()
     git = lineage.git_state(ctx.root)
     layout = ctx.layout
-    rel = {name: str(path.relative_to(ctx.root)) for name, path in {
-        "ingested": layout.ingested, "train": layout.train_split, "holdout": layout.holdout_split,
-        "production": layout.production_split, "model": layout.model_dir,
-    }.items()}
+    rel = {
+        name: str(path.relative_to(ctx.root))
+        for name, path in {
+            "ingested": layout.ingested,
+            "train": layout.train_split,
+            "holdout": layout.holdout_split,
+            "production": layout.production_split,
+            "model": layout.model_dir,
+        }.items()
+    }
     return {
         f"{TAG}data.raw_md5": data_version,
         **{f"{TAG}data.{name}_md5": hashes.get(path, "unknown") for name, path in rel.items() if name != "model"},
@@ -93,5 +99,9 @@ def log_candidate(ctx: Context, data_version: str) -> dict[str, Any]:
         log.info("model unchanged: reusing MLflow run %s", candidate.run_id)
     else:
         log.info("logged MLflow run %s (%s)", candidate.run_id, candidate.model_uri)
-    return {**asdict(candidate), "metrics": json.loads(layout.metrics_file.read_text()), "tags": tags,
-            "url": tracker.run_url(candidate.experiment_id, candidate.run_id)}
+    return {
+        **asdict(candidate),
+        "metrics": json.loads(layout.metrics_file.read_text()),
+        "tags": tags,
+        "url": tracker.run_url(candidate.experiment_id, candidate.run_id),
+    }

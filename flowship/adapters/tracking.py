@@ -193,14 +193,18 @@ class Tracker:
             self.client.set_registered_model_alias(name, alias, mv.version)
         except Exception as exc:
             self.client.delete_model_version(name, mv.version)
-            raise RegistryError(f"could not set alias {alias!r} on {name} v{mv.version}; the version was removed: {exc}") from exc
+            raise RegistryError(
+                f"could not set alias {alias!r} on {name} v{mv.version}; the version was removed: {exc}"
+            ) from exc
         return VersionRef(name, str(mv.version), run_id, mv.source, tags)
 
     def recent_runs(self, experiment: str, limit: int = 5) -> list[dict[str, Any]]:
         existing = self.client.get_experiment_by_name(experiment)
         if existing is None:
             return []
-        runs = self.client.search_runs([existing.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])
+        runs = self.client.search_runs(
+            [existing.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"]
+        )
         return [
             {
                 "run_id": r.info.run_id,
