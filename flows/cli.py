@@ -36,31 +36,56 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
-def _check_params(params: Path) -> Path:
+def _check_params(params: Path, check_estimator: bool = True) -> Path:
     from flowship.config import load_params
 
     path = params.resolve()
     try:
-        load_params(path)
+        load_params(path, check_estimator)
     except FlowshipError as exc:
         _fail(str(exc))
     return path
 
 
 @app.command()
-def train(params: ParamsOption = Path("params.yaml")) -> None:
-    """Run the training flow: data → validation → training → gate → registry."""
-    path = _check_params(params)
+def train(
+    params: ParamsOption = Path("params.yaml"),
+    full: bool = typer.Option(
+        False, "--full", help="Run the Prefect flow even when nothing changed (every stage is then shown as skipped)."
+    ),
+) -> None:
+    """Run the training flow: data → validation → training → gate → registry.
+
+    With nothing changed since the last run (data, params and code as recorded in dvc.lock, the gate's
+    settings and the champion as when it last decided), it says so and does not start the flow.
+    """
+    # The estimator check imports scikit-learn: it waits until there is work to do.
+    path = _check_params(params, check_estimator=False)
     _environment(path.parent)
     os.chdir(path.parent)
-    from flows.training import training
+    from flowship.config import load_params
 
+    summary: dict[str, Any] | None = None
     try:
-        summary: dict[str, Any] = training(params_path=str(path))
+        if not full:
+            from flowship.rerun import last_outcome_if_unchanged
+
+            summary = last_outcome_if_unchanged(load_params(path, check_estimator=False), path.parent)
+        if summary is None:
+            _check_params(path)
+            from flows.training import training
+
+            summary = training(params_path=str(path))
     except FlowshipError as exc:
         _fail(str(exc))
+    assert summary is not None
+    _print_training(summary)
+    if summary["decision"]["verdict"] != "passed":
+        _fail("quality gate failed, unchanged since the last run: " + "; ".join(summary["decision"]["reasons"]))
+
+
+def _print_training(summary: dict[str, Any]) -> None:
     stages_line = ", ".join(f"{n} {'ran' if did else 'unchanged'}" for n, did in summary["stages"].items())
-    version = summary["registered"]
     typer.echo(f"stages:        {stages_line}")
     if not any(summary["stages"].values()):
         typer.echo("               nothing changed since the last run (dvc.lock matches): no training was done")
@@ -68,8 +93,10 @@ def train(params: ParamsOption = Path("params.yaml")) -> None:
     typer.echo(f"MLflow run:    {summary['candidate']['run_id']}")
     typer.echo(f"               {summary['candidate']['url']}")
     typer.echo(f"gate:          {summary['decision']['verdict']} ({'; '.join(summary['decision']['reasons'])})")
-    state = "new, alias challenger" if version["new"] else "already registered"
-    typer.echo(f"registered:    {version['name']} v{version['version']} ({state})")
+    version = summary["registered"]
+    if version is not None:
+        state = "new, alias challenger" if version["new"] else "already registered"
+        typer.echo(f"registered:    {version['name']} v{version['version']} ({state})")
 
 
 @app.command()

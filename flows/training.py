@@ -32,12 +32,14 @@ def training(params_path: str = "params.yaml") -> dict[str, Any]:
     results = stages.score_trial.map(ctx, range(len(trials)), trials).result() if trials else []
     ran["train"] = stages.ran(stages.train(ctx, results))
     ran["evaluate"] = stages.ran(stages.evaluate(ctx))
+    pushed = stages.push_data(ctx)
     candidate = tracking.log_candidate(ctx, data_version)
     decision = registry.gate(ctx, candidate)
     version = registry.register(ctx, candidate, decision)
     summary = {
         "data_version": data_version,
         "stages": ran,
+        "remote": pushed,
         "candidate": candidate,
         "decision": decision,
         "registered": version,

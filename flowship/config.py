@@ -253,7 +253,8 @@ def _unquoted_dates(raw: Any, where: str = "") -> list[str]:
     return []
 
 
-def parse_params(raw: Any) -> Params:
+def parse_params(raw: Any, check_estimator: bool = True) -> Params:
+    """Typed params; `check_estimator=False` skips the estimator check (it imports scikit-learn)."""
     if not isinstance(raw, dict):
         raise ConfigError([f"<top level>: expected a mapping of sections, got {type(raw).__name__}"])
     dates = _unquoted_dates(raw)
@@ -263,14 +264,46 @@ def parse_params(raw: Any) -> Params:
         params = Params.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors()]) from None
-    # Imported here: checking estimator names and hyperparameters needs scikit-learn.
-    from flowship.training import check_estimator_config
+    if check_estimator:
+        # Imported here: checking estimator names and hyperparameters needs scikit-learn.
+        from flowship.training import check_estimator_config
 
-    check_estimator_config(params)
+        check_estimator_config(params)
     return params
 
 
-def load_params(path: Path) -> Params:
+def _has_key(raw: Any, dotted: str) -> bool:
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def missing_tracked_params(raw: Any, dvc_yaml: Path) -> list[str]:
+    """Keys that `dvc.yaml` tracks as stage params but `params.yaml` leaves out (DVC needs each one written)."""
+    if not dvc_yaml.exists():
+        return []
+    try:
+        stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{dvc_yaml}: not valid YAML ({exc})"]) from None
+    problems = []
+    for stage_name, stage in stages.items():
+        for entry in stage.get("params") or []:
+            keys = [entry] if isinstance(entry, str) else []  # {file: [keys]} entries name other files
+            for key in keys:
+                if not _has_key(raw, key):
+                    problems.append(
+                        f"{key}: required key is missing (dvc.yaml tracks it for stage {stage_name!r}; "
+                        "write it out: null for no value, {} for a section of defaults)"
+                    )
+    return list(dict.fromkeys(problems))
+
+
+def load_params(path: Path, check_estimator: bool = True) -> Params:
+    """Read and check `path`; keys that the `dvc.yaml` beside it tracks must be written out."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -279,7 +312,11 @@ def load_params(path: Path) -> Params:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
-    return parse_params(raw)
+    params = parse_params(raw, check_estimator)
+    missing = missing_tracked_params(raw, path.parent / "dvc.yaml")
+    if missing:
+        raise ConfigError(missing)
+    return params
 
 
 def params_section(params: Params, name: str) -> dict[str, Any]:

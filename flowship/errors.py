@@ -51,3 +51,7 @@ class RegistryError(FlowshipError):
 
 class StageError(FlowshipError):
     """A pipeline stage could not run (DVC reported an error)."""
+
+
+class RemoteUnavailable(StageError):
+    """The DVC remote did not take or give the data (worth a retry: storage may come back)."""

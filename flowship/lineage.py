@@ -50,6 +50,17 @@ def params_hash(params: Params) -> str:
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def gate_hash(params: Params) -> str:
+    """The gate's settings: a decision taken under other thresholds is taken again."""
+    dumped = params.gate.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def candidate_key(model_md5: str, holdout_md5: str) -> str:
+    """The key of an MLflow run: this trained model, scored on this holdout version."""
+    return run_key({"model": model_md5, "holdout": holdout_md5})
+
+
 def run_key(parts: dict[str, Any]) -> str:
     """A stable key for 'this trained model on this holdout', so a re-run finds its own run."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The pipeline's stages, in order, as named in dvc.yaml.
+STAGES = ("ingest", "validate", "prepare", "train", "evaluate")
+
 
 @dataclass(frozen=True)
 class Layout:

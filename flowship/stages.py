@@ -22,11 +22,9 @@ from flowship import evaluation, training
 from flowship.config import Params, load_params
 from flowship.errors import DataValidationError, FlowshipError
 from flowship.ingest import ingest
-from flowship.paths import Layout
+from flowship.paths import STAGES, Layout
 from flowship.prepare import split
 from flowship.validation import validate
-
-STAGES = ("ingest", "validate", "prepare", "train", "evaluate")
 
 log = logging.getLogger(__name__)
 

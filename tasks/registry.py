@@ -13,6 +13,7 @@ from flowship import evaluation
 from flowship.adapters.tracking import CHALLENGER, CHAMPION, TAG, Tracker
 from flowship.errors import QualityGateFailed
 from flowship.gate import Decision, decide, markdown_table
+from flowship.lineage import gate_hash
 from tasks.common import Context, is_transient
 
 
@@ -42,7 +43,9 @@ def gate(ctx: Context, candidate: dict[str, Any]) -> dict[str, Any]:
     holdout = pd.read_parquet(ctx.layout.holdout_split)
     champion, champion_version, notes = _champion_metrics(ctx, tracker, holdout)
     decision = decide(candidate["metrics"], champion, ctx.params.gate, champion_version, notes)
-    tracker.set_run_tags(candidate["run_id"], _decision_tags(decision.as_dict()))
+    tracker.set_run_tags(
+        candidate["run_id"], {**_decision_tags(decision.as_dict()), f"{TAG}gate.config_hash": gate_hash(ctx.params)}
+    )
     create_markdown_artifact(
         key="training-gate",
         markdown=_gate_markdown(decision, candidate),

@@ -13,7 +13,7 @@ from flowship import stages, training
 from flowship.adapters.dvc_repo import DvcProject, describe_changes
 from flowship.errors import DataValidationError
 from flowship.paths import Layout
-from tasks.common import Context
+from tasks.common import Context, is_transient
 
 DATA_DIR = "data/raw"
 
@@ -96,6 +96,20 @@ def train(ctx: Context, trial_results: list[training.TrialResult]) -> Any:
 @task(name="evaluate")
 def evaluate(ctx: Context) -> Any:
     return _run_stage("evaluate", ctx, lambda: stages.run_evaluate(ctx.params, ctx.layout))
+
+
+@task(name="push_data", retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=is_transient)
+def push_data(ctx: Context) -> dict[str, Any]:
+    """Send the data and artifact versions to the DVC remote, so any version can be pulled back later."""
+    log = get_run_logger()
+    dvc = DvcProject(ctx.root)
+    remote = dvc.default_remote()
+    if remote is None:
+        log.warning("no default DVC remote configured: data versions stay in this machine's cache only")
+        return {"remote": None, "pushed": 0}
+    pushed = dvc.push()
+    log.info("DVC remote %r: %d file(s) pushed", remote, pushed)
+    return {"remote": remote, "pushed": pushed}
 
 
 def ran(result: Any) -> bool:

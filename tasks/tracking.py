@@ -73,7 +73,7 @@ def _run_params(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
 def log_candidate(ctx: Context, data_version: str) -> dict[str, Any]:
     layout = ctx.layout
     tags = lineage_tags(ctx, data_version)
-    key = lineage.run_key({"model": tags[f"{TAG}model.md5"], "holdout": tags[f"{TAG}data.holdout_md5"]})
+    key = lineage.candidate_key(tags[f"{TAG}model.md5"], tags[f"{TAG}data.holdout_md5"])
     summary = json.loads(layout.search_results.read_text())
     metrics = json.loads(layout.metrics_file.read_text())
     for trial in summary["search"]["trials"]:

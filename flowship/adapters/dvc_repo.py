@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from flowship.errors import StageError
+from flowship.errors import RemoteUnavailable, StageError
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -79,14 +79,21 @@ class DvcProject:
         except DvcException as exc:
             raise StageError(f"dvc commit {stage} failed: {exc}") from exc
 
+    def default_remote(self) -> str | None:
+        """The name of the default DVC remote, or None when none is configured."""
+        with self._repo() as repo:
+            name = repo.config["core"].get("remote")
+        return str(name) if name else None
+
     def push(self) -> int:
+        """Send every cached version the pipeline tracks to the default remote; returns the files sent."""
         from dvc.exceptions import DvcException
 
         try:
             with self._repo() as repo:
                 return int(repo.push())
         except DvcException as exc:
-            raise StageError(f"dvc push failed: {exc}") from exc
+            raise RemoteUnavailable(f"dvc push to remote {self._remote_label()} failed: {exc}") from exc
 
     def pull(self, targets: list[str] | None = None) -> None:
         from dvc.exceptions import DvcException
@@ -95,7 +102,24 @@ class DvcProject:
             with self._repo() as repo:
                 repo.pull(targets=targets)
         except DvcException as exc:
-            raise StageError(f"dvc pull failed: {exc}") from exc
+            raise RemoteUnavailable(f"dvc pull from remote {self._remote_label()} failed: {exc}") from exc
+
+    def _remote_label(self) -> str:
+        try:
+            return repr(self.default_remote())
+        except Exception:  # noqa: BLE001 - only used to word an error message
+            return "(unknown)"
+
+    def pipeline_changes(self) -> dict[str, Any]:
+        """Everything `dvc status` reports for the whole project: stages and tracked data ({} when clean)."""
+        from dvc.exceptions import DvcException
+
+        try:
+            with self._repo() as repo:
+                status: dict[str, Any] = repo.status()
+        except DvcException as exc:
+            raise StageError(f"dvc status failed: {exc}") from exc
+        return status
 
     def lock_hashes(self) -> dict[str, str]:
         """Output path -> md5 from dvc.lock: the data and artifact versions used for lineage."""

@@ -20,6 +20,7 @@ from flowship.errors import RegistryError, TrackingUnavailable
 MODEL_REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "pyarrow")
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+_EXPORTED_LOCAL_URIS: set[str] = set()
 TAG = "flowship."
 
 
@@ -55,8 +56,14 @@ class Tracker:
 
     def __init__(self, root: Path, tracking_uri: str | None = None) -> None:
         self.root = root.resolve()
-        self.local = tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI")
-        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self._local_uri()
+        # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a value we exported is not the user's choice.
+        from_env = os.environ.get("MLFLOW_TRACKING_URI")
+        if from_env in _EXPORTED_LOCAL_URIS:
+            from_env = None
+        self.local = tracking_uri is None and not from_env
+        self.uri = tracking_uri or from_env or self._local_uri()
+        if self.local:
+            _EXPORTED_LOCAL_URIS.add(self.uri)
         # A server that does not answer should fail in seconds; the Prefect tasks retry on top.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -174,7 +181,7 @@ class Tracker:
     def aliases(self, name: str) -> dict[str, str]:
         mlflow = _mlflow()
         try:
-            return dict(self.client.get_registered_model(name).aliases)
+            return {alias: str(v) for alias, v in self.client.get_registered_model(name).aliases.items()}
         except mlflow.exceptions.MlflowException:
             return {}
 
