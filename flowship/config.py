@@ -231,7 +231,10 @@ class Params(Section):
 
 
 def _describe(error: Mapping[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("function-after", "tagged-union")))
+    parts = [str(p) for p in error["loc"] if not str(p).startswith(("function-after", "tagged-union"))]
+    if parts[:1] == ["split"] and parts[1:2] in (["time"], ["random"]):
+        del parts[1]  # the discriminated union's tag: not a key of params.yaml
+    loc = ".".join(parts)
     loc = loc.replace("validate_", "validate")
     value = error.get("input")
     msg = error["msg"]

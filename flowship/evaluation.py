@@ -14,7 +14,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import label_binarize
 
-from flowship.config import Params
+from flowship.config import LOWER_IS_BETTER, Params
 from flowship.training import split_xy
 
 
@@ -142,15 +142,16 @@ def write_plots(model: Pipeline, frame: pd.DataFrame, params: Params, out_dir: P
 def feature_importance(model: Pipeline, frame: pd.DataFrame, params: Params, max_rows: int = 5000) -> pd.Series:
     sample = frame.sample(n=min(max_rows, len(frame)), random_state=params.project.seed)
     x, y = split_xy(sample, params)
-    scoring = {
-        "roc_auc": "roc_auc" if params.data.task == "classification" and len(model.classes_) == 2 else "roc_auc_ovr",
-        "pr_auc": "average_precision",
-        "f1": "f1" if params.data.task == "classification" and len(model.classes_) == 2 else "f1_macro",
-        "accuracy": "accuracy",
-        "log_loss": "neg_log_loss",
-        "rmse": "neg_root_mean_squared_error",
-        "mae": "neg_mean_absolute_error",
-        "r2": "r2",
-    }[params.gate.primary_metric]
+    metric = params.gate.primary_metric
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+
+    def scoring(estimator: Pipeline, features: pd.DataFrame, target: pd.Series) -> float:
+        # The gate's own metric (whatever the class labels are), greater is better.
+        if params.data.task == "classification":
+            values = classification_metrics(target, estimator.predict_proba(features), estimator.classes_)
+        else:
+            values = regression_metrics(target, estimator.predict(features))
+        return sign * values[metric]
+
     result = permutation_importance(model, x, y, scoring=scoring, n_repeats=3, random_state=params.project.seed)
     return pd.Series(result.importances_mean, index=x.columns, name="importance")

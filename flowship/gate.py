@@ -39,6 +39,10 @@ class Decision:
         return {**asdict(self), "verdict": self.verdict, "reasons": self.reasons}
 
 
+# Exactly `max_regression` worse passes: differences this small are floating-point noise, not regressions.
+TOLERANCE_SLACK = 1e-9
+
+
 def _row(metric: str, candidate: float, champion: float | None, cfg: GateConfig) -> GateRow:
     lower = metric in LOWER_IS_BETTER
     threshold = cfg.thresholds.get(metric)
@@ -52,7 +56,7 @@ def _row(metric: str, candidate: float, champion: float | None, cfg: GateConfig)
             problems.append(f"{metric} {candidate:.4f} {'above' if lower else 'below'} threshold {threshold:.4f}")
     if tolerance is not None and champion is not None and not math.isnan(candidate) and not math.isnan(champion):
         worse_by = candidate - champion if lower else champion - candidate
-        if worse_by > tolerance:
+        if worse_by > tolerance + TOLERANCE_SLACK:
             problems.append(
                 f"{metric} {candidate:.4f} is {worse_by:.4f} worse than champion {champion:.4f} "
                 f"(max regression {tolerance:.4f})"

@@ -34,7 +34,8 @@ def read_table(path: Path, declared_format: str = "auto") -> pd.DataFrame:
         if fmt == "parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep="\t" if ".tsv" in path.suffixes else ",", low_memory=False)
+            tsv = ".tsv" in [s.lower() for s in path.suffixes]
+            frame = pd.read_csv(path, sep="\t" if tsv else ",", low_memory=False)
     except PermissionError as exc:
         raise DataLoadError(f"{path}: cannot read ({exc.strerror})") from None
     except Exception as exc:  # noqa: BLE001 - each reader has its own error types; name the file
@@ -50,6 +51,16 @@ def _require(frame: pd.DataFrame, columns: list[str], what: str, path: Path) -> 
         raise DataLoadError(
             f"{path}: {what} column(s) not found: {missing}; available: {sorted(map(str, frame.columns))}"
         )
+
+
+def parse_times(values: pd.Series) -> pd.Series:
+    """UTC timestamps: ISO 8601 at any precision; other layouts are inferred value by value. NaT where unreadable."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return pd.to_datetime(values, utc=True)
+    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    if parsed.isna().any():
+        parsed = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+    return parsed
 
 
 def ingest(cfg: DataConfig, root: Path) -> pd.DataFrame:
@@ -89,7 +100,7 @@ def ingest(cfg: DataConfig, root: Path) -> pd.DataFrame:
     frame = frame.loc[~unlabeled]
 
     if cfg.time_column:
-        parsed = pd.to_datetime(frame[cfg.time_column], utc=True, errors="coerce")
+        parsed = parse_times(frame[cfg.time_column])
         bad = frame.loc[parsed.isna(), cfg.time_column]
         if len(bad):
             raise DataLoadError(

@@ -49,7 +49,8 @@ def coerce_features(frame: pd.DataFrame, numeric: list[str], categorical: list[s
         out[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in categorical:
         values = frame[column].astype("object")
-        out[column] = values.where(values.notna(), np.nan).map(lambda v: v if v is np.nan else str(v))
+        missing = values.isna()
+        out[column] = values.map(str).where(~missing, np.nan)
     return out
 
 

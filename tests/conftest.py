@@ -92,45 +92,49 @@ class Project:
         return Tracker(self.root)
 
 
+def build_project(root: Path, data: dict[str, Path | pd.DataFrame], params: dict[str, Any], remote: Path) -> Project:
+    """A project at `root`: data files, params, `dvc.yaml` and the stage code from the repo, git and DVC set up."""
+    (root / "data" / "raw").mkdir(parents=True)
+    for filename, content in data.items():
+        target = root / "data" / "raw" / filename
+        if isinstance(content, pd.DataFrame):
+            if filename.endswith(".parquet"):
+                content.to_parquet(target, index=False)
+            else:
+                content.to_csv(target, index=False)
+        else:
+            shutil.copyfile(content, target)
+    # dvc.yaml names the stage code as deps: the project carries its copy, as a clone does.
+    shutil.copytree(REPO / "flowship", root / "flowship", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(REPO / "dvc.yaml", root / "dvc.yaml")
+    for ignore in (
+        ".gitignore",
+        "data/.gitignore",
+        "data/prepared/.gitignore",
+        "models/.gitignore",
+        "reports/.gitignore",
+    ):
+        (root / ignore).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / ignore, root / ignore)
+    project = Project(root)
+    project.write_params(params)
+    run(["git", "init", "--quiet", "-b", "main"], root)
+    run(["git", "config", "user.email", "test@flowship.invalid"], root)
+    run(["git", "config", "user.name", "flowship tests"], root)
+    run(["dvc", "init", "--quiet"], root)
+    run(["dvc", "config", "core.autostage", "false"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    run(["dvc", "remote", "add", "--default", "local", str(remote)], root)
+    project.commit("project")
+    return project
+
+
 @pytest.fixture
 def make_project(tmp_path: Path) -> Callable[..., Project]:
-    """Build a project from data files and params; `dvc.yaml`, `.dvc/config` and the stage code come from the repo."""
+    """Build a project from data files (paths or frames) and params, in this test's temp folder."""
 
     def build(data: dict[str, Path | pd.DataFrame], params: dict[str, Any], name: str = "project") -> Project:
-        root = tmp_path / name
-        (root / "data" / "raw").mkdir(parents=True)
-        for filename, content in data.items():
-            target = root / "data" / "raw" / filename
-            if isinstance(content, pd.DataFrame):
-                if filename.endswith(".parquet"):
-                    content.to_parquet(target, index=False)
-                else:
-                    content.to_csv(target, index=False)
-            else:
-                shutil.copyfile(content, target)
-        # dvc.yaml names the stage code as deps: the project carries its copy, as a clone does.
-        shutil.copytree(REPO / "flowship", root / "flowship", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copyfile(REPO / "dvc.yaml", root / "dvc.yaml")
-        for ignore in (
-            ".gitignore",
-            "data/.gitignore",
-            "data/prepared/.gitignore",
-            "models/.gitignore",
-            "reports/.gitignore",
-        ):
-            (root / ignore).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(REPO / ignore, root / ignore)
-        project = Project(root)
-        project.write_params(params)
-        run(["git", "init", "--quiet", "-b", "main"], root)
-        run(["git", "config", "user.email", "test@flowship.invalid"], root)
-        run(["git", "config", "user.name", "flowship tests"], root)
-        run(["dvc", "init", "--quiet"], root)
-        run(["dvc", "config", "core.autostage", "false"], root)
-        run(["dvc", "config", "core.analytics", "false"], root)
-        run(["dvc", "remote", "add", "--default", "local", str(tmp_path / f"{name}-remote")], root)
-        project.commit("project")
-        return project
+        return build_project(tmp_path / name, data, params, tmp_path / f"{name}-remote")
 
     return build
 

@@ -197,11 +197,6 @@ def test_every_problem_is_reported_at_once():
     assert {p.split(":")[0] for p in problems} == {"data.task", "data.colour", "validate.min_rows"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: errors inside `split` are reported under the discriminator tag (split.random.holdout_fraction), "
-    "a key that does not exist in params.yaml",
-)
 def test_split_errors_name_the_yaml_key():
     problem = one_problem(raw_params(split={"holdout_fraction": 1.5}))
     assert problem.startswith("split.holdout_fraction:")

@@ -200,11 +200,6 @@ def test_feature_importance_ranks_the_informative_feature_first(regression):
     assert importance.idxmax() == "x1"  # the frames weigh x1 most
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: feature importance scores f1 / pr_auc with scikit-learn's default pos_label=1, "
-    "so a binary target with string labels ('no'/'yes') makes write_plots fail",
-)
 @pytest.mark.parametrize("primary", ["f1", "pr_auc"])
 def test_feature_importance_with_string_labels(primary):
     model, holdout, params = trained("classification", primary=primary, labels=["no", "yes"])

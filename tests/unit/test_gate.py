@@ -187,11 +187,6 @@ def test_markdown_table_has_a_row_per_metric():
     assert "–" in by_metric["log_loss"]  # no champion
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (minor): the regression is compared in raw floating point, so a candidate exactly max_regression "
-    "worse than the champion fails ('0.0100 worse ... (max regression 0.0100)')",
-)
 def test_regression_of_exactly_the_tolerance_passes():
     cfg = gate(primary_metric="roc_auc", max_regression={"roc_auc": 0.01})
     assert decide({**CLASSIFICATION, "roc_auc": 0.84}, {**CLASSIFICATION, "roc_auc": 0.85}, cfg).passed

@@ -59,11 +59,6 @@ def test_read_table_tsv_uses_tabs(tmp_path):
     assert list(read_table(path).columns) == ["a", "b"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the format check lower-cases suffixes but the separator check does not, "
-    "so an upper-case .TSV file is read comma-separated into a single column",
-)
 def test_read_table_upper_case_tsv_uses_tabs(tmp_path):
     path = tmp_path / "t.TSV"
     SMALL.to_csv(path, sep="\t", index=False)
@@ -201,11 +196,6 @@ def test_timestamps_with_offsets_become_utc(tmp_path):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pandas infers one timestamp format from the first value, so valid ISO 8601 values with another "
-    "precision ('2024-01-02' next to '2024-01-01 10:00') are reported as 'not timestamps'",
-)
 def test_iso_timestamps_of_mixed_precision_are_accepted(tmp_path):
     table = raw_table(n=2)
     table["ts"] = ["2024-01-01 10:00", "2024-01-02"]

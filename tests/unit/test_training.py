@@ -140,11 +140,6 @@ def test_coerce_features_casts_raw_records():
     assert list(out.columns) == ["n", "c"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: coerce_features turns a missing categorical value into the string 'nan' (a category of its own) "
-    "instead of keeping it missing; the `v is np.nan` identity test never matches",
-)
 @pytest.mark.parametrize(
     "values",
     [
