@@ -191,6 +191,24 @@ class GateConfig(Section):
         return tolerances
 
 
+class ReleaseConfig(Section):
+    """How a challenger is verified in staging and served in production (on loopback)."""
+
+    production_port: int = Field(default=8000, ge=1024, le=65535)
+    staging_port: int = Field(default=8001, ge=1024, le=65535)
+    latency_requests: int = Field(default=200, ge=10, le=100_000)
+    latency_p95_ms: float = Field(default=50.0, ge=0.0)
+    golden_tolerance: float = Field(default=1e-6, ge=0.0)
+    max_batch: int = Field(default=1000, ge=1, le=1_000_000)
+    health_timeout_s: float = Field(default=60.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ReleaseConfig:
+        if self.production_port == self.staging_port:
+            raise ValueError(f"staging_port must differ from production_port ({self.production_port})")
+        return self
+
+
 class Params(Section):
     project: ProjectConfig
     data: DataConfig
@@ -199,6 +217,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig
+    release: ReleaseConfig = ReleaseConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -55,3 +55,17 @@ class StageError(FlowshipError):
 
 class RemoteUnavailable(StageError):
     """The DVC remote did not take or give the data (worth a retry: storage may come back)."""
+
+
+class ReleaseError(FlowshipError):
+    """A release or rollback could not go ahead; production and the aliases are as they were."""
+
+
+class ReleaseCheckFailed(ReleaseError):
+    """Staging failed a check; `checks` holds every check with what was measured."""
+
+    def __init__(self, version: str, checks: list[dict[str, Any]]) -> None:
+        self.version = version
+        self.checks = checks
+        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checks if not c["passed"])
+        super().__init__(f"release of v{version} stopped in staging: {failed}")

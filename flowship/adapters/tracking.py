@@ -188,6 +188,32 @@ class Tracker:
     def load_model(self, uri: str) -> Any:
         return _mlflow().sklearn.load_model(uri)
 
+    def version(self, name: str, version: str) -> VersionRef:
+        mlflow = _mlflow()
+        try:
+            mv = self.client.get_model_version(name, version)
+        except mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(f"{name} v{version} is not in the model registry ({tracking_message(exc)})") from None
+        return VersionRef(name, str(mv.version), mv.run_id, mv.source, dict(mv.tags))
+
+    def input_schema(self, uri: str) -> list[dict[str, str]]:
+        """The model signature's inputs: [{"name", "type"}], the serving app's request schema."""
+        info = _mlflow().models.get_model_info(uri)
+        if info.signature is None:
+            raise RegistryError(f"{uri} was logged without a signature")
+        return [{"name": str(c["name"]), "type": str(c["type"])} for c in info.signature.inputs.to_dict()]
+
+    def download(self, uri: str, dest: Path) -> Path:
+        """A logged model's files (MLmodel, the pickle, extra files such as the golden set)."""
+        return Path(_mlflow().artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+
     def register(self, name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str) -> VersionRef:
         """A new version with its tags and alias, or nothing at all: a half-done version is deleted."""
         mlflow = _mlflow()
@@ -227,6 +253,10 @@ class Tracker:
         if self.uri.startswith(("http://", "https://")):
             return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
         return f"mlflow ui --backend-store-uri {self.uri}  →  experiment {experiment_id}, run {run_id}"
+
+
+def tracking_message(exc: Exception) -> str:
+    return str(getattr(exc, "message", exc)).splitlines()[0][:300]
 
 
 def load_json(path: Path) -> Any:

@@ -1,0 +1,79 @@
+"""Checks a release must pass in staging: pure functions over what was measured over HTTP."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _close(a: Any, b: Any, tolerance: float) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=0.0, abs_tol=tolerance)
+    return str(a) == str(b)
+
+
+def golden_check(golden: list[dict[str, Any]], answers: list[dict[str, Any]], tolerance: float) -> Check:
+    """Each answer (prediction, probabilities) must match what the model gave at training time."""
+    if len(answers) != len(golden):
+        return Check("golden_set", False, f"{len(answers)} answers for {len(golden)} golden records")
+    mismatches = []
+    worst = 0.0
+    for i, (expected, got) in enumerate(zip(golden, answers, strict=True)):
+        if not _close(expected["prediction"], got.get("prediction"), tolerance):
+            mismatches.append(f"record {i}: prediction {got.get('prediction')!r}, expected {expected['prediction']!r}")
+            continue
+        for cls, p in (expected.get("probabilities") or {}).items():
+            q = (got.get("probabilities") or {}).get(str(cls))
+            if q is None:
+                mismatches.append(f"record {i}: no probability for class {cls!r}")
+                break
+            worst = max(worst, abs(float(p) - float(q)))
+            if abs(float(p) - float(q)) > tolerance:
+                mismatches.append(f"record {i}: P({cls}) {q:.8f}, expected {p:.8f}")
+                break
+    measured = {"records": len(golden), "mismatches": len(mismatches), "max_probability_difference": worst}
+    if mismatches:
+        shown = "; ".join(mismatches[:3])
+        return Check("golden_set", False, f"{len(mismatches)} of {len(golden)} records differ: {shown}", measured)
+    return Check("golden_set", True, f"{len(golden)} records match (tolerance {tolerance:g})", measured)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest-rank."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency_check(latencies_ms: list[float], budget_ms: float) -> Check:
+    p50, p95 = percentile(latencies_ms, 50), percentile(latencies_ms, 95)
+    measured = {"requests": len(latencies_ms), "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "budget_ms": budget_ms}
+    passed = bool(latencies_ms) and p95 <= budget_ms
+    detail = f"p95 {p95:.2f} ms over {len(latencies_ms)} requests (budget {budget_ms:g} ms)"
+    return Check("latency", passed, detail if passed else detail + ": over budget", measured)
+
+
+def status_check(name: str, status: int, expected: range | set[int], what: str) -> Check:
+    ok = status in expected
+    return Check(name, ok, f"{what}: HTTP {status}", {"status": status})
+
+
+def summary(checks: list[Check]) -> tuple[bool, str]:
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return True, "all checks passed"
+    return False, "; ".join(f"{c.name}: {c.detail}" for c in failed)
