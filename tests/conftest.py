@@ -27,7 +27,10 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
     """A subprocess with this interpreter's bin first on PATH (as `make` or an activated venv would have)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **kw.pop("env", {})}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an in-process test must not aim a subprocess at its store.
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(kw.pop("env", {}))
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, **kw)
     if check and done.returncode != 0:
         raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
