@@ -69,3 +69,26 @@ class ReleaseCheckFailed(ReleaseError):
         self.checks = checks
         failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checks if not c["passed"])
         super().__init__(f"release of v{version} stopped in staging: {failed}")
+
+
+class DockerError(FlowshipError):
+    """A Docker operation failed (base of the errors below)."""
+
+
+class DockerUnavailable(DockerError):
+    """The Docker daemon did not answer or failed on its side (worth a retry: it may come back)."""
+
+
+class ImageBuildError(DockerError):
+    """An image could not be built; `step` names the failing step, `log_tail` holds its last output."""
+
+    def __init__(self, step: str, reason: str, log_tail: list[str] | None = None) -> None:
+        self.step = step
+        self.reason = reason
+        self.log_tail = log_tail or []
+        tail = "".join(f"\n  | {line}" for line in self.log_tail)
+        super().__init__(f"image build failed at {step}: {reason}{tail}")
+
+
+class ContainerError(DockerError):
+    """A container or image is missing, did not start, or did not become healthy in time."""
