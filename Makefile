@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status test lint bench clean
+.PHONY: setup data run train status test lint bench clean base-image
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# A local Debian bookworm base for the serving image, where python:3.11-slim-bookworm can't be pulled
+# (needs root, mmdebstrap and a running Docker daemon; skipped when the image exists).
+base-image: setup
+	$(PY) -m flowship.adapters.docker_engine base-image
 
 bench: data
 	$(PY) bench/training_overhead.py

@@ -390,6 +390,12 @@ class DockerEngine:
         """Bytes, as `docker images` counts them (all layers)."""
         return int(self._image(tag).attrs["Size"])
 
+    def remove_image(self, tag: str) -> None:
+        """Untag `tag` (its layers go when no other image uses them); nothing to do if it doesn't exist."""
+        if self.image_exists(tag):
+            with _daemon_errors(f"remove image {tag}"):
+                self.client.images.remove(tag)
+
     def import_rootfs(self, stream: IO[bytes], tag: str, changes: Sequence[str] = ()) -> str:
         """`docker import` a root file system tarball from `stream`; returns the image id."""
         repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")

@@ -1,0 +1,368 @@
+"""The Docker adapter against a real daemon: wheelhouse, build context, image, container, cache, failures.
+
+The image is built from the repository's Dockerfile with a stand-in serving app (written into the build
+context only): it loads a real pickled model and writes to the log folder, as the real app does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from flowship.adapters import docker_engine as de
+from flowship.adapters.docker_engine import DockerEngine
+from flowship.errors import ContainerError, ImageBuildError
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_LABEL = "flowship-test"  # the model name of every image built here (dangling ones are pruned by it)
+APP_UID = 10001
+
+STAND_IN_APP = '''
+"""Stand-in for flowship.serving: the same environment, model bundle and log folder, a trivial app."""
+import json, os, time
+from pathlib import Path
+
+import cloudpickle
+import pandas as pd
+import uvicorn
+from fastapi import FastAPI
+
+model_dir = Path(os.environ.get("FLOWSHIP_MODEL_DIR", "/app/model"))
+log_dir = Path(os.environ.get("FLOWSHIP_LOG_DIR", "/var/log/flowship"))
+model = cloudpickle.loads((model_dir / "model.pkl").read_bytes())
+metadata = json.loads((model_dir / "metadata.json").read_text())
+app = FastAPI()
+
+
+def log(record):
+    with open(log_dir / "inference.jsonl", "a") as out:
+        out.write(json.dumps({"ts": time.time(), **record}) + "\\n")
+
+
+@app.get("/health")
+def health():
+    return {"status": "ok", "uid": os.getuid(), "model_version": metadata["version"]}
+
+
+@app.post("/predict")
+def predict(body: dict):
+    frame = pd.DataFrame(body["rows"])
+    predictions = [float(p) for p in model.predict_proba(frame)[:, 1]]
+    log({"rows": len(frame), "predictions": predictions})
+    return {"predictions": predictions, "model_version": metadata["version"]}
+
+
+log({"event": "started"})
+uvicorn.run(app, host="0.0.0.0", port=int(os.environ.get("FLOWSHIP_PORT", "8000")), log_level="warning")
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_json(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def write_bundle(folder: Path, version_: str, seed: int) -> Path:
+    """A real (tiny) model bundle: a pickled classifier on two features, its metadata and golden rows."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"dep_delay": rng.normal(0, 30, 200), "distance": rng.uniform(100, 3000, 200)})
+    target = (frame["dep_delay"] > 10).astype(int)
+    model = LogisticRegression().fit(frame, target)
+    folder.mkdir(parents=True)
+    (folder / "model.pkl").write_bytes(cloudpickle.dumps(model))
+    (folder / "metadata.json").write_text(json.dumps({"name": TEST_LABEL, "version": version_}))
+    golden = frame.head(3)
+    (folder / "golden.json").write_text(
+        json.dumps({"rows": golden.to_dict("records"), "predictions": model.predict_proba(golden)[:, 1].tolist()})
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's Dockerfile and serving-code layout, with the stand-in app as flowship.serving."""
+    root = tmp_path_factory.mktemp("source")
+    for name in ("Dockerfile", ".dockerignore", "flowship/__init__.py", "flowship/errors.py"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / name, root / name)
+    (root / "flowship/serving").mkdir()
+    (root / "flowship/serving/__init__.py").write_text("")
+    (root / "flowship/serving/__main__.py").write_text(STAND_IN_APP)
+    return root
+
+
+class Built:
+    def __init__(self, tag: str, image_id: str, log: list[str], seconds: float) -> None:
+        self.tag, self.image_id, self.log, self.seconds = tag, image_id, log, seconds
+
+
+def build(
+    engine: DockerEngine, base: str, context: Path, tag: str, model_version: str, commit: str = "abc1234"
+) -> Built:
+    lines: list[str] = []
+    started = time.monotonic()
+    image_id = engine.build(
+        context,
+        tag,
+        labels={"io.flowship.test": "1"},
+        buildargs={
+            "BASE_IMAGE": base,
+            "MODEL_NAME": TEST_LABEL,
+            "MODEL_VERSION": model_version,
+            "DATA_HASH": "d41d8cd98f00b204e9800998ecf8427e",
+            "GIT_COMMIT": commit,
+            "CREATED": "2025-01-01T00:00:00Z",
+        },
+        on_log=lines.append,
+    )
+    return Built(tag, image_id, lines, time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def image(
+    docker_engine: DockerEngine,
+    base_image: str,
+    wheelhouse: Path,
+    requirements: list[str],
+    source_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Built]:
+    """The stand-in image for model v1 (fixed tag: the layers stay cached for the next session)."""
+    tmp = tmp_path_factory.mktemp("v1")
+    bundle = write_bundle(tmp / "bundle", "1", seed=1)
+    context = de.build_context(tmp / "context", bundle, wheelhouse, requirements, source_root=source_root)
+    built = build(docker_engine, base_image, context, f"{TEST_LABEL}/standin:v1", "1")
+    yield built
+    docker_engine.client.images.prune(filters={"dangling": True, "label": f"io.flowship.model.name={TEST_LABEL}"})
+
+
+@pytest.fixture
+def container_name(docker_engine: DockerEngine) -> Iterator[str]:
+    name = f"{TEST_LABEL}-{uuid.uuid4().hex[:8]}"
+    yield name
+    docker_engine.remove(name)
+
+
+# --- no daemon needed ---
+
+
+def test_serving_requirements_pin_this_interpreter(requirements: list[str]) -> None:
+    pins = dict(line.split("==") for line in requirements)
+    for package in ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "fastapi", "uvicorn", "pyyaml"):
+        assert pins[package] == version(package)
+    # Dependencies too: pydantic needs its exact pydantic-core, fastapi its starlette.
+    assert pins["pydantic-core"] == version("pydantic-core")
+    assert "starlette" in pins
+    assert "pytest" not in pins and "mlflow" not in pins
+
+
+def test_wheelhouse_is_complete_and_reused(
+    wheelhouse: Path, requirements: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels, missing = de._wheels_for(wheelhouse, requirements)
+    assert missing == [] and len(wheels) == len(requirements)
+
+    def no_pip(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"pip ran although every wheel is there: {args}")
+
+    monkeypatch.setattr(de.subprocess, "run", no_pip)
+    assert de.prepare_wheelhouse(wheelhouse, requirements) == wheelhouse
+
+
+def test_build_context_holds_exactly_what_the_dockerfile_copies(
+    tmp_path: Path, wheelhouse: Path, requirements: list[str], source_root: Path
+) -> None:
+    bundle = write_bundle(tmp_path / "bundle", "1", seed=1)
+    (bundle / "model.pkl").chmod(0o600)  # the image's non-root user must still read it
+    context = de.build_context(tmp_path / "context", bundle, wheelhouse, requirements, source_root=source_root)
+    assert sorted(p.name for p in context.iterdir()) == [
+        ".dockerignore",
+        "Dockerfile",
+        "flowship",
+        "model",
+        "requirements.txt",
+        "wheelhouse",
+    ]
+    assert (context / "requirements.txt").read_text().split() == requirements
+    assert len(list((context / "wheelhouse").glob("*.whl"))) == len(requirements)
+    assert sorted(p.name for p in (context / "model").iterdir()) == ["golden.json", "metadata.json", "model.pkl"]
+    assert (context / "model/model.pkl").stat().st_mode & 0o777 == 0o644
+    assert (context / "flowship/serving/__main__.py").is_file()
+
+
+def test_build_context_refuses_a_requirement_without_a_wheel(
+    tmp_path: Path, wheelhouse: Path, requirements: list[str], source_root: Path
+) -> None:
+    bundle = write_bundle(tmp_path / "bundle", "1", seed=1)
+    with pytest.raises(ImageBuildError, match="no wheel for: scikit-learn==0.0.1") as caught:
+        de.build_context(tmp_path / "context", bundle, wheelhouse, [*requirements, "scikit-learn==0.0.1"])
+    assert caught.value.step == "build context"
+
+
+# --- against the daemon ---
+
+
+def test_image_carries_labels_user_and_size(docker_engine: DockerEngine, image: Built) -> None:
+    labels = docker_engine.labels(image.tag)
+    assert labels["org.opencontainers.image.title"] == f"flowship-{TEST_LABEL}"
+    assert labels["org.opencontainers.image.version"] == "1"
+    assert labels["org.opencontainers.image.revision"] == "abc1234"
+    assert labels["org.opencontainers.image.created"] == "2025-01-01T00:00:00Z"
+    assert labels["io.flowship.model.name"] == TEST_LABEL
+    assert labels["io.flowship.model.version"] == "1"
+    assert labels["io.flowship.data.hash"] == "d41d8cd98f00b204e9800998ecf8427e"
+    assert labels["io.flowship.git.commit"] == "abc1234"
+    assert labels["io.flowship.test"] == "1"  # build(labels=...) adds to the Dockerfile's
+    config = docker_engine.client.images.get(image.tag).attrs["Config"]
+    assert config["User"] == f"{APP_UID}:{APP_UID}"
+    assert config["Env"] and "FLOWSHIP_MODEL_DIR=/app/model" in config["Env"]
+    assert "FLOWSHIP_LOG_DIR=/var/log/flowship" in config["Env"]
+    assert config["Healthcheck"]["Test"][:2] == ["CMD", "python"]
+    assert config["Cmd"] == ["python", "-m", "flowship.serving"]
+    assert "8000/tcp" in config["ExposedPorts"]
+    assert image.image_id.startswith("sha256:")
+    size_mb = docker_engine.image_size(image.tag) / 1e6
+    print(f"\ncold-or-warm build {image.seconds:.1f} s, image {size_mb:.0f} MB")
+    assert 100 < size_mb < 700
+
+
+def test_container_serves_logs_and_stops(
+    docker_engine: DockerEngine, image: Built, container_name: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    log_dir = tmp_path / "logs"
+    docker_engine.run(image.tag, container_name, port, log_dir, env={"FLOWSHIP_API_TOKEN": "t0ken"})
+    docker_engine.wait_healthy(container_name, timeout=60)
+
+    info = docker_engine.container(container_name)
+    assert info is not None
+    assert (info.status, info.health, info.host_port, info.image) == ("running", "healthy", port, image.tag)
+    assert info.restart_policy == "unless-stopped"
+    assert info.labels["io.flowship.model.version"] == "1"
+    published = docker_engine.client.containers.get(container_name).attrs["HostConfig"]["PortBindings"]
+    assert published == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+
+    docker_engine.wait_healthy(f"http://127.0.0.1:{port}/health", timeout=10)
+    status, health = http_json(f"http://127.0.0.1:{port}/health")
+    assert (status, health) == (200, {"status": "ok", "uid": APP_UID, "model_version": "1"})
+    rows = [{"dep_delay": 60.0, "distance": 500.0}, {"dep_delay": -20.0, "distance": 500.0}]
+    status, answer = http_json(f"http://127.0.0.1:{port}/predict", {"rows": rows})
+    assert status == 200
+    assert answer["predictions"][0] > 0.5 > answer["predictions"][1]
+
+    # The bind-mounted log folder is written by the container's non-root user.
+    records = [json.loads(line) for line in (log_dir / "inference.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "started"
+    assert records[-1]["predictions"] == answer["predictions"]
+    assert (log_dir / "inference.jsonl").stat().st_uid == APP_UID
+
+    started = time.monotonic()
+    docker_engine.stop(container_name, timeout=10)
+    assert time.monotonic() - started < 8, "uvicorn should stop on SIGTERM, not wait for SIGKILL"
+    info = docker_engine.container(container_name)
+    assert info is not None and info.status == "exited"
+    docker_engine.remove(container_name)
+    assert docker_engine.container(container_name) is None
+    docker_engine.remove(container_name)  # nothing left: a no-op
+
+
+def test_a_new_model_rebuilds_only_the_model_layer(
+    docker_engine: DockerEngine,
+    base_image: str,
+    image: Built,
+    wheelhouse: Path,
+    requirements: list[str],
+    source_root: Path,
+    tmp_path: Path,
+) -> None:
+    bundle = write_bundle(tmp_path / "bundle", "2", seed=2)
+    context = de.build_context(tmp_path / "context", bundle, wheelhouse, requirements, source_root=source_root)
+    rebuilt = build(docker_engine, base_image, context, f"{TEST_LABEL}/standin:v2", "2", commit="def5678")
+    print(f"\nrebuild with a new model: {rebuilt.seconds:.1f} s")
+
+    steps = split_steps(rebuilt.log)
+    model_step = next(i for i, (title, _) in enumerate(steps) if "COPY model/" in title)
+    assert model_step >= len(steps) - 10, "the model is copied last (only ARG/LABEL after it)"
+    for title, output in steps[:model_step]:
+        if re.search(r": (FROM|ARG BASE_IMAGE)", title):
+            continue  # FROM only names the base; the global ARG makes no layer
+        assert any("Using cache" in line for line in output), f"{title} was not cached:\n{output}"
+    assert not any("Using cache" in line for line in steps[model_step][1])
+    assert rebuilt.image_id != image.image_id
+    assert docker_engine.labels(rebuilt.tag)["io.flowship.model.version"] == "2"
+    assert rebuilt.seconds < 20
+
+
+def split_steps(log: list[str]) -> list[tuple[str, list[str]]]:
+    steps: list[tuple[str, list[str]]] = []
+    for line in log:
+        if line.startswith("Step "):
+            steps.append((line, []))
+        elif steps:
+            steps[-1][1].append(line)
+    return steps
+
+
+def test_a_failing_build_names_its_step(
+    docker_engine: DockerEngine,
+    base_image: str,
+    image: Built,
+    wheelhouse: Path,
+    requirements: list[str],
+    source_root: Path,
+    tmp_path: Path,
+) -> None:
+    bundle = write_bundle(tmp_path / "bundle", "3", seed=3)
+    context = de.build_context(tmp_path / "context", bundle, wheelhouse, requirements, source_root=source_root)
+    (context / "requirements.txt").write_text("scikit-learn==0.0.1\n")
+    with pytest.raises(ImageBuildError) as caught:
+        build(docker_engine, base_image, context, f"{TEST_LABEL}/standin:broken", "3")
+    assert "RUN /opt/venv/bin/python -m pip install" in caught.value.step
+    assert caught.value.step in str(caught.value)
+    assert "returned a non-zero code" in caught.value.reason
+    assert any("scikit-learn==0.0.1" in line for line in caught.value.log_tail)
+    assert not docker_engine.image_exists(f"{TEST_LABEL}/standin:broken")
+
+
+def test_a_container_that_dies_is_reported(
+    docker_engine: DockerEngine, image: Built, container_name: str, tmp_path: Path
+) -> None:
+    docker_engine.run(
+        image.tag,
+        container_name,
+        free_port(),
+        tmp_path / "logs",
+        env={"FLOWSHIP_MODEL_DIR": "/nowhere"},
+        restart_policy="no",
+    )
+    with pytest.raises(ContainerError, match="stopped .*before it was healthy") as caught:
+        docker_engine.wait_healthy(container_name, timeout=30)
+    assert "/nowhere/model.pkl" in str(caught.value)
+    info = docker_engine.container(container_name)
+    assert info is not None and info.restart_policy == "no"
