@@ -1,0 +1,62 @@
+"""`python -m flowship.serving`: settings from the environment, the bundle from FLOWSHIP_MODEL_DIR, uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+
+from flowship.errors import FlowshipError
+from flowship.serving.logs import configure_logging
+from flowship.serving.settings import ServingSettings
+
+# uvicorn waits this long for in-flight requests on SIGTERM before it cancels them (below Docker's 10 s)
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+log = logging.getLogger("flowship.serving")
+
+
+def main() -> int:
+    configure_logging()
+    try:
+        settings = ServingSettings.from_env()
+        _check_log_dir(settings)
+        from flowship.serving.bundle import load_bundle
+
+        bundle = load_bundle(settings.model_dir)
+    except FlowshipError as exc:
+        sys.stderr.write(f"flowship.serving: cannot start: {' '.join(str(exc).split())}\n")
+        return 2
+
+    import uvicorn
+
+    from flowship.serving.app import create_app
+
+    app = create_app(bundle, settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        access_log=False,  # the app writes one JSON line per request itself
+        log_config=None,  # keep the JSON logging set up above
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        lifespan="on",
+    )
+    return 0
+
+
+def _check_log_dir(settings: ServingSettings) -> None:
+    """Fail at start, in one line, when the inference log folder cannot be written."""
+    from flowship.serving.errors import SettingsError
+
+    try:
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=settings.log_dir):
+            pass
+    except OSError as exc:
+        raise SettingsError([f"FLOWSHIP_LOG_DIR={str(settings.log_dir)!r}: cannot write there ({exc})"]) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

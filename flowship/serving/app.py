@@ -1,0 +1,583 @@
+"""The serving app: `create_app(bundle, settings)` gives a FastAPI app that serves that one model.
+
+Request shape for `POST /predict`: one record (a JSON object) or a non-empty JSON array of records; the
+answer always holds lists, one entry per record.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at runtime, and the
+# request model is built per bundle inside `create_app`.
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from starlette.exceptions import HTTPException
+
+from flowship.serving.batching import Arrival, MicroBatcher
+from flowship.serving.bundle import BundleMetadata, InputField, ModelBundle
+from flowship.serving.errors import ModelInputError, NotReady
+from flowship.serving.inference_log import InferenceEntry, InferenceLog
+from flowship.serving.logs import ACCESS_LOGGER
+from flowship.serving.metrics import ServingMetrics
+from flowship.serving.predictor import Predictor, Scored
+from flowship.serving.schema import RecordCodec, record_model
+from flowship.serving.settings import ServingSettings
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# An incoming request id is kept only if it is short and plain (it goes into headers and logs).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+ENDPOINTS = frozenset({"/health", "/ready", "/predict", "/metadata", "/metrics", "/docs", "/openapi.json"})
+# relative tolerance when the warm-up replays the golden records
+GOLDEN_TOLERANCE = 1e-6
+ERROR_CODES = {
+    400: "invalid_json",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "batch_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    500: "internal_error",
+    503: "not_ready",
+}
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON in ASCII: whatever a client sent (a lone surrogate in a field name) can be echoed without failing."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+# --- response bodies (for the OpenAPI document; the routes build plain dicts) ---
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reason: str | None = None
+    model: ModelRef
+
+
+class Metadata(BaseModel):
+    name: str
+    version: str
+    task: str
+    classes: list[str | bool | int | float] | None
+    features: dict[str, list[str]]
+    lineage: dict[str, str]
+    input_schema: list[InputField]
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="the field at fault (`body` for the body as a whole)")
+    record: int | None = Field(description="its record's position in a list of records, else null")
+    problem: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="a short code: invalid_input, invalid_json, batch_too_large, unauthorized, ...")
+    message: str
+    request_id: str
+    fields: list[FieldProblem] | None = None
+    records: list[int] | None = Field(default=None, description="the records the model could not score")
+
+
+def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": ERROR_CODES[status]} for status in statuses}
+
+
+# --- per-request and per-app state ---
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    n_records: int | None = None
+    features: list[dict[str, Any]] | None = None
+    arrival: Arrival | None = None
+
+
+def request_context(request: Request) -> RequestContext:
+    context = request.scope.get("flowship")
+    if isinstance(context, RequestContext):
+        return context
+    context = RequestContext(uuid.uuid4().hex)
+    request.scope["flowship"] = context
+    return context
+
+
+@dataclass
+class ServingState:
+    bundle: ModelBundle
+    settings: ServingSettings
+    predictor: Predictor
+    metrics: ServingMetrics
+    batcher: MicroBatcher | None = None
+    inference_log: InferenceLog | None = None
+    ready: bool = False
+    reason: str = "starting"
+    model: dict[str, str] = field(default_factory=dict)
+
+    def readiness(self) -> tuple[bool, str | None]:
+        if not self.ready:
+            return False, self.reason
+        if self.inference_log is not None and self.inference_log.error:
+            return False, self.inference_log.error
+        return True, None
+
+    async def warm_up(self) -> None:
+        """Score the golden records once: the model works here and gives the answers it gave at release."""
+        assert self.batcher is not None
+        golden = self.bundle.golden or []
+        if golden:
+            rows = [self.predictor.codec.row_from_dict(g.features) for g in golden]
+            (result,) = await self.batcher.call([rows])
+            problem = _golden_mismatch(result, golden)
+            if problem:
+                self.reason = f"golden check failed: {problem}"
+                log.error("not ready: %s", self.reason)
+                return
+        self.ready, self.reason = True, "ready"
+
+
+def _golden_mismatch(result: Scored | BaseException, golden: list[Any]) -> str | None:
+    if isinstance(result, BaseException):
+        return f"the model fails on its golden records: {result}"
+    for i, expected in enumerate(golden):
+        got = result.predictions[i]
+        if isinstance(got, float) and isinstance(expected.prediction, int | float):
+            if not math.isclose(got, expected.prediction, rel_tol=GOLDEN_TOLERANCE, abs_tol=GOLDEN_TOLERANCE):
+                return f"record {i}: prediction {got} != {expected.prediction}"
+        elif str(got) != str(expected.prediction):
+            return f"record {i}: prediction {got!r} != {expected.prediction!r}"
+        if expected.probabilities and result.probabilities is not None:
+            for key, p in expected.probabilities.items():
+                q = result.probabilities[i].get(key)
+                if q is None or not math.isclose(q, p, rel_tol=GOLDEN_TOLERANCE, abs_tol=GOLDEN_TOLERANCE):
+                    return f"record {i}: probability of {key!r} {q} != {p}"
+    return None
+
+
+# --- auth ---
+
+
+def _auth_problem(settings: ServingSettings, credentials: HTTPAuthorizationCredentials | None) -> HTTPException | None:
+    if settings.api_token is None:
+        return None
+    if credentials is None:
+        return HTTPException(
+            401,
+            "missing or malformed Authorization header: send 'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    expected = settings.api_token.get_secret_value().encode()
+    if not hmac.compare_digest(credentials.credentials.encode(), expected):
+        return HTTPException(403, "the bearer token is not valid")
+    return None
+
+
+# --- the app ---
+
+
+def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
+    """The service for this bundle; the lifespan starts the batcher and the inference log and stops them."""
+    meta = bundle.metadata
+    example = bundle.golden[0].features if bundle.golden else None
+    record: Any = record_model(meta, example)  # a class built at runtime: Any for the type checker
+    codec = RecordCodec(bundle, record)
+    state = ServingState(bundle, settings, Predictor(bundle, codec), ServingMetrics(bundle))
+    state.model = {"name": meta.name, "version": meta.version}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.inference_log = InferenceLog(settings.log_dir, settings.log_flush_seconds).start()
+        state.batcher = MicroBatcher(
+            state.predictor.score_many,
+            settings.batch_window_seconds,
+            settings.max_batch,
+            on_call=state.metrics.model_calls.observe,
+        )
+        state.batcher.start()
+        try:
+            await state.warm_up()
+            log.info("serving %s %s (%s)", meta.name, meta.version, state.reason)
+            yield
+        finally:
+            state.ready, state.reason = False, "shutting down"
+            await state.batcher.close()
+            await asyncio.to_thread(state.inference_log.close)
+            log.info("stopped: every prediction is in the inference log")
+
+    app = FastAPI(
+        title=f"flowship: {meta.name}",
+        version=meta.version,
+        description=_description(meta, settings),
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    app.add_middleware(ServingMiddleware, state=state)
+    _add_exception_handlers(app, state)
+
+    bearer = HTTPBearer(auto_error=False, description="FLOWSHIP_API_TOKEN")
+
+    async def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        problem = _auth_problem(settings, credentials)
+        if problem is not None:
+            raise problem
+
+    protected = [Depends(authorized)] if settings.api_token is not None else []
+    auth_errors = (401, 403) if settings.api_token is not None else ()
+
+    single = Annotated[record, Tag("record")]
+    many = Annotated[list[record], Field(min_length=1, max_length=settings.max_batch), Tag("records")]
+    Payload = Annotated[single | many, Discriminator(_payload_kind)]
+    response_model = _predict_response_model(bundle)
+
+    @app.get("/health", response_model=Health, tags=["operations"])
+    async def health() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}}, tags=["operations"])
+    async def ready() -> Response:
+        """200 once the model is loaded and has passed its warm-up; 503 while starting or shutting down."""
+        ok, reason = state.readiness()
+        return SafeJSONResponse({"ready": ok, "reason": reason, "model": state.model}, status_code=200 if ok else 503)
+
+    @app.post(
+        "/predict",
+        response_model=response_model,
+        dependencies=protected,
+        responses=_error_responses(400, *auth_errors, 413, 415, 422, 500, 503),
+        tags=["model"],
+    )
+    async def predict(
+        request: Request,
+        body: Annotated[
+            Payload,
+            Body(
+                description="One record (a JSON object) or a non-empty list of records; every field is required, "
+                "`null` means a missing value.",
+            ),
+        ],
+    ) -> Response:
+        """Score one record or a list of records (at most FLOWSHIP_MAX_BATCH)."""
+        context = request_context(request)
+        records = body if isinstance(body, list) else [body]
+        rows = [codec.row(r) for r in records]
+        features = [codec.features(row) for row in rows]
+        context.n_records = len(rows)
+        if settings.log_features:
+            context.features = features
+        if state.batcher is None or not state.ready:
+            raise NotReady(f"the model is not ready ({state.reason})")
+        scored = await state.batcher.submit(rows, context.arrival)
+        assert state.inference_log is not None
+        state.inference_log.append(
+            InferenceEntry(
+                time=datetime.now(UTC),
+                request_id=context.request_id,
+                model_name=meta.name,
+                model_version=meta.version,
+                features=features,
+                predictions=scored.predictions,
+                probabilities=scored.probabilities,
+            )
+        )
+        state.metrics.observe_predictions(scored.predictions)
+        content: dict[str, Any] = {"predictions": scored.predictions}
+        if scored.probabilities is not None:
+            content["probabilities"] = scored.probabilities
+        content["model"] = state.model
+        content["request_id"] = context.request_id
+        return SafeJSONResponse(content)
+
+    @app.get(
+        "/metadata",
+        response_model=Metadata,
+        dependencies=protected,
+        responses=_error_responses(*auth_errors),
+        tags=["model"],
+    )
+    async def metadata() -> dict[str, Any]:
+        """The model's name, version, task, lineage and input schema."""
+        return {
+            "name": meta.name,
+            "version": meta.version,
+            "task": meta.task,
+            "classes": meta.classes,
+            "features": {"numeric": meta.features.numeric, "categorical": meta.features.categorical},
+            "lineage": meta.lineage,
+            "input_schema": meta.input_schema,
+        }
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        dependencies=protected,
+        responses={
+            200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"},
+            **_error_responses(*auth_errors),
+        },
+        tags=["operations"],
+    )
+    async def metrics() -> Response:
+        """Prometheus metrics: requests, latency, errors, predicted classes or values, rows per model call."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _payload_kind(value: Any) -> str:
+    return "records" if isinstance(value, list) else "record"
+
+
+def _predict_response_model(bundle: ModelBundle) -> type[BaseModel]:
+    meta = bundle.metadata
+    if meta.task == "classification":
+        classes = list(getattr(bundle.pipeline, "classes_", meta.classes or []))
+        kinds = {type(c.item() if hasattr(c, "item") else c) for c in classes}
+        label: Any = kinds.pop() if len(kinds) == 1 and kinds <= {str, int, bool, float} else str | int | bool | float
+
+        class ClassificationResponse(BaseModel):
+            model_config = ConfigDict(title="Prediction")
+            predictions: list[label] = Field(
+                description=f"the predicted class of each record, one of {[str(c) for c in classes]}"
+            )
+            probabilities: list[dict[str, float]] = Field(description="per record: class -> probability")
+            model: ModelRef
+            request_id: str
+
+        return ClassificationResponse
+
+    class RegressionResponse(BaseModel):
+        model_config = ConfigDict(title="Prediction")
+        predictions: list[float] = Field(description="the predicted value of each record")
+        model: ModelRef
+        request_id: str
+
+    return RegressionResponse
+
+
+def _description(meta: BundleMetadata, settings: ServingSettings) -> str:
+    auth = (
+        "Every endpoint but /health, /ready and the docs wants `Authorization: Bearer <token>`. "
+        if settings.api_token
+        else ""
+    )
+    return (
+        f"Serves {meta.task} model **{meta.name}** version **{meta.version}**.\n\n"
+        "`POST /predict` takes one record (a JSON object) or a non-empty JSON array of at most "
+        f"{settings.max_batch} records. Every input field is required; `null` means a missing value; numbers "
+        "must be finite. Answers hold one entry per record, in order. "
+        f"{auth}Errors are JSON with `error`, `message`, `request_id` and, for bad input, the `fields` at fault."
+    )
+
+
+# --- errors ---
+
+
+def _error(
+    request: Request, status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> SafeJSONResponse:
+    body = {
+        "error": ERROR_CODES.get(status, "error"),
+        "message": message,
+        "request_id": request_context(request).request_id,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return SafeJSONResponse(body, status_code=status, headers=headers)
+
+
+def _add_exception_handlers(app: FastAPI, state: ServingState) -> None:
+    settings = state.settings
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        # Authentication is checked first, whatever the body.
+        credentials = await HTTPBearer(auto_error=False)(request) if settings.api_token else None
+        problem = _auth_problem(settings, credentials)
+        if problem is not None:
+            return await on_http(request, problem)
+        return _validation_response(request, exc, settings.max_batch)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    async def on_model_input(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ModelInputError)
+        return _error(request, 422, exc.problem, records=exc.records)
+
+    async def on_not_ready(request: Request, exc: Exception) -> Response:
+        return _error(request, 503, str(exc))
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(ModelInputError, on_model_input)
+    app.add_exception_handler(NotReady, on_not_ready)
+
+
+def _validation_response(request: Request, exc: RequestValidationError, max_batch: int) -> Response:
+    errors = list(exc.errors())
+    if isinstance(exc.body, bytes | bytearray):
+        # FastAPI leaves the body unparsed when the content type is not JSON
+        return _error(request, 415, "send the records as JSON, with the header 'Content-Type: application/json'")
+    for error in errors:
+        if error["type"] == "json_invalid":
+            where = error["loc"][-1] if len(error["loc"]) > 1 else "?"
+            detail = (error.get("ctx") or {}).get("error", "")
+            return _error(request, 400, f"the body is not valid JSON: {detail} (at character {where})")
+        if error["type"] == "too_long" and tuple(error["loc"][:2]) == ("body", "records"):
+            actual = (error.get("ctx") or {}).get("actual_length", "more")
+            return _error(
+                request,
+                413,
+                f"a request may carry at most {max_batch} records (FLOWSHIP_MAX_BATCH); this one has {actual}",
+            )
+    problems = [_field_problem(error) for error in errors]
+    summary = "; ".join(
+        f"{p.field if p.record is None else f'record {p.record}: {p.field}'}: {p.problem}" for p in problems[:10]
+    )
+    more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+    return _error(request, 422, f"invalid input: {summary}{more}", fields=[p.model_dump() for p in problems])
+
+
+def _field_problem(error: MutableMapping[str, Any] | Any) -> FieldProblem:
+    loc = list(error.get("loc", ()))
+    kind = str(error.get("type", "invalid"))
+    message = str(error.get("msg", "invalid"))
+    record: int | None = None
+    if loc[:1] == ["body"]:
+        loc = loc[1:]
+    if loc[:1] == ["records"]:
+        loc = loc[1:]
+        if loc and isinstance(loc[0], int):
+            record, loc = loc[0], loc[1:]
+    elif loc[:1] == ["record"]:
+        loc = loc[1:]
+    name = ".".join(str(part) for part in loc) or "body"
+    if name == "body":
+        if kind == "missing":
+            message = "a JSON body is required: one record (an object) or a list of records"
+        elif kind == "too_short":
+            message = "the list of records is empty: send at least one record"
+        elif kind in {"model_attributes_type", "model_type", "dict_type"}:
+            message = (
+                "each record must be a JSON object"
+                if record is not None
+                else "expected one record (a JSON object) or a non-empty list of records"
+            )
+    elif kind == "extra_forbidden":
+        message = "unknown field (not in the model's input schema)"
+    elif kind == "missing":
+        message = "field required (send null for a missing value)"
+    return FieldProblem(field=name, record=record, problem=message, type=kind)
+
+
+# --- middleware: request id, auth-free bookkeeping, metrics, the JSON access log, last-resort 500 ---
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ServingMiddleware:
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], state: ServingState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        context = RequestContext(_request_id(scope))
+        scope["flowship"] = context
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        batcher = self.state.batcher
+        if endpoint == "/predict" and scope.get("method") == "POST" and batcher is not None:
+            context.arrival = batcher.arrival()
+        status = 500
+        response_started = False
+        request_id_header = (REQUEST_ID_HEADER.lower().encode(), context.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), request_id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error (request %s)", context.request_id)
+            if not response_started:
+                body = {
+                    "error": "internal_error",
+                    "message": "internal error; quote the request id when reporting it",
+                    "request_id": context.request_id,
+                }
+                await SafeJSONResponse(body, status_code=500)(scope, receive, send_with_id)
+        finally:
+            if context.arrival is not None:
+                context.arrival.release()
+            seconds = time.perf_counter() - started
+            self.state.metrics.observe_request(endpoint, status, seconds)
+            fields: dict[str, Any] = {
+                "request_id": context.request_id,
+                "method": scope.get("method"),
+                "path": path,
+                "status": status,
+                "latency_ms": round(seconds * 1000, 3),
+                "n_records": context.n_records,
+                "model_version": self.state.model.get("version"),
+            }
+            if context.features is not None:
+                fields["features"] = context.features
+            access_log.info("%s %s %s", scope.get("method"), path, status, extra={"fields": fields})
+
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope.get("headers", []):
+        if key == b"x-request-id":
+            candidate = bytes(value).decode("latin-1")
+            if _REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex

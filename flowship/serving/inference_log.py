@@ -1,0 +1,276 @@
+"""The inference log: every prediction, one JSON line each, in `inference-<YYYYMMDD>.jsonl` per UTC day.
+
+Writing happens on a background thread: the request path only hands over its records. Lines reach the disk
+with `os.write` on an append-only file and are fsync'ed every `flush_seconds` and at close. Nothing is
+dropped: when the backlog is full the request path waits, and a failed write is retried with the exact
+bytes that are still missing. A crash can leave a truncated last line; readers skip and count it, and the
+next writer starts on a fresh line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+FILE_PREFIX = "inference-"
+FILE_SUFFIX = ".jsonl"
+COLUMNS = ["time", "request_id", "model_name", "model_version", "features", "prediction", "probabilities"]
+REQUIRED = {"time", "request_id", "features", "prediction"}
+# Retry pause after a failed write (disk full, volume gone): the records wait in memory meanwhile.
+RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class InferenceEntry:
+    """One request's predictions (one line each is written, all with the request's time and id)."""
+
+    time: datetime
+    request_id: str
+    model_name: str
+    model_version: str
+    features: Sequence[dict[str, Any]]
+    predictions: Sequence[Any]
+    probabilities: Sequence[dict[str, float]] | None = None
+
+    def lines(self) -> Iterator[tuple[date, str]]:
+        stamp = self.time.astimezone(UTC)
+        iso = stamp.isoformat(timespec="microseconds")
+        for i, features in enumerate(self.features):
+            record: dict[str, Any] = {
+                "time": iso,
+                "request_id": self.request_id,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                "features": features,
+                "prediction": self.predictions[i],
+            }
+            if self.probabilities is not None:
+                record["probabilities"] = self.probabilities[i]
+            # ensure_ascii: any string the client sent (even a lone surrogate) encodes; default=str: never raise here
+            yield stamp.date(), json.dumps(record, separators=(",", ":"), default=str) + "\n"
+
+
+def log_path(folder: Path, day: date) -> Path:
+    return folder / f"{FILE_PREFIX}{day:%Y%m%d}{FILE_SUFFIX}"
+
+
+class InferenceLog:
+    """Appends entries to the day's file from a background thread; `close()` writes and fsyncs everything."""
+
+    def __init__(self, folder: str | Path, flush_seconds: float = 0.5, max_pending_rows: int = 100_000) -> None:
+        self.folder = Path(folder)
+        self.flush_seconds = flush_seconds
+        self.max_pending_rows = max_pending_rows
+        self._cond = threading.Condition()
+        self._pending: list[InferenceEntry] = []
+        self._pending_rows = 0
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+        self._day: date | None = None
+        self._unsynced = False
+        # the last write error, cleared by the next successful write (readiness reports it)
+        self.error: str | None = None
+
+    def start(self) -> InferenceLog:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="flowship-inference-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> InferenceLog:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def append(self, entry: InferenceEntry) -> None:
+        """Queue one request's records; waits (rather than drop them) while the backlog is full."""
+        with self._cond:
+            if self._closing or self._thread is None:
+                raise RuntimeError("the inference log is not open")
+            while self._pending_rows >= self.max_pending_rows and not self._closing:
+                self._cond.wait()
+            self._pending.append(entry)
+            self._pending_rows += len(entry.features)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Write every queued record, fsync and close the file; safe to call twice."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        carry: list[tuple[date, bytes]] = []  # bytes not written yet (only while the disk refuses them)
+        next_sync = time.monotonic() + self.flush_seconds
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing and not carry:
+                    timeout = next_sync - time.monotonic() if self._unsynced else None
+                    if timeout is not None and timeout <= 0:
+                        break
+                    self._cond.wait(timeout)
+                entries: list[InferenceEntry] = []
+                if not carry:  # while writes fail, the backlog stays counted, so `append` pushes back
+                    entries, self._pending, self._pending_rows = self._pending, [], 0
+                    self._cond.notify_all()
+                closing = self._closing
+            carry = self._write(_by_day(carry, entries))
+            if carry:
+                time.sleep(RETRY_SECONDS)
+                continue
+            if self._unsynced and (closing or time.monotonic() >= next_sync):
+                self._sync()
+                next_sync = time.monotonic() + self.flush_seconds
+            if closing:
+                with self._cond:
+                    if not self._pending:
+                        self._close_file()
+                        return
+
+    def _write(self, blobs: list[tuple[date, bytes]]) -> list[tuple[date, bytes]]:
+        """Write each day's bytes in order; returns exactly the bytes that did not reach a file yet."""
+        for index, (day, data) in enumerate(blobs):
+            done = 0
+            try:
+                fd = self._open(day)
+                while done < len(data):
+                    done += os.write(fd, data[done:])
+                    self._unsynced = True
+            except OSError as exc:
+                self.error = f"cannot write the inference log in {self.folder}: {exc}"
+                log.exception("inference log write failed; the records are kept and retried")
+                return [(day, data[done:]), *blobs[index + 1 :]]
+        self.error = None
+        return []
+
+    def _open(self, day: date) -> int:
+        if self._fd is not None and self._day == day:
+            return self._fd
+        self._close_file()
+        path = log_path(self.folder, day)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(fd).st_size
+        if size:
+            with path.open("rb") as handle:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    # a crash cut the last line: start ours on a fresh line so only that one is lost
+                    os.write(fd, b"\n")
+        self._fd, self._day = fd, day
+        return fd
+
+    def _sync(self) -> None:
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                log.exception("inference log fsync failed")
+                return
+        self._unsynced = False
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            self._sync()
+            os.close(self._fd)
+            self._fd, self._day = None, None
+
+
+def _by_day(blobs: list[tuple[date, bytes]], entries: list[InferenceEntry]) -> list[tuple[date, bytes]]:
+    """Append the entries' lines to the blobs, one blob per run of lines of the same day."""
+    runs: list[tuple[date, list[bytes]]] = [(day, [data]) for day, data in blobs]
+    for entry in entries:
+        for day, line in entry.lines():
+            if not runs or runs[-1][0] != day:
+                runs.append((day, []))
+            runs[-1][1].append(line.encode("ascii"))
+    return [(day, b"".join(parts)) for day, parts in runs]
+
+
+def read_inference_log(
+    folder: str | Path, start: datetime | str | None = None, end: datetime | str | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Records with `start <= time < end` (UTC; naive means UTC), and how many lines were skipped as
+    unreadable (a line cut by a crash, a corrupt line). Columns: time (UTC), request_id, model_name,
+    model_version, features (dict), prediction, probabilities (dict, classifiers; else None)."""
+    lower = _utc(start)
+    upper = _utc(end)
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for path in sorted(Path(folder).glob(f"{FILE_PREFIX}*{FILE_SUFFIX}")):
+        day = _file_day(path)
+        if day is None:
+            continue
+        if lower is not None and day < lower.date():
+            continue
+        if upper is not None and day > upper.date():
+            continue
+        with path.open("rb") as handle:
+            for raw in handle:
+                if not raw.strip():
+                    continue
+                record = _parse_line(raw)
+                if record is None:
+                    skipped += 1
+                    continue
+                stamp = record["time"]
+                if (lower is not None and stamp < lower) or (upper is not None and stamp >= upper):
+                    continue
+                records.append(record)
+    frame = pd.DataFrame(records, columns=COLUMNS)
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    return frame, skipped
+
+
+def feature_frame(records: pd.DataFrame) -> pd.DataFrame:
+    """The logged features as one column per feature (index aligned with `records`)."""
+    return pd.DataFrame(list(records["features"]), index=records.index)
+
+
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    if not isinstance(record, dict) or not REQUIRED <= record.keys() or not isinstance(record["features"], dict):
+        return None
+    try:
+        stamp = datetime.fromisoformat(record["time"])
+    except (TypeError, ValueError):
+        return None
+    record["time"] = stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    record.setdefault("probabilities", None)
+    return {column: record.get(column) for column in COLUMNS}
+
+
+def _file_day(path: Path) -> date | None:
+    try:
+        return datetime.strptime(path.name[len(FILE_PREFIX) : -len(FILE_SUFFIX)], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _utc(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+# the day after, for callers that want whole days: read_inference_log(folder, day, day + ONE_DAY)
+ONE_DAY = timedelta(days=1)

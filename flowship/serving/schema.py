@@ -1,0 +1,81 @@
+"""The request schema, generated from the bundle's input schema, and records -> the frame the model expects."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from flowship.serving.bundle import BundleMetadata, ModelBundle
+
+Row = tuple[Any, ...]
+
+
+def record_model(metadata: BundleMetadata, example: dict[str, Any] | None = None) -> type[BaseModel]:
+    """One record: every input field required, `null` meaning missing, numbers finite, nothing else allowed."""
+    fields: dict[str, Any] = {}
+    for i, spec in enumerate(metadata.input_schema):
+        # Python names are positional, the JSON names are aliases: any column name works (spaces, keywords...).
+        if spec.type == "double":
+            annotation: Any = Annotated[
+                float | None,
+                Field(alias=spec.name, strict=True, allow_inf_nan=False, description="number (null: missing)"),
+            ]
+        else:
+            annotation = Annotated[
+                str | None, Field(alias=spec.name, strict=True, description="string (null: missing)")
+            ]
+        fields[f"f{i}"] = (annotation, ...)
+    config = ConfigDict(
+        extra="forbid",
+        populate_by_name=False,
+        title=f"{_identifier(metadata.name)}Record",
+        json_schema_extra={"examples": [example]} if example else None,
+    )
+    model: type[BaseModel] = create_model(f"{_identifier(metadata.name)}Record", __config__=config, **fields)
+    return model
+
+
+def _identifier(name: str) -> str:
+    parts = re.split(r"[^0-9A-Za-z]+", name)
+    title = "".join(p[:1].upper() + p[1:] for p in parts if p)
+    return title if title[:1].isalpha() else f"Model{title}"
+
+
+class RecordCodec:
+    """Validated records -> rows in the model's column order -> a frame typed as at training time."""
+
+    def __init__(self, bundle: ModelBundle, record_type: type[BaseModel]) -> None:
+        features = bundle.metadata.features
+        fitted = getattr(bundle.pipeline, "feature_names_in_", None)
+        self.columns: list[str] = [str(c) for c in fitted] if fitted is not None else features.all
+        self._numeric = set(features.numeric)
+        by_alias = {info.alias: name for name, info in record_type.model_fields.items()}
+        self._attributes = [by_alias[column] for column in self.columns]
+
+    def row(self, record: BaseModel) -> Row:
+        return tuple(getattr(record, attribute) for attribute in self._attributes)
+
+    def row_from_dict(self, features: dict[str, Any]) -> Row:
+        return tuple(features.get(column) for column in self.columns)
+
+    def features(self, row: Row) -> dict[str, Any]:
+        return dict(zip(self.columns, row, strict=True))
+
+    def frame(self, rows: Sequence[Row]) -> pd.DataFrame:
+        """The rows typed as `flowship.training.coerce_features` types training data: numeric features
+        float64, categorical ones strings, a missing value NaN in both (built from arrays: this is per call)."""
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in self.columns]
+        data: dict[str, np.ndarray] = {}
+        for name, values in zip(self.columns, columns, strict=True):
+            if name in self._numeric:
+                data[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            else:
+                strings = np.empty(len(values), dtype=object)
+                strings[:] = [np.nan if v is None else str(v) for v in values]
+                data[name] = strings
+        return pd.DataFrame(data, columns=self.columns)

@@ -1,0 +1,77 @@
+"""The serving settings: one typed object, read from FLOWSHIP_* environment variables at the entry point."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from flowship.serving.errors import SettingsError
+
+# field -> environment variable
+ENV_VARS: dict[str, str] = {
+    "model_dir": "FLOWSHIP_MODEL_DIR",
+    "log_dir": "FLOWSHIP_LOG_DIR",
+    "max_batch": "FLOWSHIP_MAX_BATCH",
+    "api_token": "FLOWSHIP_API_TOKEN",
+    "log_flush_seconds": "FLOWSHIP_LOG_FLUSH_SECONDS",
+    "batch_window_ms": "FLOWSHIP_BATCH_WINDOW_MS",
+    "log_features": "FLOWSHIP_LOG_FEATURES",
+    "host": "FLOWSHIP_HOST",
+    "port": "FLOWSHIP_PORT",
+}
+
+
+class ServingSettings(BaseModel):
+    """Everything the service can be told; `from_env()` is the only place the environment is read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model_dir: Path = Path("/app/model")
+    # the inference log folder (one JSON-lines file per UTC day)
+    log_dir: Path = Path("/var/log/flowship")
+    # records per /predict request; more gets a 413
+    max_batch: int = Field(default=1000, ge=1, le=1_000_000)
+    # when set, every endpoint but /health, /ready and the docs wants `Authorization: Bearer <token>`
+    api_token: SecretStr | None = None
+    log_flush_seconds: float = Field(default=0.5, gt=0, le=3600, allow_inf_nan=False)
+    # how long the micro-batcher may wait for more concurrent requests; 0 turns batching off
+    batch_window_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)
+    # put feature values in the JSON access log (they always go to the inference log)
+    log_features: bool = False
+    host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104 - a container must listen on all interfaces
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    @field_validator("api_token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not all(33 <= ord(ch) <= 126 for ch in value.get_secret_value()):
+            raise ValueError("must be printable ASCII without spaces (it is sent in an HTTP header)")
+        return value
+
+    @property
+    def batch_window_seconds(self) -> float:
+        return self.batch_window_ms / 1000.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        """Settings from FLOWSHIP_* variables (unset or empty means the default); a bad value names its variable."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field, var in ENV_VARS.items():
+            raw = env.get(var, "").strip()
+            if raw:
+                values[field] = raw
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors(include_url=False):
+                field = str(error["loc"][0]) if error["loc"] else ""
+                var = ENV_VARS.get(field, field)
+                shown = "<hidden>" if field == "api_token" else repr(values.get(field))
+                problems.append(f"{var}={shown}: {error['msg']}")
+            raise SettingsError(problems) from None
