@@ -346,8 +346,13 @@ class DockerEngine:
         labels: dict[str, str] | None = None,
         buildargs: dict[str, str] | None = None,
         on_log: Callable[[str], None] | None = None,
+        *,
+        nocache: bool = False,
     ) -> str:
-        """Build `context` (legacy builder) as `tag`, each log line to `on_log`; returns the image id."""
+        """Build `context` (legacy builder) as `tag`, each log line to `on_log`; returns the image id.
+
+        `nocache` rebuilds every layer (to take a base image's or a wheel's fixes deliberately).
+        """
         step = "the start of the build"
         tail: list[str] = []
         image_id: str | None = None
@@ -360,6 +365,7 @@ class DockerEngine:
                 rm=True,
                 forcerm=True,
                 pull=False,
+                nocache=nocache,
                 decode=True,
             )
             for chunk in stream:
