@@ -125,6 +125,13 @@ def status(
             typer.echo(
                 f"  {alias:<11} v{ref.version}  run {ref.run_id}  data {ref.tags.get('flowship.data.raw_md5', '?')}"
             )
+    for runtime in _runtimes(path):
+        for role in ("production", "staging"):
+            deployed = runtime.deployed(role)
+            if deployed is not None:
+                where = f"image {deployed.image}" if deployed.image else f"pid {deployed.ref}"
+                state = f"{deployed.status}  ({deployed.kind}, {where})"
+                typer.echo(f"  {role:<11} v{deployed.version}  {deployed.url}  {state}")
     typer.echo("recent runs:")
     recent = tracker.recent_runs(name, runs)
     if not recent:
@@ -134,6 +141,115 @@ def status(
         value = r["metrics"].get(metric)
         shown = f"{metric}={value:.4f}" if value is not None else ""
         typer.echo(f"  {r['started']}  {r['run_id']}  {r['status']:<8}  gate {r['verdict']:<7} {shown}")
+
+
+def _runtimes(path: Path) -> list[Any]:
+    """Every runtime that may hold a deployment of this project: Docker (when a daemon answers) and processes."""
+    from flowship.config import load_params
+    from flowship.runtime import ProcessRuntime
+
+    cfg = load_params(path, check_estimator=False)
+    runtimes: list[Any] = [ProcessRuntime(path.parent, cfg.project.name)]
+    from flowship.adapters.docker_engine import DockerEngine
+
+    if DockerEngine().available():
+        from flowship.docker_runtime import DockerRuntime
+
+        runtimes.insert(0, DockerRuntime(path.parent, cfg.project.name, {}))
+    return runtimes
+
+
+def _example_request(path: Path, url: str, version: str) -> str:
+    import json
+
+    from flowship.config import load_params
+
+    cfg = load_params(path, check_estimator=False)
+    golden = path.parent / "build" / f"{cfg.project.name}-v{version}" / "model" / "golden.json"
+    record = json.loads(golden.read_text())[0]["features"] if golden.exists() else {}
+    return f"curl -s {url}/predict -H 'Content-Type: application/json' -d '{json.dumps(record)}'"
+
+
+@app.command()
+def deploy(
+    params: ParamsOption = Path("params.yaml"),
+    version: str | None = typer.Option(None, "--version", help="Release this version instead of the challenger."),
+) -> None:
+    """Release the challenger: image → staging → checks (health, golden set, bad input, latency) → production."""
+    path = _check_params(params)
+    _environment(path.parent)
+    os.chdir(path.parent)
+    from flows.release import release_flow
+
+    try:
+        result: dict[str, Any] = release_flow(params_path=str(path), version=version)
+    except FlowshipError as exc:
+        _fail(str(exc))
+    production = result["production"]
+    if result["runtime"] == "process":
+        typer.echo("runtime:       no Docker daemon answers: serving as a local process (no image built)")
+    if not result["released"]:
+        typer.echo(f"production:    v{result['version']} already serves at {production['url']}: nothing to release")
+    else:
+        for c in result["checks"]:
+            typer.echo(f"check:         {c['name']:<11} {'passed' if c['passed'] else 'FAILED'}  {c['detail']}")
+        typer.echo(f"production:    v{result['version']} at {production['url']} (was v{production['from_version']})")
+        if production.get("image"):
+            typer.echo(f"image:         {production['image']}")
+    typer.echo(f"try:           {_example_request(path, production['url'], result['version'])}")
+
+
+@app.command()
+def rollback(
+    params: ParamsOption = Path("params.yaml"),
+    to: str | None = typer.Option(None, "--to", help="The version to serve again (default: the previous champion)."),
+) -> None:
+    """Serve the previous champion (or --to VERSION) again; it is health-checked before the alias moves back."""
+    path = _check_params(params)
+    _environment(path.parent)
+    os.chdir(path.parent)
+    from flows.release import rollback_flow
+
+    try:
+        result: dict[str, Any] = rollback_flow(params_path=str(path), to_version=to)
+    except FlowshipError as exc:
+        _fail(str(exc))
+    production = result["production"]
+    typer.echo(f"production:    v{result['version']} at {production['url']} (was v{production['from_version']})")
+
+
+@app.command()
+def history(params: ParamsOption = Path("params.yaml")) -> None:
+    """Every promotion and rollback: when, from which version to which, image, check results."""
+    path = _check_params(params, check_estimator=False)
+    from flowship import history as release_history
+
+    events = release_history.read(path.parent)
+    if not events:
+        typer.echo("no releases yet: run `flowship deploy`")
+    for e in events:
+        checks = ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}" for c in e.get("checks", []))
+        typer.echo(
+            f"{e['time']}  {e['action']:<8} {e['outcome']:<6} v{e.get('from_version') or '-'} → v{e['to_version']}"
+            f"  {e.get('image') or e.get('runtime', '')}  [{checks}]"
+        )
+
+
+@app.command()
+def stop(params: ParamsOption = Path("params.yaml")) -> None:
+    """Stop what serves this project (production and staging); the champion alias stays."""
+    path = _check_params(params, check_estimator=False)
+    _environment(path.parent)
+    stopped = 0
+    for runtime in _runtimes(path):
+        for role in ("staging", "production"):
+            deployed = runtime.deployed(role)
+            if deployed is not None:
+                runtime.stop(role)
+                stopped += 1
+                typer.echo(f"stopped {role}: v{deployed.version} ({deployed.kind} {deployed.ref})")
+    if not stopped:
+        typer.echo("nothing is serving")
 
 
 def main() -> None:

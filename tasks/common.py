@@ -11,10 +11,10 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from flowship.config import Params
-from flowship.errors import RemoteUnavailable, TrackingUnavailable
+from flowship.errors import DockerUnavailable, RemoteUnavailable, TrackingUnavailable
 from flowship.paths import Layout
 
-TRANSIENT = (TrackingUnavailable, RemoteUnavailable, ConnectionError, TimeoutError)
+TRANSIENT = (TrackingUnavailable, RemoteUnavailable, DockerUnavailable, ConnectionError, TimeoutError)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,46 @@
+"""The release flow: challenger → image → staging → checks → production and `champion`; and rollback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.training import context
+from tasks import release
+
+
+@flow(name="release", description="Build, stage, verify and promote the challenger (or a named version).")
+def release_flow(params_path: str = "params.yaml", version: str | None = None) -> dict[str, Any]:
+    ctx = context(params_path)
+    kind = release.choose_runtime(ctx)
+    ref = release.resolve_release(ctx, version)
+    production = release.production_now(ctx, kind)
+    if production is not None and production.version == ref["version"] and ref["champion"] == ref["version"]:
+        return {"version": ref["version"], "released": False, "production": production.as_dict(), "runtime": kind}
+    bundle = release.export_bundle(ctx, ref)
+    image = release.build_image(ctx, ref, bundle) if kind == "docker" else None
+    staging = release.start_staging(ctx, kind, ref, bundle, image)
+    checks = release.verify_staging(ctx, staging, bundle)
+    release.teardown_staging(ctx, kind)
+    if not all(c["passed"] for c in checks):
+        release.record_failure(ctx, kind, ref, checks, "release")
+    promoted = release.promote(ctx, kind, ref, bundle, image, checks, "release")
+    return {"version": ref["version"], "released": True, "production": promoted, "runtime": kind, "checks": checks}
+
+
+@flow(name="rollback", description="Serve the previous champion (or a named version) again, health-checked first.")
+def rollback_flow(params_path: str = "params.yaml", to_version: str | None = None) -> dict[str, Any]:
+    ctx = context(params_path)
+    kind = release.choose_runtime(ctx)
+    target = release.rollback_target(ctx, to_version)
+    ref = release.resolve_release(ctx, target)
+    bundle = release.export_bundle(ctx, ref)
+    image = release.build_image(ctx, ref, bundle) if kind == "docker" else None
+    staging = release.start_staging(ctx, kind, ref, bundle, image)
+    checks = release.verify_staging(ctx, staging, bundle, full=False)
+    release.teardown_staging(ctx, kind)
+    if not all(c["passed"] for c in checks):
+        release.record_failure(ctx, kind, ref, checks, "rollback")
+    promoted = release.promote(ctx, kind, ref, bundle, image, checks, "rollback")
+    return {"version": ref["version"], "released": True, "production": promoted, "runtime": kind, "checks": checks}

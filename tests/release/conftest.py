@@ -1,0 +1,52 @@
+"""Release fixtures: a trained project (v1 registered as challenger) and a real Docker daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, build_project, default_params
+from tests.docker.conftest import docker_engine  # noqa: F401 - a fixture, shared with the engine tests
+
+NAME = "flights-delay"
+
+
+def release_params(**release: object) -> dict[str, object]:
+    params = default_params()
+    params["release"] = {
+        "production_port": 18400,
+        "staging_port": 18401,
+        "latency_requests": 40,
+        "latency_p95_ms": 500,
+        "health_timeout_s": 120,
+        **release,
+    }
+    return params
+
+
+@pytest.fixture(scope="module")
+def trained_project(
+    tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None
+) -> Iterator[Project]:
+    base = tmp_path_factory.mktemp("release")
+    project = build_project(
+        base / "project",
+        {"flights.csv": flights_sample / "flights.csv", "weather.csv": flights_sample / "weather.csv"},
+        release_params(),
+        base / "remote",
+    )
+    assert project.train()["registered"]["version"] == "1"
+    yield project
+    from flows.training import context
+    from tasks.release import runtime_for
+
+    ctx = context(project.params_path)
+    for kind in ("process", "docker"):
+        try:
+            runtime = runtime_for(ctx, kind)
+            for role in ("staging", "production"):
+                runtime.stop(role)
+        except Exception:  # noqa: BLE001 - teardown: leave nothing running, whatever state a test left
+            pass

@@ -1,0 +1,152 @@
+"""Release, staged checks, promotion, rollback and the inference log, against a real Docker daemon and real HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowship import history
+from flowship.errors import ReleaseCheckFailed
+from tests.conftest import Project
+from tests.release.conftest import NAME
+
+pytestmark = pytest.mark.integration
+
+PRODUCTION = "http://127.0.0.1:18400"
+
+
+def release(project: Project, version: str | None = None) -> dict[str, object]:
+    from flows.release import release_flow
+
+    result: dict[str, object] = release_flow(params_path=str(project.params_path), version=version)
+    return result
+
+
+def rollback(project: Project, to: str | None = None) -> dict[str, object]:
+    from flows.release import rollback_flow
+
+    result: dict[str, object] = rollback_flow(params_path=str(project.params_path), to_version=to)
+    return result
+
+
+def serving_version() -> str:
+    return str(httpx.get(f"{PRODUCTION}/metadata", timeout=10).json()["version"])
+
+
+def golden_record(project: Project, version: str) -> dict[str, object]:
+    golden = json.loads((project.root / f"build/{NAME}-v{version}/model/golden.json").read_text())
+    return dict(golden[0]["features"])
+
+
+def set_release(project: Project, **values: object) -> None:
+    params = project.params()
+    params["release"].update(values)
+    project.write_params(params)
+
+
+def train_v2(project: Project) -> None:
+    params = project.params()
+    params["train"]["params"]["max_iter"] = 41
+    params["gate"]["max_regression"] = {"roc_auc": 0.05}
+    project.write_params(params)
+    assert project.train()["registered"]["version"] == "2"
+
+
+def test_release_fail_promote_and_roll_back(trained_project: Project, docker_engine) -> None:  # noqa: ANN001
+    project = trained_project
+    tracker = project.tracker()
+
+    first = release(project)
+    assert first["released"] and first["runtime"] == "docker"
+    assert {c["name"] for c in first["checks"] if c["passed"]} == {"health", "golden_set", "bad_input", "latency"}
+    assert serving_version() == "1"
+    assert tracker.aliases(NAME)["champion"] == "1"
+    production = docker_engine.container(f"flowship-{NAME}-production")
+    assert production.status == "running" and production.restart_policy == "unless-stopped"
+    labels = docker_engine.labels(production.image)
+    assert labels["io.flowship.model.version"] == "1"
+    assert labels["io.flowship.git.commit"] == project.git("rev-parse", "HEAD").strip()
+    assert labels["io.flowship.data.hash"] == tracker.version(NAME, "1").tags["flowship.data.raw_md5"]
+    assert docker_engine.container(f"flowship-{NAME}-staging") is None
+    answer = httpx.post(f"{PRODUCTION}/predict", json=golden_record(project, "1"), timeout=10)
+    assert answer.status_code == 200 and answer.json()["model"]["version"] == "1"
+
+    # A second model that cannot meet a latency budget of zero: staging stops it, production is untouched.
+    train_v2(project)
+    set_release(project, latency_p95_ms=0)
+    with pytest.raises(ReleaseCheckFailed, match=r"latency: p95 .* over budget"):
+        release(project)
+    assert serving_version() == "1"
+    assert tracker.aliases(NAME) == {"champion": "1", "challenger": "2"}
+    assert tracker.version(NAME, "2").tags["flowship.release.verdict"] == "failed"
+    assert docker_engine.container(f"flowship-{NAME}-staging") is None
+    assert [e["outcome"] for e in history.read(project.root)] == ["done", "failed"]
+
+    set_release(project, latency_p95_ms=500)
+    second = release(project)
+    assert second["released"] and serving_version() == "2"
+    assert tracker.aliases(NAME) == {"champion": "2", "challenger": "2"}
+    assert tracker.version(NAME, "2").tags["flowship.release.previous_champion"] == "1"
+
+    # Rollback reuses v1's image and moves the alias back once it answers.
+    back = rollback(project)
+    assert back["version"] == "1" and serving_version() == "1"
+    assert tracker.aliases(NAME)["champion"] == "1"
+    events = history.read(project.root)
+    assert [(e["action"], e["outcome"], e["from_version"], e["to_version"]) for e in events] == [
+        ("release", "done", None, "1"),
+        ("release", "failed", "1", "2"),
+        ("release", "done", "1", "2"),
+        ("rollback", "done", "2", "1"),
+    ]
+
+
+def test_a_golden_set_mismatch_stops_the_release(trained_project: Project, docker_engine) -> None:  # noqa: ANN001
+    project = trained_project
+    before = project.tracker().aliases(NAME)
+    serving_before = serving_version()
+    golden_file = project.root / f"build/{NAME}-v2/model/golden.json"
+    golden = json.loads(golden_file.read_text())
+    golden[3]["probabilities"] = {k: 1 - v for k, v in golden[3]["probabilities"].items()}
+    golden_file.write_text(json.dumps(golden))
+    try:
+        with pytest.raises(ReleaseCheckFailed, match=r"golden_set: 1 of 20 records differ: record 3"):
+            release(project, version="2")
+    finally:
+        golden_file.unlink()
+        (project.root / f"build/{NAME}-v2/model/metadata.json").unlink()  # re-exported next time
+    assert project.tracker().aliases(NAME) == before
+    assert serving_version() == serving_before
+
+
+def log_rows(folder: Path) -> list[dict[str, object]]:
+    rows = []
+    for path in sorted(folder.glob("*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def test_inference_records_survive_a_container_restart(trained_project: Project, docker_engine) -> None:  # noqa: ANN001
+    project = trained_project
+    folder = project.root / "logs" / "inference"
+    before = len(log_rows(folder))
+    version = serving_version()
+    record = golden_record(project, version)
+    with httpx.Client(base_url=PRODUCTION, timeout=10) as client:
+        ids = [client.post("/predict", json=record).json()["request_id"] for _ in range(30)]
+        batch = client.post("/predict", json=[record] * 7)
+        assert batch.status_code == 200
+        ids.append(batch.json()["request_id"])
+    docker_engine.client.containers.get(f"flowship-{NAME}-production").restart(timeout=10)
+    docker_engine.wait_healthy(f"flowship-{NAME}-production", timeout=120)
+    with httpx.Client(base_url=PRODUCTION, timeout=10) as client:
+        ids += [client.post("/predict", json=record).json()["request_id"] for _ in range(5)]
+    docker_engine.stop(f"flowship-{NAME}-production")
+    rows = log_rows(folder)
+    assert len(rows) == before + 30 + 7 + 5
+    logged = {r["request_id"] for r in rows}
+    assert set(ids) <= logged
+    assert all(r["model_version"] == version for r in rows[before:])
