@@ -434,7 +434,11 @@ def _add_exception_handlers(app: FastAPI, state: ServingState) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _error(request, exc.status_code, str(exc.detail), headers=exc.headers)
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            # FastAPI's words when the bytes do not even decode (not UTF-8)
+            message = "the body is not valid JSON: it cannot be decoded as UTF-8"
+        return _error(request, exc.status_code, message, headers=exc.headers)
 
     async def on_model_input(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ModelInputError)
@@ -488,7 +492,9 @@ def _field_problem(error: MutableMapping[str, Any] | Any) -> FieldProblem:
     elif loc[:1] == ["record"]:
         loc = loc[1:]
     name = ".".join(str(part) for part in loc) or "body"
-    if name == "body":
+    if kind == "string_unicode":
+        message = "a field name or value is not valid Unicode text (a lone surrogate escape)"
+    elif name == "body":
         if kind == "missing":
             message = "a JSON body is required: one record (an object) or a list of records"
         elif kind == "too_short":

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from flowship.serving.bundle import BundleMetadata, ModelBundle
 
@@ -27,7 +27,9 @@ def record_model(metadata: BundleMetadata, example: dict[str, Any] | None = None
             ]
         else:
             annotation = Annotated[
-                str | None, Field(alias=spec.name, strict=True, description="string (null: missing)")
+                str | None,
+                Field(alias=spec.name, strict=True, description="string (null: missing)"),
+                AfterValidator(_encodable),
             ]
         fields[f"f{i}"] = (annotation, ...)
     config = ConfigDict(
@@ -38,6 +40,16 @@ def record_model(metadata: BundleMetadata, example: dict[str, Any] | None = None
     )
     model: type[BaseModel] = create_model(f"{_identifier(metadata.name)}Record", __config__=config, **fields)
     return model
+
+
+def _encodable(value: str | None) -> str | None:
+    # JSON escapes can carry lone surrogates, which no model or file can take as text
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid Unicode text (a lone surrogate escape)") from None
+    return value
 
 
 def _identifier(name: str) -> str:
