@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status test lint bench clean base-image
+.PHONY: setup data run train status deploy stop test lint bench clean base-image
 
 setup: $(VENV)/.installed
 
@@ -21,14 +21,22 @@ $(VENV)/.installed: pyproject.toml uv.lock
 data: setup
 	$(PY) -m flowship.datasets data/raw
 
+# Train (nothing is trained when nothing changed), then release the challenger and leave it serving.
 run: data
 	$(VENV)/bin/flowship train
+	$(VENV)/bin/flowship deploy
 
 train: setup
 	$(VENV)/bin/flowship train
 
 status: setup
 	$(VENV)/bin/flowship status
+
+deploy: setup
+	$(VENV)/bin/flowship deploy
+
+stop: setup
+	$(VENV)/bin/flowship stop
 
 test: setup
 	$(VENV)/bin/pytest
@@ -47,4 +55,5 @@ bench: data
 	$(PY) bench/training_overhead.py
 
 clean:
-	rm -rf .prefect mlruns data/ingested.parquet data/prepared/*.parquet models/candidate reports/evaluation metrics dvc.lock
+	-$(VENV)/bin/flowship stop
+	rm -rf .prefect .flowship build logs mlruns data/ingested.parquet data/prepared/*.parquet models/candidate reports/evaluation metrics dvc.lock

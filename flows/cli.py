@@ -174,11 +174,20 @@ def _example_request(path: Path, url: str, version: str) -> str:
 def deploy(
     params: ParamsOption = Path("params.yaml"),
     version: str | None = typer.Option(None, "--version", help="Release this version instead of the challenger."),
+    full: bool = typer.Option(False, "--full", help="Run the release flow even when the challenger already serves."),
 ) -> None:
     """Release the challenger: image → staging → checks (health, golden set, bad input, latency) → production."""
-    path = _check_params(params)
+    path = _check_params(params, check_estimator=False)
     _environment(path.parent)
     os.chdir(path.parent)
+    if not full and version is None:
+        serving = _challenger_already_serving(path)
+        if serving is not None:
+            typer.echo(f"production:    v{serving.version} (champion and challenger) already serves at {serving.url}")
+            typer.echo("               nothing to release")
+            typer.echo(f"try:           {_example_request(path, serving.url, serving.version)}")
+            return
+    _check_params(path)
     from flows.release import release_flow
 
     try:
@@ -193,10 +202,37 @@ def deploy(
     else:
         for c in result["checks"]:
             typer.echo(f"check:         {c['name']:<11} {'passed' if c['passed'] else 'FAILED'}  {c['detail']}")
-        typer.echo(f"production:    v{result['version']} at {production['url']} (was v{production['from_version']})")
+        was = _was(production["from_version"])
+        typer.echo(f"production:    v{result['version']} at {production['url']} (was {was})")
         if production.get("image"):
             typer.echo(f"image:         {production['image']}")
     typer.echo(f"try:           {_example_request(path, production['url'], result['version'])}")
+
+
+def _was(version: str | None) -> str:
+    return f"v{version}" if version else "nothing served before"
+
+
+def _challenger_already_serving(path: Path) -> Any:
+    """The production deployment when it runs the version that is both champion and challenger, else None."""
+    from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker
+    from flowship.config import load_params
+
+    cfg = load_params(path, check_estimator=False)
+    tracker = Tracker(path.parent)
+    try:
+        tracker.check_available()
+    except FlowshipError:
+        return None
+    challenger = tracker.version_by_alias(cfg.project.name, CHALLENGER)
+    champion = tracker.version_by_alias(cfg.project.name, CHAMPION)
+    if challenger is None or champion is None or challenger.version != champion.version:
+        return None
+    for runtime in _runtimes(path):
+        deployed = runtime.deployed("production")
+        if deployed is not None and deployed.version == champion.version and deployed.status == "running":
+            return deployed
+    return None
 
 
 @app.command()
@@ -215,7 +251,8 @@ def rollback(
     except FlowshipError as exc:
         _fail(str(exc))
     production = result["production"]
-    typer.echo(f"production:    v{result['version']} at {production['url']} (was v{production['from_version']})")
+    was = _was(production["from_version"])
+    typer.echo(f"production:    v{result['version']} at {production['url']} (was {was})")
 
 
 @app.command()

@@ -262,6 +262,7 @@ def promote(
         ref["version"],
         {
             f"{TAG}release.verdict": "passed",
+            f"{TAG}release.failed_checks": "none",
             f"{TAG}release.image": image or "none (local process)",
             f"{TAG}release.previous_champion": from_version or "none",
             f"{TAG}release.checks": json.dumps(checks, default=str)[:4900],
