@@ -14,12 +14,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from flowship.serving.errors import NotReady
 from flowship.serving.predictor import Scored
 from flowship.serving.schema import Row
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ScoreMany = Callable[[Sequence[Sequence[Row]]], list[Scored | BaseException]]
 
@@ -88,8 +91,12 @@ class MicroBatcher:
         return Arrival(self)
 
     async def call(self, rows: Sequence[Sequence[Row]]) -> list[Scored | BaseException]:
-        """Run `score_many` on the model thread (used for warm-up, outside batching)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._score_many, rows)
+        """Run `score_many` on the model thread, outside batching."""
+        return await self.run(self._score_many, rows)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run anything that touches the model on the model thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def submit(self, rows: Sequence[Row], arrival: Arrival | None = None) -> Scored:
         """Score one request's rows; raises what the model raised for them."""

@@ -1,13 +1,22 @@
-"""Scoring: one model call for many requests' rows, split back per request, non-finite outputs refused."""
+"""Scoring several requests in one go, with answers bit-identical to scoring each request on its own.
+
+The preprocessing steps of a pipeline (coercion, imputers, scalers, encoders) work value by value, so running
+them once over all the requests' rows changes nothing. The final estimator is different: a linear model's
+matrix product may round differently for 1 row and for 40 (BLAS picks other kernels), so it is called once per
+request, on that request's rows. Tree ensembles add up leaf values row by row and get one call for everything.
+When the bundle has golden records, a startup probe checks this on them and falls back to a safer mode if any
+bit differs.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 
 from flowship.serving.bundle import ModelBundle
 from flowship.serving.errors import ModelInputError
@@ -17,6 +26,18 @@ log = logging.getLogger(__name__)
 
 # A failing request of at most this many records is re-scored row by row to name the records at fault.
 LOCATE_LIMIT = 20
+# Final estimators whose output for a row does not depend on the other rows of the call, to the bit.
+ROW_EXACT_MODULES = (
+    "sklearn.ensemble._hist_gradient_boosting.",
+    "sklearn.ensemble._forest",
+    "sklearn.ensemble._gb",
+    "sklearn.tree.",
+)
+
+# whole: one call of everything; per_request: shared preprocessing, the estimator once per request;
+# isolated: each request through the whole pipeline on its own (still one thread hop for the batch)
+Mode = Literal["whole", "per_request", "isolated"]
+Outputs = tuple[np.ndarray, np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -36,55 +57,93 @@ class Predictor:
         self.classification = bundle.metadata.task == "classification"
         self.classes = np.asarray(self.pipeline.classes_) if self.classification else None
         self.class_keys = [str(c) for c in self.classes] if self.classes is not None else []
+        if isinstance(self.pipeline, Pipeline) and len(self.pipeline.steps) > 1:
+            self._prepare: Any = self.pipeline[:-1]
+            self._final: Any = self.pipeline[-1]
+        else:
+            self._prepare, self._final = None, self.pipeline
+        final_module = type(self._final).__module__ + "."
+        self.mode: Mode = "whole" if final_module.startswith(ROW_EXACT_MODULES) else "per_request"
 
     def score_many(self, items: Sequence[Sequence[Row]]) -> list[Scored | BaseException]:
-        """Score several requests in one model call; if that call fails, each request alone, so only the
-        request at fault gets the error."""
-        if len(items) > 1:
-            rows = [row for item in items for row in item]
+        """Each request's outputs, as if it had been scored alone; a request the model fails on gets its own
+        error and the others their answers."""
+        if not items:
+            return []
+        if self.mode == "isolated" or len(items) == 1:
+            return [self.score_one(item) for item in items]
+        sizes = [len(item) for item in items]
+        try:
+            prepared = self._prepared([row for item in items for row in item])
+            if self.mode == "whole":
+                outputs = self._estimate(prepared)
+                return [self._result(outputs, start, stop) for start, stop in _bounds(sizes)]
+        except Exception:  # noqa: BLE001 - some request broke the shared call: score each alone to find it
+            return [self.score_one(item) for item in items]
+        results: list[Scored | BaseException] = []
+        for item, (start, stop) in zip(items, _bounds(sizes), strict=True):
             try:
-                predictions, probabilities = self._arrays(rows)
-            except Exception:  # noqa: BLE001 - any failure is retried per request below, where it is reported
-                return [self.score_one(item) for item in items]
-            out: list[Scored | BaseException] = []
-            start = 0
-            for item in items:
-                stop = start + len(item)
-                out.append(self._slice(predictions, probabilities, start, stop))
-                start = stop
-            return out
-        return [self.score_one(items[0])] if items else []
+                outputs = self._estimate(_take_rows(prepared, start, stop))
+            except Exception:  # noqa: BLE001 - reported by score_one, which repeats the call for this request
+                results.append(self.score_one(item))
+                continue
+            results.append(self._result(outputs, 0, stop - start))
+        return results
 
     def score_one(self, rows: Sequence[Row]) -> Scored | BaseException:
         try:
-            predictions, probabilities = self._arrays(rows)
+            outputs = self._outputs(rows)
         except (ValueError, TypeError, ArithmeticError) as exc:
             # Records that passed the schema yet break the model: the input is at fault, so the client hears why.
             return ModelInputError(f"the model cannot score this input: {exc}", self._locate(rows))
         except Exception as exc:  # noqa: BLE001 - handed to the request, which answers 500 with its request id
             return exc
-        return self._slice(predictions, probabilities, 0, len(rows))
+        return self._result(outputs, 0, len(rows))
 
-    def _arrays(self, rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray | None]:
+    def probe(self, rows: Sequence[Row]) -> Mode:
+        """Check on these rows (the golden set) that batched answers equal per-request ones, bit for bit;
+        settle for a safer mode when they do not. Returns the mode kept."""
+        if len(rows) < 2:
+            return self.mode
+        alone = [self.score_one([row]) for row in rows]
+        if any(isinstance(a, BaseException) for a in alone):
+            return self.mode
+        order: list[Mode] = ["whole", "per_request", "isolated"]
+        for mode in order[order.index(self.mode) :]:
+            self.mode = mode
+            together = self.score_many([[row] for row in rows])
+            if together == alone:
+                break
+            log.warning("batched answers differ from unbatched ones in mode %r; trying a safer mode", mode)
+        return self.mode
+
+    def _outputs(self, rows: Sequence[Row]) -> Outputs:
+        return self._estimate(self._prepared(rows))
+
+    def _prepared(self, rows: Sequence[Row]) -> Any:
         frame = self.codec.frame(rows)
+        if self._prepare is None:
+            return frame
+        with np.errstate(all="ignore"):
+            return self._prepare.transform(frame)
+
+    def _estimate(self, prepared: Any) -> Outputs:
         with np.errstate(all="ignore"):
             if self.classes is not None:
-                probabilities = np.asarray(self.pipeline.predict_proba(frame), dtype=np.float64)
+                probabilities = np.asarray(self._final.predict_proba(prepared), dtype=np.float64)
                 return self.classes[np.argmax(probabilities, axis=1)], probabilities
-            return np.asarray(self.pipeline.predict(frame)), None
+            return np.asarray(self._final.predict(prepared)), None
 
-    def _slice(
-        self, predictions: np.ndarray, probabilities: np.ndarray | None, start: int, stop: int
-    ) -> Scored | BaseException:
+    def _result(self, outputs: Outputs, start: int, stop: int) -> Scored | BaseException:
+        predictions, probabilities = outputs
         if probabilities is not None:
             part = probabilities[start:stop]
             bad = ~np.isfinite(part).all(axis=1)
         else:
             part = None
             values = predictions[start:stop]
-            bad = (
-                ~np.isfinite(values.astype(np.float64)) if values.dtype.kind in "fiub" else np.zeros(len(values), bool)
-            )
+            numeric = values.dtype.kind in "fiub"
+            bad = ~np.isfinite(values.astype(np.float64)) if numeric else np.zeros(len(values), dtype=bool)
         if bad.any():
             return ModelInputError(
                 "the model gave a non-finite output; the values are probably far outside the range it was trained on",
@@ -103,7 +162,18 @@ class Predictor:
         failing = []
         for i, row in enumerate(rows):
             try:
-                self._arrays([row])
+                self._outputs([row])
             except Exception:  # noqa: BLE001 - only asking which rows fail
                 failing.append(i)
         return failing or None
+
+
+def _bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    ends = np.cumsum(sizes).tolist()
+    return [(end - size, end) for size, end in zip(sizes, ends, strict=True)]
+
+
+def _take_rows(prepared: Any, start: int, stop: int) -> Any:
+    if hasattr(prepared, "iloc"):
+        return prepared.iloc[start:stop]
+    return prepared[start:stop]

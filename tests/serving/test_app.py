@@ -273,7 +273,7 @@ def test_an_internal_error_is_a_500_with_the_request_id(
     def broken(rows: Any) -> Any:
         raise RuntimeError("the model file was fine, the code is not")
 
-    monkeypatch.setattr(predictor, "_arrays", broken)
+    monkeypatch.setattr(predictor, "_estimate", broken)
     response = client.post("/predict", json=record(), headers={"X-Request-ID": "req-500"})
     assert response.status_code == 500
     assert response.json() == {
