@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import tempfile
+from types import FrameType
 
 from flowship.errors import FlowshipError
 from flowship.serving.logs import configure_logging
@@ -33,6 +35,10 @@ def main() -> int:
     from flowship.serving.app import create_app
 
     app = create_app(bundle, settings)
+    # uvicorn handles SIGTERM/SIGINT while it serves (drain, lifespan shutdown), then restores these handlers
+    # and raises the signal again: it ends here, as a clean exit, not a death by signal.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_cleanly)
     uvicorn.run(
         app,
         host=settings.host,
@@ -44,6 +50,11 @@ def main() -> int:
         lifespan="on",
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    log.info("stopped by %s", signal.Signals(signum).name)
+    raise SystemExit(0)
 
 
 def _check_log_dir(settings: ServingSettings) -> None:

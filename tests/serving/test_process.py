@@ -1,0 +1,149 @@
+"""`python -m flowship.serving`: a clear one-line exit when it cannot start; under uvicorn, real HTTP, and on
+SIGTERM a drain that leaves every answered prediction in the inference log."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowship.serving import __main__ as entry
+from flowship.serving.inference_log import read_inference_log
+from tests.serving.test_batching import records
+from tests.serving.test_bundle import REPO, write_blocker
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"FLOWSHIP_MODEL_DIR": "/nonexistent/model"}, "model bundle /nonexistent/model: no such directory"),
+        ({"FLOWSHIP_MAX_BATCH": "lots"}, "FLOWSHIP_MAX_BATCH='lots'"),
+    ],
+)
+def test_a_start_that_cannot_work_exits_with_one_clear_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    monkeypatch.setattr(entry, "configure_logging", lambda: None)  # leave pytest's logging alone
+    monkeypatch.setenv("FLOWSHIP_LOG_DIR", str(tmp_path / "logs"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert entry.main() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("flowship.serving: cannot start: ")
+    assert expected in err
+
+
+def test_an_unwritable_log_folder_is_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], classifier_dir: Path
+) -> None:
+    monkeypatch.setattr(entry, "configure_logging", lambda: None)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FLOWSHIP_MODEL_DIR", str(classifier_dir))
+    monkeypatch.setenv("FLOWSHIP_LOG_DIR", str(blocker / "logs"))
+    assert entry.main() == 2
+    assert "FLOWSHIP_LOG_DIR" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.integration
+def test_real_http_then_sigterm_drains_and_logs_everything(tmp_path: Path, classifier_dir: Path) -> None:
+    port = free_port()
+    logs = tmp_path / "logs"
+    env = {
+        # sitecustomize blocks the training code and the orchestration stack, as the slim image lacks them
+        "PYTHONPATH": f"{write_blocker(tmp_path / 'site')}:{REPO}",
+        "PATH": "/usr/bin:/bin",
+        "FLOWSHIP_MODEL_DIR": str(classifier_dir),
+        "FLOWSHIP_LOG_DIR": str(logs),
+        "FLOWSHIP_HOST": "127.0.0.1",
+        "FLOWSHIP_PORT": str(port),
+        "FLOWSHIP_LOG_FLUSH_SECONDS": "60",  # only the shutdown flushes: it must not lose anything
+        "FLOWSHIP_API_TOKEN": "it-token",
+    }
+    out, err = (tmp_path / "stdout").open("w+"), (tmp_path / "stderr").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowship.serving"], env=env, cwd=tmp_path, stdout=out, stderr=err
+    )
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": "Bearer it-token"}
+    answered: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        with httpx.Client(base_url=base, headers=auth, timeout=10) as http:
+            i = 0
+            while not stop.is_set():
+                n = 1 + (i % 3)
+                request_id = f"w{worker}-{i}"
+                body = records(n, seed=worker * 1000 + i)
+                try:
+                    response = http.post("/predict", json=body, headers={"X-Request-ID": request_id})
+                except httpx.HTTPError:
+                    return  # the server has stopped listening
+                if response.status_code == 200:
+                    assert response.headers["X-Request-ID"] == request_id
+                    with lock:
+                        answered[request_id] = n
+                else:
+                    assert response.status_code == 503, response.text  # only while shutting down
+                i += 1
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "stderr").read_text()
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the service did not become ready"
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/metadata", timeout=5).status_code == 401
+        assert httpx.get(f"{base}/metadata", headers=auth, timeout=5).json()["version"] == "3"
+
+        workers = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+        for w in workers:
+            w.start()
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)  # with requests in flight
+        assert process.wait(timeout=30) == 0
+    finally:
+        stop.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for w in workers:
+        w.join(timeout=15)
+
+    assert len(answered) > 10
+    logged, skipped = read_inference_log(logs)
+    assert skipped == 0
+    assert logged.groupby("request_id").size().to_dict() == answered  # every answered record, once, nothing else
+
+    out.seek(0)
+    lines = [json.loads(line) for line in out.read().splitlines() if line.strip()]  # every line is JSON
+    access = [line for line in lines if line.get("logger") == "flowship.serving.access"]
+    assert {line["request_id"] for line in access if line["status"] == 200} >= set(answered)
+    assert all("features" not in line for line in access)
+    assert any("every prediction is in the inference log" in line.get("message", "") for line in lines)
