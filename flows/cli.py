@@ -149,10 +149,11 @@ def _runtimes(path: Path) -> list[Any]:
     from flowship.runtime import ProcessRuntime
 
     cfg = load_params(path, check_estimator=False)
-    runtimes: list[Any] = [ProcessRuntime(path.parent, cfg.project.name)]
+    wanted = os.environ.get("FLOWSHIP_RUNTIME", "auto")
+    runtimes: list[Any] = [] if wanted == "docker" else [ProcessRuntime(path.parent, cfg.project.name)]
     from flowship.adapters.docker_engine import DockerEngine
 
-    if DockerEngine().available():
+    if wanted != "process" and DockerEngine().available():
         from flowship.docker_runtime import DockerRuntime
 
         runtimes.insert(0, DockerRuntime(path.parent, cfg.project.name, {}))

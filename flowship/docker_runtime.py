@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -59,8 +60,14 @@ def build_release_image(root: Path, ref: dict[str, Any], bundle: Path, on_log: C
     return tag
 
 
+def container_name(root: Path, project: str, role: str) -> str:
+    """flowship-<project>-<role>-<6 hex of the project folder>: two clones on one host never share a container."""
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:6]
+    return f"flowship-{project}-{role}-{digest}"
+
+
 class DockerRuntime:
-    """Containers named flowship-<project>-<role>, published on 127.0.0.1 only."""
+    """Containers named by `container_name`, published on 127.0.0.1 only."""
 
     kind = "docker"
 
@@ -71,7 +78,7 @@ class DockerRuntime:
         self.engine = docker_engine.DockerEngine()
 
     def _name(self, role: str) -> str:
-        return f"flowship-{self.project}-{role}"
+        return container_name(self.root, self.project, role)
 
     def start(self, role: str, release: Release, port: int, log_dir: Path, restart: bool) -> Deployed:
         if release.image is None:

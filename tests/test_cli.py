@@ -109,3 +109,38 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> No
     assert "unchanged since the last run" in unchanged.stderr
     status = run([FLOWSHIP, "status", "--params", params], root)
     assert "gate failed" in status.stdout and "challenger  v1" in status.stdout
+
+
+@pytest.mark.integration
+def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project: Project) -> None:
+    root, params = flights_project.root, str(flights_project.params_path)
+    raw = flights_project.params()
+    raw["release"] = {"production_port": 18410, "staging_port": 18411, "latency_requests": 20, "latency_p95_ms": 1000}
+    flights_project.write_params(raw)
+    env = {"FLOWSHIP_RUNTIME": "process"}
+    run([FLOWSHIP, "train", "--params", params], root)
+    try:
+        deployed = run([FLOWSHIP, "deploy", "--params", params], root, env=env)
+        assert "serving as a local process" in deployed.stdout
+        assert "production:    v1 at http://127.0.0.1:18410 (was nothing served before)" in deployed.stdout
+        assert "try:           curl -s http://127.0.0.1:18410/predict" in deployed.stdout
+        import httpx
+
+        assert httpx.get("http://127.0.0.1:18410/ready", timeout=10).status_code == 200
+        again = run([FLOWSHIP, "deploy", "--params", params], root, env=env)
+        assert "already serves at http://127.0.0.1:18410" in again.stdout
+
+        history = run([FLOWSHIP, "history", "--params", params], root)
+        assert "release  done   v- → v1" in history.stdout and "golden_set ok" in history.stdout
+        status = run([FLOWSHIP, "status", "--params", params], root)
+        assert "champion    v1" in status.stdout
+        assert "production  v1  http://127.0.0.1:18410  running  (process, pid" in status.stdout
+
+        bad = run([FLOWSHIP, "rollback", "--params", params], root, env=env, check=False)
+        assert bad.returncode == 1 and "no previous champion recorded before v1" in bad.stderr
+    finally:
+        stopped = run([FLOWSHIP, "stop", "--params", params], root)
+    assert "stopped production: v1 (process" in stopped.stdout
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error: nothing listens any more
+        httpx.get("http://127.0.0.1:18410/health", timeout=2)
+    assert "nothing is serving" in run([FLOWSHIP, "stop", "--params", params], root).stdout

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from flowship import history
+from flowship.docker_runtime import container_name
 from flowship.errors import ReleaseCheckFailed
 from tests.conftest import Project
 from tests.release.conftest import NAME
@@ -30,6 +31,14 @@ def rollback(project: Project, to: str | None = None) -> dict[str, object]:
 
     result: dict[str, object] = rollback_flow(params_path=str(project.params_path), to_version=to)
     return result
+
+
+def production_name(project: Project) -> str:
+    return container_name(project.root, NAME, "production")
+
+
+def staging_name(project: Project) -> str:
+    return container_name(project.root, NAME, "staging")
 
 
 def serving_version() -> str:
@@ -64,13 +73,13 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
     assert {c["name"] for c in first["checks"] if c["passed"]} == {"health", "golden_set", "bad_input", "latency"}
     assert serving_version() == "1"
     assert tracker.aliases(NAME)["champion"] == "1"
-    production = docker_engine.container(f"flowship-{NAME}-production")
+    production = docker_engine.container(production_name(project))
     assert production.status == "running" and production.restart_policy == "unless-stopped"
     labels = docker_engine.labels(production.image)
     assert labels["io.flowship.model.version"] == "1"
     assert labels["io.flowship.git.commit"] == project.git("rev-parse", "HEAD").strip()
     assert labels["io.flowship.data.hash"] == tracker.version(NAME, "1").tags["flowship.data.raw_md5"]
-    assert docker_engine.container(f"flowship-{NAME}-staging") is None
+    assert docker_engine.container(staging_name(project)) is None
     answer = httpx.post(f"{PRODUCTION}/predict", json=golden_record(project, "1"), timeout=10)
     assert answer.status_code == 200 and answer.json()["model"]["version"] == "1"
 
@@ -82,7 +91,7 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
     assert serving_version() == "1"
     assert tracker.aliases(NAME) == {"champion": "1", "challenger": "2"}
     assert tracker.version(NAME, "2").tags["flowship.release.verdict"] == "failed"
-    assert docker_engine.container(f"flowship-{NAME}-staging") is None
+    assert docker_engine.container(staging_name(project)) is None
     assert [e["outcome"] for e in history.read(project.root)] == ["done", "failed"]
 
     set_release(project, latency_p95_ms=500)
@@ -140,11 +149,11 @@ def test_inference_records_survive_a_container_restart(trained_project: Project,
         batch = client.post("/predict", json=[record] * 7)
         assert batch.status_code == 200
         ids.append(batch.json()["request_id"])
-    docker_engine.client.containers.get(f"flowship-{NAME}-production").restart(timeout=10)
-    docker_engine.wait_healthy(f"flowship-{NAME}-production", timeout=120)
+    docker_engine.client.containers.get(production_name(project)).restart(timeout=10)
+    docker_engine.wait_healthy(production_name(project), timeout=120)
     with httpx.Client(base_url=PRODUCTION, timeout=10) as client:
         ids += [client.post("/predict", json=record).json()["request_id"] for _ in range(5)]
-    docker_engine.stop(f"flowship-{NAME}-production")
+    docker_engine.stop(production_name(project))
     rows = log_rows(folder)
     assert len(rows) == before + 30 + 7 + 5
     logged = {r["request_id"] for r in rows}
