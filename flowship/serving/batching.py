@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flowship.serving.errors import NotReady
-from flowship.serving.predictor import Scored
+from flowship.serving.predictor import Scored, limit_native_threads
 from flowship.serving.schema import Row
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ class MicroBatcher:
         self._started = False
         self._task: asyncio.Task[None] | None = None
         # One thread: the model is called by one caller at a time, and its own threads (OpenMP) do the rest.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowship-model")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="flowship-model", initializer=limit_native_threads
+        )
         self.model_calls = 0
 
     @property
