@@ -438,8 +438,8 @@ def _add_exception_handlers(app: FastAPI, state: ServingState) -> None:
         assert isinstance(exc, HTTPException)
         message = str(exc.detail)
         if exc.status_code == 400 and message == "There was an error parsing the body":
-            # FastAPI's words when the bytes do not even decode (not UTF-8)
-            message = "the body is not valid JSON: it cannot be decoded as UTF-8"
+            # FastAPI's words when json.loads fails with something else than a syntax error
+            message = "the body cannot be read as JSON: not UTF-8, nested too deeply, or a number too long"
         return _error(request, exc.status_code, message, headers=exc.headers)
 
     async def on_model_input(request: Request, exc: Exception) -> Response:

@@ -209,7 +209,17 @@ def test_no_body(client: TestClient) -> None:
     assert "a JSON body is required" in response.json()["message"]
 
 
-@pytest.mark.parametrize("raw", [b'{"distance": 1,', b"not json", b"\xff\xfe\x00", b'{"a": 1} trailing'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"distance": 1,',
+        b"not json",
+        b"\xff\xfe\x00",
+        b'{"a": 1} trailing',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"distance": ' + b"9" * 5000 + b"}",
+    ],
+)
 def test_a_body_that_is_not_json(client: TestClient, raw: bytes) -> None:
     response = client.post("/predict", content=raw, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
