@@ -16,7 +16,8 @@ def release_flow(params_path: str = "params.yaml", version: str | None = None) -
     kind = release.choose_runtime(ctx)
     ref = release.resolve_release(ctx, version)
     production = release.production_now(ctx, kind)
-    if production is not None and production.version == ref["version"] and ref["champion"] == ref["version"]:
+    serving = production is not None and production.status == "running"
+    if serving and production.version == ref["version"] and ref["champion"] == ref["version"]:
         return {"version": ref["version"], "released": False, "production": production.as_dict(), "runtime": kind}
     bundle = release.export_bundle(ctx, ref)
     image = release.build_image(ctx, ref, bundle) if kind == "docker" else None

@@ -100,8 +100,12 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
     assert tracker.aliases(NAME) == {"champion": "2", "challenger": "2"}
     assert tracker.version(NAME, "2").tags["flowship.release.previous_champion"] == "1"
 
-    # Rollback reuses v1's image and moves the alias back once it answers.
+    # Rollback moves the alias back once v1 answers; its image is rebuilt from the registry when gone.
+    v1_image = tracker.version(NAME, "1").tags["flowship.release.image"]
+    docker_engine.remove_image(v1_image)
     back = rollback(project)
+    assert docker_engine.image_exists(v1_image)
+    assert docker_engine.container(production_name(project)).image == v1_image
     assert back["version"] == "1" and serving_version() == "1"
     assert tracker.aliases(NAME)["champion"] == "1"
     events = history.read(project.root)
@@ -159,3 +163,28 @@ def test_inference_records_survive_a_container_restart(trained_project: Project,
     logged = {r["request_id"] for r in rows}
     assert set(ids) <= logged
     assert all(r["model_version"] == version for r in rows[before:])
+
+
+def test_a_crashed_production_container_comes_back_by_itself(trained_project: Project, docker_engine) -> None:  # noqa: ANN001
+    import os
+    import signal
+    import time
+
+    project = trained_project
+    name = production_name(project)
+    container = docker_engine.client.containers.get(name)  # stopped by the test before
+    if container.status != "running":
+        container.start()
+        docker_engine.wait_healthy(name, timeout=120)
+        container.reload()
+    pid = container.attrs["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)  # the serving process dies: no clean shutdown
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.attrs["RestartCount"] >= 1 and container.status == "running":
+            break
+        time.sleep(0.5)
+    assert container.attrs["RestartCount"] >= 1
+    docker_engine.wait_healthy(name, timeout=120)
+    assert httpx.get(f"{PRODUCTION}/ready", timeout=10).status_code == 200
