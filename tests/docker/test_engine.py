@@ -284,11 +284,11 @@ def test_container_serves_logs_and_stops(
     assert records[-1]["predictions"] == answer["predictions"]
     assert (log_dir / "inference.jsonl").stat().st_uid == APP_UID
 
-    started = time.monotonic()
     docker_engine.stop(container_name, timeout=10)
-    assert time.monotonic() - started < 8, "uvicorn should stop on SIGTERM, not wait for SIGKILL"
     info = docker_engine.container(container_name)
     assert info is not None and info.status == "exited"
+    exit_code = docker_engine.client.containers.get(container_name).attrs["State"]["ExitCode"]
+    assert exit_code != 137, "the app should stop on SIGTERM, not be killed by SIGKILL"
     docker_engine.remove(container_name)
     assert docker_engine.container(container_name) is None
     docker_engine.remove(container_name)  # nothing left: a no-op
