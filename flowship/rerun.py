@@ -45,7 +45,9 @@ def last_outcome_if_unchanged(params: Params, root: Path) -> dict[str, Any] | No
     if verdict is None or tags.get(f"{TAG}gate.config_hash") != gate_hash(params):
         return None
     champion = tracker.version_by_alias(name, CHAMPION)
-    if tags.get(f"{TAG}gate.champion_version", "none") != (champion.version if champion else "none"):
+    own_champion = champion is not None and champion.run_id == run_id  # released since: no other model to beat
+    compared_with = tags.get(f"{TAG}gate.champion_version", "none")
+    if not own_champion and compared_with != (champion.version if champion else "none"):
         return None  # the champion moved since: the gate must be run again
     registered = None
     if verdict == "passed":

@@ -129,6 +129,10 @@ def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project:
         assert httpx.get("http://127.0.0.1:18410/ready", timeout=10).status_code == 200
         again = run([FLOWSHIP, "deploy", "--params", params], root, env=env)
         assert "already serves at http://127.0.0.1:18410" in again.stdout
+        # The released model is now the champion it was never compared with: still nothing to re-decide.
+        retrain = run([FLOWSHIP, "train", "--params", params], root)
+        assert "nothing changed since the last run" in retrain.stdout
+        assert "Flow run" not in retrain.stdout + retrain.stderr
 
         history = run([FLOWSHIP, "history", "--params", params], root)
         assert "release  done   v- → v1" in history.stdout and "golden_set ok" in history.stdout
