@@ -160,6 +160,8 @@ class ServingState:
         golden = self.bundle.golden or []
         if golden:
             rows = [self.predictor.codec.row_from_dict(g.features) for g in golden]
+            path = await self.batcher.run(self.predictor.try_fast_path, rows)
+            log.info("scoring: %s", path)
             mode = await self.batcher.run(self.predictor.probe, rows)
             log.info("micro-batching mode: %s", mode)
             (result,) = await self.batcher.call([rows])

@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from flowship.serving.bundle import ModelBundle
 from flowship.serving.errors import ModelInputError
+from flowship.serving.fastpath import FastPath, build_fast_path
 from flowship.serving.schema import RecordCodec, Row
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ ROW_EXACT_MODULES = (
 # whole: one call of everything; per_request: shared preprocessing, the estimator once per request;
 # isolated: each request through the whole pipeline on its own (still one thread hop for the batch)
 Mode = Literal["whole", "per_request", "isolated"]
-Outputs = tuple[np.ndarray, np.ndarray | None]
+Outputs = tuple[np.ndarray, np.ndarray | None]  # as fastpath.Outputs
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,25 @@ class Predictor:
             self._prepare, self._final = None, self.pipeline
         final_module = type(self._final).__module__ + "."
         self.mode: Mode = "whole" if final_module.startswith(ROW_EXACT_MODULES) else "per_request"
+        self.numeric = list(bundle.metadata.features.numeric)
+        # set by `try_fast_path` once it has reproduced the pipeline on the golden records, bit for bit
+        self.fast: FastPath | None = None
+
+    def try_fast_path(self, rows: Sequence[Row]) -> str:
+        """Use the fast numeric path if this pipeline has its shape and it gives, on these rows (the golden set)
+        and on probe rows, exactly the pipeline's outputs; returns what was decided and why."""
+        self.fast = None
+        if not rows:
+            return "plain pipeline (no golden records to check a fast path on)"
+        try:
+            fast = build_fast_path(self.pipeline, self.codec, self.numeric, self.classes)
+        except Exception as exc:  # noqa: BLE001 - any other shape, or a surprise: keep the plain pipeline
+            return f"plain pipeline ({exc})"
+        problem = fast.verify(rows, self._pipeline_outputs)
+        if problem is not None:
+            return f"plain pipeline (the fast path differs: {problem})"
+        self.fast = fast
+        return "fast numeric path (bit-identical on the golden and probe rows)"
 
     def score_many(self, items: Sequence[Sequence[Row]]) -> list[Scored | BaseException]:
         """Each request's outputs, as if it had been scored alone; a request the model fails on gets its own
@@ -75,10 +95,11 @@ class Predictor:
             return [self.score_one(item) for item in items]
         sizes = [len(item) for item in items]
         try:
-            prepared = self._prepared([row for item in items for row in item])
+            rows = [row for item in items for row in item]
             if self.mode == "whole":
-                outputs = self._estimate(prepared)
+                outputs = self._outputs(rows)
                 return [self._result(outputs, start, stop) for start, stop in _bounds(sizes)]
+            prepared = self._prepared(rows)
         except Exception:  # noqa: BLE001 - some request broke the shared call: score each alone to find it
             return [self.score_one(item) for item in items]
         results: list[Scored | BaseException] = []
@@ -119,6 +140,16 @@ class Predictor:
         return self.mode
 
     def _outputs(self, rows: Sequence[Row]) -> Outputs:
+        if self.fast is not None:
+            try:
+                outputs = self.fast.outputs(rows)
+            except Exception:  # noqa: BLE001 - the pipeline gives the answer, or the error the client hears
+                outputs = None
+            if outputs is not None:
+                return outputs
+        return self._pipeline_outputs(rows)
+
+    def _pipeline_outputs(self, rows: Sequence[Row]) -> Outputs:
         return self._estimate(self._prepared(rows))
 
     def _prepared(self, rows: Sequence[Row]) -> Any:

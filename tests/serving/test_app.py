@@ -284,6 +284,7 @@ def test_an_internal_error_is_a_500_with_the_request_id(
         raise RuntimeError("the model file was fine, the code is not")
 
     monkeypatch.setattr(predictor, "_estimate", broken)
+    monkeypatch.setattr(predictor, "fast", None)  # the plain pipeline's path (the fast path falls back to it)
     response = client.post("/predict", json=record(), headers={"X-Request-ID": "req-500"})
     assert response.status_code == 500
     assert response.json() == {

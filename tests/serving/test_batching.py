@@ -136,6 +136,8 @@ def test_a_request_the_model_fails_on_does_not_fail_its_batch(
         return real(rows)
 
     monkeypatch.setattr(predictor, "_prepared", picky)
+    # the plain pipeline's path (the fast path falls back to it on any error: tests/serving/test_fastpath.py)
+    monkeypatch.setattr(predictor, "try_fast_path", lambda rows: "plain pipeline (test)")
     batch = records(10)
     batch[4]["distance"] = 4242.0
 

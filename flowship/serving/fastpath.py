@@ -1,0 +1,240 @@
+"""A fast numeric path for one common pipeline shape, used only when it reproduces the pipeline to the bit.
+
+The shape: `Pipeline([coerce (any step that keeps the column names), ColumnTransformer(OrdinalEncoder on the
+categorical features, the numeric ones passed through), HistGradientBoostingClassifier/Regressor])`. Scoring it
+through scikit-learn spends most of its time on per-call pandas and input checks, not on the trees. Here each
+categorical value is looked up in a table (string -> the code the trees see, built by running the pipeline's
+own steps on every known category, a missing value and an unknown string) and the numeric values go straight
+into the matrix; the trees are then walked as `_raw_predict` walks them.
+
+`build_fast_path` returns None whenever the pipeline has another shape, and `FastPath.verify` compares its
+outputs with the pipeline's on the golden records and on probe rows (every category, missing and unknown
+values, odd numbers): any bit of difference, or any error, and the caller keeps the plain pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+
+from flowship.serving.schema import RecordCodec, Row
+
+log = logging.getLogger(__name__)
+
+HGB_MODULE = "sklearn.ensemble._hist_gradient_boosting."
+# a string no category is: where unknown values go
+UNKNOWN_PROBE = "\x00flowship-unknown-category\x00"
+Outputs = tuple[np.ndarray, np.ndarray | None]
+
+
+class FastPath:
+    """Rows (in the codec's column order) -> the matrix the trees see -> predictions and probabilities."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        codec: RecordCodec,
+        layout: list[tuple[int, dict[str, float] | None]],
+        missing: dict[int, float | None],
+        unknown: dict[int, float | None],
+        classes: np.ndarray | None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.codec = codec
+        self.model: Any = pipeline[-1]
+        # per matrix column: (the row position it comes from, its category table or None for a number)
+        self.layout = layout
+        self.missing = missing
+        self.unknown = unknown
+        self.classes = classes
+
+    def matrix(self, rows: Sequence[Row]) -> np.ndarray | None:
+        """The trees' input for these rows; None when a value needs the pipeline (an unknown category it rejects)."""
+        out = np.empty((len(rows), len(self.layout)), dtype=np.float64)
+        nan = math.nan
+        for j, (position, table) in enumerate(self.layout):
+            values = [row[position] for row in rows]
+            if table is None:
+                out[:, j] = [nan if v is None else v for v in values]
+                continue
+            missing, unknown = self.missing[position], self.unknown[position]
+            codes = []
+            for v in values:
+                code = missing if v is None else table.get(v, unknown)
+                if code is None:
+                    return None
+                codes.append(code)
+            out[:, j] = codes
+        return out
+
+    def estimate(self, x: np.ndarray) -> Outputs:
+        """As `predict_proba` (classifiers: argmax for the class) or `predict` (regressors), without the checks."""
+        model = self.model
+        raw = np.zeros((x.shape[0], model.n_trees_per_iteration_), dtype=model._baseline_prediction.dtype, order="F")
+        raw += model._baseline_prediction
+        with np.errstate(all="ignore"):
+            model._predict_iterations(x, model._predictors, raw, False, 1)
+            if self.classes is not None:
+                probabilities = np.asarray(model._loss.predict_proba(raw), dtype=np.float64)
+                return self.classes[np.argmax(probabilities, axis=1)], probabilities
+            return np.asarray(model._loss.link.inverse(raw.ravel())), None
+
+    def outputs(self, rows: Sequence[Row]) -> Outputs | None:
+        x = self.matrix(rows)
+        return None if x is None else self.estimate(x)
+
+    def verify(self, rows: Sequence[Row], reference: Any) -> str | None:
+        """None when the fast path gives, bit for bit, what `reference(rows)` (the plain pipeline) gives on these
+        rows and on probe rows; else what differs."""
+        for name, sample in (("golden", list(rows)), ("probe", self.probe_rows())):
+            try:
+                expected = reference(sample)
+                got = self.outputs(sample)
+            except Exception as exc:  # noqa: BLE001 - any failure means: do not use the fast path
+                return f"{name} rows: {type(exc).__name__}: {exc}"
+            if got is None:
+                return f"{name} rows: the fast path cannot encode them"
+            for part, (a, b) in enumerate(zip(expected, got, strict=True)):
+                if (a is None) != (b is None):
+                    return f"{name} rows: output {part} missing on one side"
+                if a is not None and not _same_bits(np.asarray(a), np.asarray(b)):
+                    return f"{name} rows: output {part} differs"
+        return None
+
+    def probe_rows(self) -> list[Row]:
+        """Every known category of each categorical column, a missing and an unknown one; numbers of all kinds."""
+        tables = {position: table for position, table in self.layout if table is not None}
+        longest = max((len(t) for t in tables.values()), default=0) + 2
+        numbers = [0.0, -1.5, 1e300, -1e-300, 3.0, 12345.678, math.nan, 7.0, -0.0, 1e-7]
+        rows = []
+        for i in range(max(longest, len(numbers))):
+            row: list[Any] = []
+            for position in range(len(self.codec.columns)):
+                table = tables.get(position)
+                if table is None:
+                    number = numbers[(i + position) % len(numbers)]
+                    row.append(None if math.isnan(number) else number)
+                    continue
+                choices: list[Any] = list(table)
+                if self.missing[position] is not None:
+                    choices.append(None)
+                if self.unknown[position] is not None:
+                    choices.append(UNKNOWN_PROBE)
+                row.append(choices[i % len(choices)])
+            rows.append(tuple(row))
+        return rows
+
+
+def build_fast_path(pipeline: Any, codec: RecordCodec, numeric: Sequence[str], classes: np.ndarray | None) -> FastPath:
+    """The fast path for this pipeline; raises ValueError when the pipeline has another shape."""
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 3:
+        raise ValueError("not a 3-step pipeline")
+    coerce = pipeline[0]
+    if not (isinstance(coerce, FunctionTransformer) and getattr(coerce.func, "__name__", "") == "coerce_features"):
+        raise ValueError("first step is not flowship's coerce_features")
+    model = pipeline[-1]
+    if not type(model).__module__.startswith(HGB_MODULE):
+        raise ValueError(f"final step is {type(model).__name__}, not a histogram gradient boosting model")
+    for attribute in ("_predict_iterations", "_predictors", "_baseline_prediction", "_loss", "n_trees_per_iteration_"):
+        if not hasattr(model, attribute):
+            raise ValueError(f"the model has no {attribute}")
+    encode = pipeline[1]
+    if not isinstance(encode, ColumnTransformer):
+        raise ValueError("second step is not a ColumnTransformer")
+    columns = codec.columns
+    numeric_set = set(numeric)
+    categories: dict[str, list[str]] = {}
+    for _, transformer, selected in encode.transformers_:
+        if isinstance(transformer, OrdinalEncoder):
+            if not isinstance(selected, list) or len(selected) != len(transformer.categories_):
+                raise ValueError("an OrdinalEncoder without a list of column names")
+            for name, known in zip(selected, transformer.categories_, strict=True):
+                categories[str(name)] = [c for c in known if isinstance(c, str)]
+        elif not _passes_through(transformer):
+            raise ValueError(f"unsupported transformer {type(transformer).__name__}")
+    categorical = [c for c in columns if c not in numeric_set]
+    if sorted(categories) != sorted(categorical):
+        raise ValueError("the categorical features are not exactly the OrdinalEncoder's columns")
+
+    # The order the trees see: the encoder's output names, reordered by the model's own preprocessor if any.
+    stage_names = [str(c) for c in encode.get_feature_names_out()]
+    preprocessor = getattr(model, "_preprocessor", None)
+    if preprocessor is None:
+        final_names = stage_names
+    else:
+        final_names = []
+        for name, _, mask in preprocessor.transformers_:
+            if name == "remainder":
+                continue
+            final_names += [stage_names[i] for i in np.flatnonzero(np.asarray(mask))]
+    if sorted(final_names) != sorted(columns):
+        raise ValueError("the model's input columns are not the features")
+    position_of = {name: i for i, name in enumerate(columns)}
+
+    # Category tables from the pipeline's own steps: one row per known category, then a missing and an unknown
+    # value (None when the pipeline rejects it: such requests go through the pipeline, which says why).
+    longest = max((len(known) for known in categories.values()), default=0) or 1
+    probe: dict[str, list[Any]] = {}
+    for name in columns:
+        known = categories.get(name)
+        if known is None:
+            probe[name] = [0.0] * longest
+        else:
+            probe[name] = [known[i] if i < len(known) else known[0] for i in range(longest)]
+    codes = _tree_inputs(pipeline, codec, probe, final_names)
+    missing_codes = _tree_inputs_or_none(pipeline, codec, {n: [None] for n in columns}, final_names)
+    unknown_probe = {name: [UNKNOWN_PROBE if name in categories else 0.0] for name in columns}
+    unknown_codes = _tree_inputs_or_none(pipeline, codec, unknown_probe, final_names)
+    layout: list[tuple[int, dict[str, float] | None]] = []
+    missing: dict[int, float | None] = {}
+    unknown: dict[int, float | None] = {}
+    for name in final_names:
+        position = position_of[name]
+        if name not in categories:
+            layout.append((position, None))
+            continue
+        known = categories[name]
+        layout.append((position, {value: float(codes[name].iloc[i]) for i, value in enumerate(known)}))
+        missing[position] = None if missing_codes is None else float(missing_codes[name].iloc[0])
+        unknown[position] = None if unknown_codes is None else float(unknown_codes[name].iloc[0])
+    return FastPath(pipeline, codec, layout, missing, unknown, classes)
+
+
+def _tree_inputs_or_none(
+    pipeline: Pipeline, codec: RecordCodec, data: dict[str, list[Any]], names: list[str]
+) -> pd.DataFrame | None:
+    try:
+        return _tree_inputs(pipeline, codec, data, names)
+    except ValueError:
+        return None
+
+
+def _tree_inputs(pipeline: Pipeline, codec: RecordCodec, data: dict[str, list[Any]], names: list[str]) -> pd.DataFrame:
+    rows = list(zip(*(data[c] for c in codec.columns), strict=True))
+    stage = pipeline[:-1].transform(codec.frame(rows))
+    preprocessor = getattr(pipeline[-1], "_preprocessor", None)
+    out = preprocessor.transform(stage) if preprocessor is not None else stage
+    return pd.DataFrame(np.asarray(out, dtype=np.float64), columns=names)
+
+
+def _passes_through(transformer: Any) -> bool:
+    # a fitted ColumnTransformer holds "passthrough" as an identity FunctionTransformer
+    if isinstance(transformer, str):
+        return transformer in ("drop", "passthrough")
+    return isinstance(transformer, FunctionTransformer) and transformer.func is None
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind == "f":
+        return a.tobytes() == b.tobytes()
+    return bool(np.array_equal(a, b))
