@@ -297,8 +297,8 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         """Score one record or a list of records (at most FLOWSHIP_MAX_BATCH)."""
         context = request_context(request)
         records = body if isinstance(body, list) else [body]
-        rows = [codec.row(r) for r in records]
-        features = [codec.features(row) for row in rows]
+        rows = codec.rows(records)
+        features = codec.features_of(rows)
         context.n_records = len(rows)
         if settings.log_features:
             context.features = features

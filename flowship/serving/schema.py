@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -68,15 +69,28 @@ class RecordCodec:
         self._numeric = set(features.numeric)
         by_alias = {info.alias: name for name, info in record_type.model_fields.items()}
         self._attributes = [by_alias[column] for column in self.columns]
+        # one C call per record (attrgetter of several names gives a tuple; of one name, the bare value)
+        self._get = operator.attrgetter(*self._attributes)
+        self._single = len(self._attributes) == 1
 
     def row(self, record: BaseModel) -> Row:
-        return tuple(getattr(record, attribute) for attribute in self._attributes)
+        value = self._get(record)
+        return (value,) if self._single else value
+
+    def rows(self, records: Sequence[BaseModel]) -> list[Row]:
+        if self._single:
+            return [(value,) for value in map(self._get, records)]
+        return list(map(self._get, records))
 
     def row_from_dict(self, features: dict[str, Any]) -> Row:
         return tuple(features.get(column) for column in self.columns)
 
     def features(self, row: Row) -> dict[str, Any]:
         return dict(zip(self.columns, row, strict=True))
+
+    def features_of(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
+        columns = self.columns
+        return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def frame(self, rows: Sequence[Row]) -> pd.DataFrame:
         """The rows typed as `flowship.training.coerce_features` types training data: numeric features
