@@ -8,6 +8,20 @@ from prefect import flow
 
 from flows.training import context
 from tasks import release
+from tasks.common import Context
+
+
+def _stage_and_promote(ctx: Context, kind: str, ref: dict[str, Any], action: str, full: bool) -> dict[str, Any]:
+    """Bundle and image of `ref`, staging and its checks; promoted only when every check passed."""
+    bundle = release.export_bundle(ctx, ref)
+    image = release.build_image(ctx, ref, bundle) if kind == "docker" else None
+    staging = release.start_staging(ctx, kind, ref, bundle, image)
+    checks = release.verify_staging(ctx, staging, bundle, full=full)
+    release.teardown_staging(ctx, kind)
+    if not all(c["passed"] for c in checks):
+        release.record_failure(ctx, kind, ref, checks, action)
+    promoted = release.promote(ctx, kind, ref, bundle, image, checks, action)
+    return {"version": ref["version"], "released": True, "production": promoted, "runtime": kind, "checks": checks}
 
 
 @flow(name="release", description="Build, stage, verify and promote the challenger (or a named version).")
@@ -19,15 +33,7 @@ def release_flow(params_path: str = "params.yaml", version: str | None = None) -
     serving = production is not None and production.status == "running"
     if serving and production.version == ref["version"] and ref["champion"] == ref["version"]:
         return {"version": ref["version"], "released": False, "production": production.as_dict(), "runtime": kind}
-    bundle = release.export_bundle(ctx, ref)
-    image = release.build_image(ctx, ref, bundle) if kind == "docker" else None
-    staging = release.start_staging(ctx, kind, ref, bundle, image)
-    checks = release.verify_staging(ctx, staging, bundle)
-    release.teardown_staging(ctx, kind)
-    if not all(c["passed"] for c in checks):
-        release.record_failure(ctx, kind, ref, checks, "release")
-    promoted = release.promote(ctx, kind, ref, bundle, image, checks, "release")
-    return {"version": ref["version"], "released": True, "production": promoted, "runtime": kind, "checks": checks}
+    return _stage_and_promote(ctx, kind, ref, "release", full=True)
 
 
 @flow(name="rollback", description="Serve the previous champion (or a named version) again, health-checked first.")
@@ -36,12 +42,4 @@ def rollback_flow(params_path: str = "params.yaml", to_version: str | None = Non
     kind = release.choose_runtime(ctx)
     target = release.rollback_target(ctx, to_version)
     ref = release.resolve_release(ctx, target)
-    bundle = release.export_bundle(ctx, ref)
-    image = release.build_image(ctx, ref, bundle) if kind == "docker" else None
-    staging = release.start_staging(ctx, kind, ref, bundle, image)
-    checks = release.verify_staging(ctx, staging, bundle, full=False)
-    release.teardown_staging(ctx, kind)
-    if not all(c["passed"] for c in checks):
-        release.record_failure(ctx, kind, ref, checks, "rollback")
-    promoted = release.promote(ctx, kind, ref, bundle, image, checks, "rollback")
-    return {"version": ref["version"], "released": True, "production": promoted, "runtime": kind, "checks": checks}
+    return _stage_and_promote(ctx, kind, ref, "rollback", full=False)
