@@ -108,17 +108,21 @@ def export_bundle(ctx: Context, ref: dict[str, Any]) -> str:
         golden_path = tracker.download(ref["uri"], Path(tmp))
         found = sorted(golden_path.rglob("golden.json"))
         golden = json.loads(found[0].read_text()) if found else None
-    features = ctx.params.data.features
+    # From the version itself, not today's params: a rollback may serve a model trained on other features.
+    schema = tracker.input_schema(ref["uri"])
     metadata = {
         "name": ref["name"],
         "version": ref["version"],
-        "task": ctx.params.data.task,
-        "features": {"numeric": features.numeric, "categorical": features.categorical},
+        "task": ref["tags"].get(f"{TAG}task", ctx.params.data.task),
+        "features": {
+            "numeric": [f["name"] for f in schema if f["type"] != "string"],
+            "categorical": [f["name"] for f in schema if f["type"] == "string"],
+        },
         "classes": [c.item() if hasattr(c, "item") else c for c in model.classes_]
         if hasattr(model, "classes_")
         else None,
         "lineage": {k: v for k, v in ref["tags"].items() if k.startswith(TAG) and not k.startswith(f"{TAG}gate.")},
-        "input_schema": tracker.input_schema(ref["uri"]),
+        "input_schema": schema,
     }
     if dest.exists():
         shutil.rmtree(dest)
@@ -161,8 +165,11 @@ def verify_staging(ctx: Context, staging: dict[str, Any], bundle: str, full: boo
     url = staging["url"]
     token = os.environ.get("FLOWSHIP_API_TOKEN")
     checks: list[Check] = [probe.wait_ready(url, cfg.health_timeout_s)]
-    if checks[0].passed and full:
-        golden = json.loads((Path(bundle) / "golden.json").read_text())
+    golden_file = Path(bundle) / "golden.json"
+    if checks[0].passed and full and not golden_file.exists():
+        checks.append(Check("golden_set", False, "this model version carries no golden set to replay"))
+    elif checks[0].passed and full:
+        golden = json.loads(golden_file.read_text())
         checks.append(probe.replay_golden(url, golden, cfg.golden_tolerance, token))
         checks.append(probe.bad_record(url, golden[0]["features"], token))
         checks.append(
