@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test lint bench clean base-image
+.PHONY: setup data run train status deploy stop test lint bench bench-serving clean base-image
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,10 @@ base-image: setup
 
 bench: data
 	$(PY) bench/training_overhead.py
+
+# After `make run`: the released model v1 served by flowship's app and by `mlflow models serve`, under wrk.
+bench-serving: setup
+	$(PY) bench/serving_compare.py
 
 clean:
 	-$(VENV)/bin/flowship stop
