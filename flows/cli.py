@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from flowship.errors import FlowshipError
+from flowship.runtime import ROLES
 
 app = typer.Typer(
     help="flowship: train, gate, register, deploy and monitor a tabular model.",
@@ -126,7 +127,7 @@ def status(
                 f"  {alias:<11} v{ref.version}  run {ref.run_id}  data {ref.tags.get('flowship.data.raw_md5', '?')}"
             )
     for runtime in _runtimes(path):
-        for role in ("production", "staging"):
+        for role in reversed(ROLES):
             deployed = runtime.deployed(role)
             if deployed is not None:
                 where = f"image {deployed.image}" if deployed.image else f"pid {deployed.ref}"
@@ -280,7 +281,7 @@ def stop(params: ParamsOption = Path("params.yaml")) -> None:
     _environment(path.parent)
     stopped = 0
     for runtime in _runtimes(path):
-        for role in ("staging", "production"):
+        for role in ROLES:
             deployed = runtime.deployed(role)
             if deployed is not None:
                 runtime.stop(role)

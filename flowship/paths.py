@@ -7,6 +7,8 @@ from pathlib import Path
 
 # The pipeline's stages, in order, as named in dvc.yaml.
 STAGES = ("ingest", "validate", "prepare", "train", "evaluate")
+# The raw data folder, versioned with `dvc add`: its hash is the data version.
+RAW_DATA = "data/raw"
 
 
 @dataclass(frozen=True)

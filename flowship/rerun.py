@@ -14,9 +14,8 @@ from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import CHAMPION, TAG, Tracker
 from flowship.config import Params
 from flowship.lineage import candidate_key, gate_hash
-from flowship.paths import STAGES
+from flowship.paths import RAW_DATA, STAGES
 
-DATA_DIR = "data/raw"
 MODEL_OUT = "models/candidate"
 HOLDOUT_OUT = "data/prepared/holdout.parquet"
 
@@ -24,7 +23,7 @@ HOLDOUT_OUT = "data/prepared/holdout.parquet"
 def last_outcome_if_unchanged(params: Params, root: Path) -> dict[str, Any] | None:
     """The previous run's summary (same shape as the training flow's) when a re-run would change nothing."""
     dvc = DvcProject(root)
-    if not (root / f"{DATA_DIR}.dvc").exists() or not (root / "dvc.lock").exists():
+    if not (root / f"{RAW_DATA}.dvc").exists() or not (root / "dvc.lock").exists():
         return None
     if dvc.pipeline_changes():
         return None
@@ -56,7 +55,7 @@ def last_outcome_if_unchanged(params: Params, root: Path) -> dict[str, Any] | No
             return None
         registered = {"name": name, "version": versions[-1].version, "new": False}
     return {
-        "data_version": dvc.tracked_hash(DATA_DIR),
+        "data_version": dvc.tracked_hash(RAW_DATA),
         "stages": dict.fromkeys(STAGES, False),
         "candidate": {"run_id": run_id, "url": tracker.run_url(str(experiment.experiment_id), run_id)},
         "decision": {"verdict": verdict, "reasons": tags.get(f"{TAG}gate.reasons", "").split("; ")},

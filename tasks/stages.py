@@ -12,17 +12,15 @@ from prefect.states import Completed, State
 from flowship import stages, training
 from flowship.adapters.dvc_repo import DvcProject, describe_changes
 from flowship.errors import DataValidationError
-from flowship.paths import Layout
+from flowship.paths import RAW_DATA, Layout
 from tasks.common import Context, is_transient
-
-DATA_DIR = "data/raw"
 
 
 @task(name="version_data", retries=2, retry_delay_seconds=2)
 def version_data(ctx: Context) -> str:
     """Track the raw data folder with DVC; its hash is the data version."""
-    digest = DvcProject(ctx.root).version_data(DATA_DIR)
-    get_run_logger().info("data version %s: %s", DATA_DIR, digest)
+    digest = DvcProject(ctx.root).version_data(RAW_DATA)
+    get_run_logger().info("data version %s: %s", RAW_DATA, digest)
     return digest
 
 

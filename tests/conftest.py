@@ -50,6 +50,18 @@ def flights_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def flights_data(sample: Path) -> dict[str, Path | pd.DataFrame]:
+    """The sampled flights and weather, as a project's data/raw files."""
+    return {"flights.csv": sample / "flights.csv", "weather.csv": sample / "weather.csv"}
+
+
+def trained_flights_project(base: Path, sample: Path, params: dict[str, Any]) -> Project:
+    """A flights project in `base` whose first training registered v1."""
+    project = build_project(base / "project", flights_data(sample), params, base / "remote")
+    assert project.train()["registered"]["version"] == "1"
+    return project
+
+
 def default_params() -> dict[str, Any]:
     """The repository's own params.yaml, made quick: a smaller model on the sampled flights."""
     params: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -153,7 +165,4 @@ def prefect_harness() -> Iterator[None]:
 
 @pytest.fixture
 def flights_project(make_project: Callable[..., Project], flights_sample: Path, prefect_harness: None) -> Project:
-    return make_project(
-        {"flights.csv": flights_sample / "flights.csv", "weather.csv": flights_sample / "weather.csv"},
-        default_params(),
-    )
+    return make_project(flights_data(flights_sample), default_params())

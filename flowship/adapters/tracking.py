@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.error
 import urllib.request
@@ -257,7 +256,3 @@ class Tracker:
 
 def tracking_message(exc: Exception) -> str:
     return str(getattr(exc, "message", exc)).splitlines()[0][:300]
-
-
-def load_json(path: Path) -> Any:
-    return json.loads(path.read_text())

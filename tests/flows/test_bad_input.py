@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flowship.errors import ConfigError, DataLoadError, DataValidationError, TrackingUnavailable
-from tests.conftest import Project, build_project, default_params
+from tests.conftest import Project, default_params, trained_flights_project
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,7 @@ def champion_project(
     tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None
 ) -> Iterator[Project]:
     """A project whose first model (v1) is both champion and challenger."""
-    base = tmp_path_factory.mktemp("champion")
-    project = build_project(
-        base / "project",
-        {"flights.csv": flights_sample / "flights.csv", "weather.csv": flights_sample / "weather.csv"},
-        default_params(),
-        base / "remote",
-    )
-    assert project.train()["registered"]["version"] == "1"
+    project = trained_flights_project(tmp_path_factory.mktemp("champion"), flights_sample, default_params())
     project.tracker().client.set_registered_model_alias(NAME, "champion", "1")
     yield project
 

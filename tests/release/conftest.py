@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, build_project, default_params
+from tests.conftest import Project, default_params, trained_flights_project
 from tests.docker.conftest import docker_engine  # noqa: F401 - a fixture, shared with the engine tests
 
 NAME = "flights-delay"
@@ -30,14 +30,7 @@ def release_params(**release: object) -> dict[str, object]:
 def trained_project(
     tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None
 ) -> Iterator[Project]:
-    base = tmp_path_factory.mktemp("release")
-    project = build_project(
-        base / "project",
-        {"flights.csv": flights_sample / "flights.csv", "weather.csv": flights_sample / "weather.csv"},
-        release_params(),
-        base / "remote",
-    )
-    assert project.train()["registered"]["version"] == "1"
+    project = trained_flights_project(tmp_path_factory.mktemp("release"), flights_sample, release_params())
     yield project
     from flows.training import context
     from tasks.release import runtime_for
