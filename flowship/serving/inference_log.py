@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 FILE_PREFIX = "inference-"
 FILE_SUFFIX = ".jsonl"
-COLUMNS = ["time", "request_id", "model_name", "model_version", "features", "prediction", "probabilities"]
+COLUMNS = ["time", "request_id", "row", "model_name", "model_version", "features", "prediction", "probabilities"]
 REQUIRED = {"time", "request_id", "features", "prediction"}
 # Retry pause after a failed write (disk full, volume gone): the records wait in memory meanwhile.
 RETRY_SECONDS = 1.0
@@ -34,7 +34,8 @@ RETRY_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class InferenceEntry:
-    """One request's predictions (one line each is written, all with the request's time and id)."""
+    """One request's predictions: one line each, with the request's time and id and the record's position
+    (`row`) in the request, so a label that arrives later finds its prediction by (request_id, row)."""
 
     time: datetime
     request_id: str
@@ -51,6 +52,7 @@ class InferenceEntry:
             record: dict[str, Any] = {
                 "time": iso,
                 "request_id": self.request_id,
+                "row": i,
                 "model_name": self.model_name,
                 "model_version": self.model_version,
                 "features": features,
@@ -255,6 +257,7 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
         return None
     record["time"] = stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
     record.setdefault("probabilities", None)
+    record.setdefault("row", 0)  # lines written before records carried their position in the request
     return {column: record.get(column) for column in COLUMNS}
 
 

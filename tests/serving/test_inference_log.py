@@ -42,6 +42,7 @@ def test_each_record_is_one_json_line_in_the_day_file(tmp_path: Path) -> None:
     assert lines[1] == {
         "time": "2026-03-01T23:59:59.000000+00:00",
         "request_id": "r1",
+        "row": 1,
         "model_name": "m",
         "model_version": "7",
         "features": {"distance": 1.0, "carrier": "AA"},
@@ -60,6 +61,7 @@ def test_read_returns_records_and_filters_by_time(tmp_path: Path) -> None:
     assert list(records.columns) == [
         "time",
         "request_id",
+        "row",
         "model_name",
         "model_version",
         "features",
@@ -67,6 +69,7 @@ def test_read_returns_records_and_filters_by_time(tmp_path: Path) -> None:
         "probabilities",
     ]
     assert records["request_id"].tolist() == ["a", "a", "a", "b"]
+    assert records["row"].tolist() == [0, 1, 2, 0]
     assert isinstance(records["time"].dtype, pd.DatetimeTZDtype) and str(records["time"].dtype.tz) == "UTC"
     assert records["time"].iloc[0] == pd.Timestamp(T0)
     assert records["probabilities"].iloc[3] is None
