@@ -209,6 +209,90 @@ class ReleaseConfig(Section):
         return self
 
 
+# Evidently's statistical tests by name; pinned in params.yaml because Evidently's own default changes with row count.
+DRIFT_METHODS = (
+    "wasserstein",
+    "jensenshannon",
+    "psi",
+    "kl_div",
+    "hellinger",
+    "ks",
+    "chisquare",
+    "z",
+    "TVD",
+    "anderson",
+    "cramer_von_mises",
+    "ed",
+    "es",
+    "t_test",
+    "mannw",
+    "empirical_mmd",
+    "g_test",
+    "fisher_exact",
+)
+# Tests whose score is a p-value: drift when the score is BELOW the threshold (distances: above).
+P_VALUE_METHODS = frozenset(
+    {
+        "ks",
+        "chisquare",
+        "z",
+        "anderson",
+        "cramer_von_mises",
+        "ed",
+        "es",
+        "t_test",
+        "mannw",
+        "empirical_mmd",
+        "g_test",
+        "fisher_exact",
+        "TVD",
+    }
+)
+
+
+class DriftConfig(Section):
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    threshold: float = Field(default=0.1, gt=0.0, description="a feature drifts past this score")
+    share: float = Field(default=0.3, gt=0.0, le=1.0, description="alert when more than this share of features drift")
+    key_features: list[str] = []  # alert when any of these drifts, whatever the share
+
+    @field_validator("num_method", "cat_method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        if method not in DRIFT_METHODS:
+            raise ValueError(f"unknown drift method {method!r}; allowed: {', '.join(DRIFT_METHODS)}")
+        return method
+
+
+class QualityConfig(Section):
+    metric: str | None = None  # default: gate.primary_metric
+    max_drop: float = Field(
+        default=0.05, ge=0.0, description="alert when the metric is this much worse than on the holdout"
+    )
+    min_labels: int = Field(default=200, ge=1)
+
+
+class AlertConfig(Section):
+    webhook: str | None = Field(default=None, pattern=r"^https?://")  # else: the local alert log only
+    cooldown_hours: float = Field(default=24.0, ge=0.0)
+
+
+class RetrainConfig(Section):
+    enabled: bool = False  # on drift: train on a window moved up to the newest labelled data
+    deploy: bool = False  # then release the challenger through staging and its checks
+
+
+class MonitoringConfig(Section):
+    min_records: int = Field(default=500, ge=1, description="fewer records in a window: no verdict, no alert")
+    reference_rows: int = Field(default=50_000, ge=100)
+    sample_rows: int = Field(default=100_000, ge=1000, description="drift is computed on at most this many records")
+    drift: DriftConfig = DriftConfig()
+    quality: QualityConfig = QualityConfig()
+    alerts: AlertConfig = AlertConfig()
+    retrain: RetrainConfig = RetrainConfig()
+
+
 class Params(Section):
     project: ProjectConfig
     data: DataConfig
@@ -218,6 +302,7 @@ class Params(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig
     release: ReleaseConfig = ReleaseConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -229,6 +314,7 @@ class Params(Section):
             "gate.thresholds": list(self.gate.thresholds),
             "gate.max_regression": list(self.gate.max_regression),
             "train.search.metric": [self.train.search.metric] if self.train.search.metric else [],
+            "monitoring.quality.metric": [self.monitoring.quality.metric] if self.monitoring.quality.metric else [],
         }
         for where, names in named.items():
             for name in names:
@@ -242,11 +328,20 @@ class Params(Section):
         unknown = set(self.validate_.columns) - {*self.data.features.all, self.data.target.column}
         if unknown:
             raise ValueError(f"validate.columns names columns that are not features or the target: {sorted(unknown)}")
+        not_features = set(self.monitoring.drift.key_features) - set(self.data.features.all)
+        if not_features:
+            raise ValueError(
+                f"monitoring.drift.key_features names columns that are not features: {sorted(not_features)}"
+            )
         return self
 
     @property
     def search_metric(self) -> str:
         return self.train.search.metric or self.gate.primary_metric
+
+    @property
+    def quality_metric(self) -> str:
+        return self.monitoring.quality.metric or self.gate.primary_metric
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -70,3 +70,32 @@ class Layout:
     @property
     def mlruns(self) -> Path:
         return self.root / "mlruns"
+
+    @property
+    def inference_log_dir(self) -> Path:
+        """Production's inference log (`inference-<YYYYMMDD>.jsonl`), bind-mounted into the container."""
+        return self.root / "logs" / "inference"
+
+    @property
+    def labels_dir(self) -> Path:
+        """True labels as they arrive (`labels-<YYYYMMDD>.jsonl`), keyed by request id and row."""
+        return self.root / "logs" / "labels"
+
+    @property
+    def alert_log(self) -> Path:
+        return self.root / "logs" / "alerts.jsonl"
+
+    @property
+    def monitoring_reports(self) -> Path:
+        """One folder per check: the Evidently HTML reports and the summary."""
+        return self.root / "reports" / "monitoring"
+
+    @property
+    def monitoring_state(self) -> Path:
+        """Where the last check ended, and the alert cool-downs."""
+        return self.root / ".flowship" / "monitoring" / "state.json"
+
+    @property
+    def reference_cache(self) -> Path:
+        """Per model version: its reference sample with the model's predictions, computed once."""
+        return self.root / ".flowship" / "monitoring" / "reference"
