@@ -104,6 +104,31 @@ class DvcProject:
         except DvcException as exc:
             raise RemoteUnavailable(f"dvc pull from remote {self._remote_label()} failed: {exc}") from exc
 
+    def object_path(self, md5: str, what: str) -> Path:
+        """The cached file DVC tracked with this md5: from the local cache, else pulled from the default remote.
+
+        `what` names the file in errors. Raises RemoteUnavailable when the remote cannot be reached and
+        StageError when the version is neither in the cache nor on the remote.
+        """
+        from dvc.exceptions import DvcException
+        from dvc_data.hashfile.hash_info import HashInfo
+
+        with self._repo() as repo:
+            odb = repo.cache.local
+            if not odb.exists(md5):
+                remote = repo.config["core"].get("remote")
+                if not remote:
+                    raise StageError(f"{what} (md5 {md5}) is not in the DVC cache and no DVC remote is configured")
+                try:
+                    repo.cloud.pull([HashInfo("md5", md5)])
+                except DvcException as exc:
+                    raise RemoteUnavailable(
+                        f"could not pull {what} (md5 {md5}) from DVC remote {remote!r}: {exc}"
+                    ) from exc
+                if not odb.exists(md5):
+                    raise StageError(f"{what} (md5 {md5}) is neither in the DVC cache nor on DVC remote {remote!r}")
+            return Path(odb.oid_to_path(md5))
+
     def _remote_label(self) -> str:
         try:
             return repr(self.default_remote())

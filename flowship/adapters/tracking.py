@@ -155,6 +155,30 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
 
+    def run_data(self, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
+        """A run's params and metrics."""
+        data = self.client.get_run(run_id).data
+        return dict(data.params), {k: float(v) for k, v in data.metrics.items()}
+
+    def log_check(
+        self, experiment: str, run_name: str, tags: dict[str, str], metrics: dict[str, float], files: list[Path]
+    ) -> tuple[str, str]:
+        """One monitoring check as a finished run (reports as artifacts); returns its id and URL."""
+        experiment_id = self.experiment_id(experiment)
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        try:
+            finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
+            for key, value in finite.items():
+                self.client.log_metric(run_id, key, value)
+            for path in files:
+                self.client.log_artifact(run_id, str(path), artifact_path="reports")
+        except Exception:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id, self.run_url(experiment_id, run_id)
+
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 

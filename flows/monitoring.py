@@ -1,0 +1,115 @@
+"""The monitoring flow: inference log window → reference of the serving version → Evidently checks →
+reports (disk, MLflow, Prefect artifacts) → alerts → optional retraining through the gate and release."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed, State
+
+from flows.training import context
+from flowship import monitoring as mon
+from flowship import retrain
+from flowship.errors import FlowshipError, QualityGateFailed
+from tasks import monitoring as tasks
+
+# How the run's state reads in the Prefect UI: drift is not a failure, and it shows at a glance.
+STATE_NAMES = {
+    "no_data": "No data",
+    "insufficient_data": "Too few records",
+    "ok": "No drift",
+    "drift": "Drift detected",
+    "quality_drop": "Quality dropped",
+}
+
+
+@flow(
+    name="monitoring", description="Check production's inference log for drift and quality; alert; optionally retrain."
+)
+def monitoring(params_path: str = "params.yaml", start: str | None = None, end: str | None = None) -> State[Any]:
+    ctx = context(params_path)
+    logger = get_run_logger()
+    data = tasks.read_window(ctx, start, end)
+    window = data.window
+    folder = ctx.layout.monitoring_reports / f"{window.end:%Y%m%dT%H%M%SZ}"
+    checks: list[mon.VersionCheck] = []
+    for version, group in data.records.groupby("model_version", sort=True):
+        spec, ref = tasks.reference(ctx, str(version))
+        checks.append(tasks.check_version(ctx, spec, ref, group, data.labels, folder / f"v{version}"))
+    verdict = mon.overall(checks)
+    summary: dict[str, Any] = {
+        "verdict": verdict,
+        "window": window.label(),
+        "window_start": window.start.isoformat() if window.start else None,
+        "window_end": window.end.isoformat(),
+        "records": len(data.records),
+        "skipped_lines": data.skipped,
+        "labels": len(data.labels),
+        "report": str(folder) if checks else None,
+        "versions": [c.as_dict() for c in checks],
+        "mlflow_runs": {},
+        "alerts": [],
+        "retraining": None,
+    }
+    if checks:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        summary["mlflow_runs"] = {c.version: tasks.log_check(ctx, window, c, folder) for c in checks}
+    tasks.publish(summary, checks)
+    tasks.advance_window(ctx, window)
+    alerts = mon.plan_alerts(
+        ctx.params.project.name,
+        checks,
+        window,
+        folder,
+        mon.read_state(ctx.layout.monitoring_state),
+        ctx.params.monitoring.alerts.cooldown_hours,
+        datetime.now(UTC),
+    )
+    delivery_error: FlowshipError | None = None
+    if alerts:
+        try:
+            summary["alerts"] = tasks.send_alerts(ctx, alerts)
+        except tasks.AlertDeliveryError as exc:
+            delivery_error = exc
+    if ctx.params.monitoring.retrain.enabled and verdict in ("drift", "quality_drop"):
+        summary["retraining"] = _retrain(Path(params_path).resolve(), data.labels, ctx.params.monitoring.retrain.deploy)
+    if checks:
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if delivery_error is not None:
+        raise delivery_error
+    message = "; ".join(r for c in checks for r in c.reasons) or f"{len(data.records)} records"
+    logger.info("monitoring verdict: %s (%s)", verdict, message)
+    return Completed(name=STATE_NAMES[verdict], message=f"{verdict}: {message}"[:500], data=summary)
+
+
+def _retrain(params_path: Path, labels: Any, deploy: bool) -> dict[str, Any]:
+    """Train on the window moved up to the newest labelled data; the candidate meets the same gate, and the
+    release (when enabled) the same staging checks, as any other."""
+    from flows.release import release_flow
+    from flows.training import training
+    from flowship.config import load_params
+
+    logger = get_run_logger()
+    values = retrain.newer_split(load_params(params_path), labels)
+    if values is None:
+        logger.info("retraining skipped: no label is newer than the training window")
+        return {"status": "skipped", "reason": "no labelled data newer than the training window"}
+    retrain.rewrite_split(params_path, values)
+    logger.info("retraining on the newer window %s (params.yaml split updated)", values)
+    try:
+        trained = training(params_path=str(params_path))
+    except QualityGateFailed as exc:
+        return {"status": "gate_failed", "window": values, "reason": str(exc)}
+    result: dict[str, Any] = {"status": "registered", "window": values, "version": trained["registered"]["version"]}
+    if deploy and trained["registered"]["new"]:
+        try:
+            released = release_flow(params_path=str(params_path))
+            result["release"] = released.get("production", released)
+        except FlowshipError as exc:
+            result["release"] = f"not released: {exc}"
+    return result
