@@ -144,6 +144,76 @@ def status(
         typer.echo(f"  {r['started']}  {r['run_id']}  {r['status']:<8}  gate {r['verdict']:<7} {shown}")
 
 
+@app.command()
+def replay(
+    params: ParamsOption = Path("params.yaml"),
+    from_: str = typer.Option(..., "--from", help="The first month to replay (YYYY-MM)."),
+    to: str | None = typer.Option(None, "--to", help="The last month to replay (YYYY-MM; default: --from)."),
+    url: str | None = typer.Option(None, "--url", help="The endpoint to send to (default: what serves production)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Records per request (at most release.max_batch)."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
+    monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Run the monitoring check after each month."),
+) -> None:
+    """Send the production window of the data to the endpoint as real traffic, month by month in time order;
+    each month's true labels are written after its traffic (logs/labels/), as they would arrive later."""
+    path = _check_params(params, check_estimator=False)
+    import pandas as pd
+
+    from flowship.config import load_params
+    from flowship.paths import Layout
+    from flowship.replay import Columns, Replay, months
+
+    cfg = load_params(path, check_estimator=False)
+    layout = Layout(path.parent)
+    try:
+        columns = Columns.of(cfg)
+        wanted = months(from_, to or from_)
+    except FlowshipError as exc:
+        _fail(str(exc))
+    if batch_size > cfg.release.max_batch:
+        _fail(f"--batch-size {batch_size} is more than release.max_batch ({cfg.release.max_batch}) allows per request")
+    if not layout.production_split.exists():
+        _fail("no production data: run `flowship train` first")
+    if url is None:
+        serving = [d for r in _runtimes(path) if (d := r.deployed("production")) is not None and d.status == "running"]
+        if not serving:
+            _fail("nothing serves production: run `flowship deploy` first")
+        url = serving[0].url
+    if monitor:
+        _environment(path.parent)
+        os.chdir(path.parent)
+    frame = pd.read_parquet(layout.production_split)
+    run = Replay(
+        url, columns, layout.labels_dir, batch_size, concurrency, token=os.environ.get("FLOWSHIP_API_TOKEN") or None
+    )
+    typer.echo(f"replay {run.id}: {wanted[0]} to {wanted[-1]} → {url}/predict, labels to {layout.labels_dir}")
+    for month in wanted:
+        try:
+            done = run.month(frame, month)
+        except FlowshipError as exc:
+            _fail(str(exc))
+        typer.echo(
+            f"{done.month}  sent {done.sent:>7} of {done.records:<7} rejected {done.rejected:<6}"
+            f"{done.requests_per_second:7.0f} req/s  labels written {done.sent}"
+        )
+        for error in done.errors:
+            typer.echo(f"         rejected: {error}")
+        if monitor:
+            import time
+
+            from flowship.monitoring import SETTLE
+
+            # the check's window ends SETTLE before now (log lines still on their way): wait for this month's last
+            time.sleep(SETTLE.total_seconds() + 0.5)
+            from flows.monitoring import monitoring
+
+            try:
+                summary: dict[str, Any] = monitoring(params_path=str(path))
+            except FlowshipError as exc:
+                _fail(str(exc))
+            typer.echo(f"monitoring:    {summary['verdict']}  (report: {summary['report']})")
+
+
 def _runtimes(path: Path) -> list[Any]:
     """Every runtime that may hold a deployment of this project: Docker (when a daemon answers) and processes."""
     from flowship.config import load_params

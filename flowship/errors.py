@@ -71,6 +71,10 @@ class ReleaseCheckFailed(ReleaseError):
         super().__init__(f"release of v{version} stopped in staging: {failed}")
 
 
+class ReplayError(FlowshipError):
+    """Replayed traffic could not be sent: a bad month, no data for it, or an endpoint that does not answer."""
+
+
 class DockerError(FlowshipError):
     """A Docker operation failed (base of the errors below)."""
 

@@ -1,0 +1,164 @@
+"""The label store: true labels as they arrive, one JSON line each, in `labels-<YYYYMMDD>.jsonl` per UTC day of
+arrival. A label is keyed by the request id and the record's position in the request (`row`), the same key as
+the inference log's lines, so it finds its prediction however late it comes.
+
+Each batch of labels is appended with one `os.write` and fsync'ed. A crash can leave a truncated last line;
+readers skip and count it, and the next writer starts on a fresh line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+FILE_PREFIX = "labels-"
+FILE_SUFFIX = ".jsonl"
+COLUMNS = ["time", "request_id", "row", "label", "event_time"]
+REQUIRED = {"time", "request_id", "row", "label"}
+KEY = ["request_id", "row"]
+
+
+@dataclass(frozen=True)
+class Label:
+    """The true outcome of one predicted record; `event_time` is when the record's event happened."""
+
+    request_id: str
+    row: int
+    label: Any
+    event_time: datetime | None = None
+
+
+def labels_path(folder: Path, day: date) -> Path:
+    return folder / f"{FILE_PREFIX}{day:%Y%m%d}{FILE_SUFFIX}"
+
+
+def write_labels(folder: Path, labels: Iterable[Label], arrived: datetime | None = None) -> Path:
+    """Append the labels, as arrived at `arrived` (default now; naive means UTC), to that day's file."""
+    stamp = _utc(arrived) if arrived is not None else datetime.now(UTC)
+    iso = stamp.isoformat(timespec="microseconds")
+    blob = "".join(_line(iso, label) for label in labels).encode("ascii")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = labels_path(folder, stamp.date())
+    if not blob:
+        return path
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if _ends_mid_line(path, os.fstat(fd).st_size):
+            # a crash cut the last line: start ours on a fresh line so only that one is lost
+            blob = b"\n" + blob
+        done = 0
+        while done < len(blob):  # one write for a regular file; the loop only guards a short write
+            done += os.write(fd, blob[done:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_labels(folder: Path, until: datetime | str | None = None) -> tuple[pd.DataFrame, int]:
+    """Labels that arrived before `until` (naive means UTC), and how many lines were skipped as unreadable.
+
+    Columns: time (arrival, UTC), request_id, row, label, event_time (UTC or NaT). A key that arrived more
+    than once keeps its last arrival.
+    """
+    upper = _utc(until) if until is not None else None
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for path in sorted(Path(folder).glob(f"{FILE_PREFIX}*{FILE_SUFFIX}")):
+        day = _file_day(path)
+        if day is None or (upper is not None and day > upper.date()):
+            continue
+        with path.open("rb") as handle:
+            for raw in handle:
+                if not raw.strip():
+                    continue
+                record = _parse_line(raw)
+                if record is None:
+                    skipped += 1
+                    continue
+                if upper is None or record["time"] < upper:
+                    records.append(record)
+    frame = pd.DataFrame(records, columns=COLUMNS)
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    frame["row"] = frame["row"].astype("int64")
+    # files are read in day order and lines in write order: a stable sort keeps ties in arrival order
+    frame = frame.sort_values("time", kind="stable").drop_duplicates(KEY, keep="last")
+    return frame.reset_index(drop=True), skipped
+
+
+def _line(iso: str, label: Label) -> str:
+    record = {
+        "time": iso,
+        "request_id": str(label.request_id),
+        "row": int(label.row),
+        "label": _plain(label.label),
+        "event_time": _event_time(label.event_time),
+    }
+    return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """numpy and pandas scalars as the Python values JSON knows; a missing value as null."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if not isinstance(value, bool | int | float | str):
+        raise TypeError(f"a label must be a bool, int, float or str, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    if not isinstance(record, dict) or not REQUIRED <= record.keys():
+        return None
+    row = record["row"]
+    if not isinstance(record["request_id"], str) or not isinstance(row, int) or isinstance(row, bool):
+        return None
+    try:
+        record["time"] = _utc(record["time"])
+        event = record.get("event_time")
+        record["event_time"] = None if event is None else _utc(event)
+    except (TypeError, ValueError):
+        return None
+    return {column: record.get(column) for column in COLUMNS}
+
+
+def _ends_mid_line(path: Path, size: int) -> bool:
+    if not size:
+        return False
+    with path.open("rb") as handle:
+        handle.seek(size - 1)
+        return handle.read(1) != b"\n"
+
+
+def _file_day(path: Path) -> date | None:
+    try:
+        return datetime.strptime(path.name[len(FILE_PREFIX) : -len(FILE_SUFFIX)], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _event_time(value: datetime | None) -> str | None:
+    if value is None or pd.isna(value):  # None, or pandas' NaT
+        return None
+    return _utc(value).isoformat()
+
+
+def _utc(value: datetime | str) -> datetime:
+    stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(stamp, datetime):
+        raise TypeError(f"not a time: {value!r}")
+    return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
