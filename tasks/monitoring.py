@@ -43,7 +43,8 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
     features = ctx.params.data.features
     schema = {**dict.fromkeys(features.numeric, "numeric"), **dict.fromkeys(features.categorical, "categorical")}
     log = mon.read_log_window(ctx.layout.inference_log_dir, window, schema)
-    labels, labels_skipped = read_labels(ctx.layout.labels_dir, until=window.end)
+    # Every label that has arrived by now: a label usually comes after its prediction's window closed.
+    labels, labels_skipped = read_labels(ctx.layout.labels_dir)
     logger = get_run_logger()
     versions = log.records["model_version"].value_counts().to_dict() if len(log.records) else {}
     logger.info(

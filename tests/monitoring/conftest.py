@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ def log_predictions(
     probabilities = model.predict_proba(x)
     logged = frame[features.all].rename(columns=rename or {})
     records = logged.astype(object).where(logged.notna(), None).to_dict(orient="records")
-    when = when or datetime.now(UTC)
+    # A moment ago: a default window ends a settle time before now (records still on their way to the disk).
+    when = when or datetime.now(UTC) - timedelta(seconds=5)
     keys: list[tuple[str, int]] = []
     with InferenceLog(project.root / "logs" / "inference") as log:
         for start in range(0, len(records), batch):
