@@ -8,8 +8,8 @@ import json
 import shutil
 import socket
 import threading
-from datetime import datetime, timedelta
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
