@@ -361,6 +361,55 @@ def stop(params: ParamsOption = Path("params.yaml")) -> None:
         typer.echo("nothing is serving")
 
 
+@app.command()
+def monitor(
+    params: ParamsOption = Path("params.yaml"),
+    start: str | None = typer.Option(
+        None, "--from", help="Window start (date or ISO time, UTC); default: where the last check ended."
+    ),
+    end: str | None = typer.Option(None, "--to", help="Window end (exclusive); default: now."),
+) -> None:
+    """Check production's inference log for drift and model quality; write the reports; alert past a threshold."""
+    path = _check_params(params)
+    _environment(path.parent)
+    os.chdir(path.parent)
+    from flowship.monitoring import parse_time
+
+    try:
+        for value, what in ((start, "start"), (end, "end")):
+            if value is not None:
+                parse_time(value, what)
+        summary = run_monitoring(path, start, end)
+    except FlowshipError as exc:
+        _fail(str(exc))
+    print_monitoring(summary)
+
+
+def run_monitoring(path: Path, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    from flows.monitoring import monitoring
+
+    summary: dict[str, Any] = monitoring(params_path=str(path), start=start, end=end)
+    return summary
+
+
+def print_monitoring(summary: dict[str, Any]) -> None:
+    typer.echo(f"window:        {summary['window']}")
+    typer.echo(f"records:       {summary['records']}  (unreadable lines skipped: {summary['skipped_lines']})")
+    typer.echo(f"verdict:       {summary['verdict']}")
+    for check in summary["versions"]:
+        typer.echo(f"  v{check['version']:<5} {check['verdict']:<17} {check['records']} records")
+        for reason in check["reasons"]:
+            typer.echo(f"          {reason}")
+    if summary["report"]:
+        typer.echo(f"report:        {summary['report']}")
+    for version, url in summary["mlflow_runs"].items():
+        typer.echo(f"mlflow:        v{version}: {url}")
+    for alert in summary["alerts"]:
+        typer.echo(f"alert:         v{alert['version']} {', '.join(alert['kinds'])}: {alert['delivery']}")
+    if summary.get("retraining"):
+        typer.echo(f"retraining:    {summary['retraining']}")
+
+
 def main() -> None:
     try:
         app()
