@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from threading import Event
 from typing import Any
 
 import httpx
@@ -147,8 +148,9 @@ class _Chunk:
 @dataclass
 class _Progress:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: Event = field(default_factory=Event)
     failure: str | None = None
+    raised: BaseException | None = None  # Ctrl-C in the caller, or an unexpected error in a worker
 
 
 class Replay:
@@ -198,6 +200,8 @@ class Replay:
         labels_file = self._write_labels(rows, answered)
         month_sent = sum(len(c.records) for c in answered)
         self.sent += month_sent
+        if progress.raised is not None:
+            raise progress.raised  # after the labels of what was answered: every prediction keeps its label
         if progress.failure is not None:
             labelled = ", their labels written" if month_sent else ""
             raise ReplayError(
@@ -224,31 +228,46 @@ class Replay:
             headers["Authorization"] = f"Bearer {self.token}"
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         with httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout, limits=limits) as client:
-            workers = [
-                threading.Thread(target=self._worker, args=(client, queue, progress), name=f"flowship-replay-{n}")
-                for n in range(min(self.concurrency, len(chunks)))
-            ]
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
+            # Each worker says when it is done on its own event: a join() cut by Ctrl-C can take a thread that
+            # still runs for finished, so the labels would be written before its last answer.
+            finished = [Event() for _ in range(min(self.concurrency, len(chunks)))]
+            for n, done in enumerate(finished):
+                args = (client, queue, progress, done)
+                threading.Thread(target=self._worker, args=args, name=f"flowship-replay-{n}").start()
+            try:
+                for done in finished:
+                    done.wait()
+            except KeyboardInterrupt as exc:
+                progress.stop.set()  # no new requests; those in flight get their answer
+                progress.raised = exc
+                for done in finished:
+                    done.wait()
         return progress
 
-    def _worker(self, client: httpx.Client, queue: Iterator[_Chunk], progress: _Progress) -> None:
-        while not progress.stop.is_set():
-            with progress.lock:  # consecutive chunks in turn: requests start in time order
-                chunk = next(queue, None)
-            if chunk is None:
-                return
-            failure = self._post(client, chunk)
-            if failure is not None:
-                with progress.lock:
-                    progress.failure = progress.failure or failure
-                progress.stop.set()
+    def _worker(self, client: httpx.Client, queue: Iterator[_Chunk], progress: _Progress, done: Event) -> None:
+        try:
+            while not progress.stop.is_set():
+                with progress.lock:  # consecutive chunks in turn: requests start in time order
+                    chunk = next(queue, None)
+                if chunk is None:
+                    return
+                failure = self._post(client, chunk)
+                if failure is not None:
+                    with progress.lock:
+                        progress.failure = progress.failure or failure
+                    progress.stop.set()
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread once the labels are written
+            progress.stop.set()
+            with progress.lock:
+                progress.raised = progress.raised or exc
+        finally:
+            done.set()
 
     def _post(self, client: httpx.Client, chunk: _Chunk) -> str | None:
         """Send one chunk (retrying what may pass: no connection, a 5xx); why the replay must stop, if it must."""
-        body = json.dumps(chunk.records[0] if self.batch_size == 1 else chunk.records, separators=(",", ":"))
+        payload = chunk.records[0] if self.batch_size == 1 else chunk.records
+        # default=str: a value JSON has no type for goes as text, and the endpoint decides
+        body = json.dumps(payload, separators=(",", ":"), default=str)
         last = ""
         for attempt in range(ATTEMPTS):
             if attempt:

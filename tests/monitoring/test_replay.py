@@ -280,6 +280,43 @@ def test_a_server_that_does_not_answer_fails_fast_naming_it(tmp_path: Path) -> N
     assert not (tmp_path / "labels").exists()
 
 
+def test_ctrl_c_stops_sending_and_what_was_answered_keeps_its_labels(tmp_path: Path, server: Server) -> None:
+    production_frame(per_month=5000).to_parquet(tmp_path / "production.parquet")
+    script = f"""
+import pandas as pd
+from pathlib import Path
+from flowship.replay import Columns, Replay
+columns = Columns({COLUMNS.features!r}, {COLUMNS.target!r}, {COLUMNS.time!r})
+replay = Replay({server.url!r}, columns, Path({str(tmp_path / "labels")!r}), concurrency=4, token={TOKEN!r})
+print(replay.id, flush=True)
+replay.month(pd.read_parquet({str(tmp_path / "production.parquet")!r}), pd.Period("2013-07", freq="M"))
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        replay_id = process.stdout.readline().strip()
+        deadline = time.monotonic() + 30
+        while not (read_inference_log(server.logs)[0]["request_id"].str.startswith(f"{replay_id}-")).sum() > 50:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    labels, _ = read_labels(tmp_path / "labels")
+    assert 50 < len(labels) < 5000  # stopped early
+    time.sleep(0.3)  # the app's log writer
+    predictions = read_inference_log(server.logs)[0]
+    predictions = predictions[predictions["request_id"].str.startswith(f"{replay_id}-")]
+    assert set(zip(predictions["request_id"], predictions["row"], strict=True)) == set(
+        zip(labels["request_id"], labels["row"], strict=True)
+    )
+
+
 class _Failing(BaseHTTPRequestHandler):
     """Answers 503 to every request after the first `ok` ones, which get a valid prediction."""
 
