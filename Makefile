@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test lint bench bench-serving clean base-image
+.PHONY: setup data run train status deploy stop test lint bench bench-serving bench-monitoring clean base-image
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,7 @@ data: setup
 run: data
 	$(VENV)/bin/flowship train
 	$(VENV)/bin/flowship deploy
+	$(VENV)/bin/flowship replay --once --batch-size 20
 
 train: setup
 	$(VENV)/bin/flowship train
@@ -34,6 +35,7 @@ status: setup
 
 deploy: setup
 	$(VENV)/bin/flowship deploy
+	$(VENV)/bin/flowship replay --once --batch-size 20
 
 stop: setup
 	$(VENV)/bin/flowship stop
@@ -57,6 +59,10 @@ bench: data
 # After `make run`: the released model v1 served by flowship's app and by `mlflow models serve`, under wrk.
 bench-serving: setup
 	$(PY) bench/serving_compare.py
+
+# One monitoring check over 100k, 300k and 1M generated log records, beside Evidently run directly.
+bench-monitoring: setup
+	$(PY) bench/monitoring_scale.py
 
 clean:
 	-$(VENV)/bin/flowship stop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -147,12 +148,17 @@ def status(
 @app.command()
 def replay(
     params: ParamsOption = Path("params.yaml"),
-    from_: str = typer.Option(..., "--from", help="The first month to replay (YYYY-MM)."),
+    from_: str | None = typer.Option(
+        None, "--from", help="The first month to replay (YYYY-MM; default: the first month of the production data)."
+    ),
     to: str | None = typer.Option(None, "--to", help="The last month to replay (YYYY-MM; default: --from)."),
     url: str | None = typer.Option(None, "--url", help="The endpoint to send to (default: what serves production)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Records per request (at most release.max_batch)."),
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
     monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Run the monitoring check after each month."),
+    once: bool = typer.Option(
+        False, "--once", help="Skip months already replayed to this project (see .flowship/replayed.json)."
+    ),
 ) -> None:
     """Send the production window of the data to the endpoint as real traffic, month by month in time order;
     each month's true labels are written after its traffic (logs/labels/), as they would arrive later."""
@@ -165,15 +171,34 @@ def replay(
 
     cfg = load_params(path, check_estimator=False)
     layout = Layout(path.parent)
+    if batch_size > cfg.release.max_batch:
+        _fail(f"--batch-size {batch_size} is more than release.max_batch ({cfg.release.max_batch}) allows per request")
     try:
         columns = Columns.of(cfg)
+        if from_ is None:
+            if not layout.production_split.exists():
+                _fail("no production data: run `flowship train` first")
+            times = pd.read_parquet(layout.production_split, columns=[columns.time])[columns.time]
+            if times.dropna().empty:
+                _fail(f"the production data has no {columns.time!r} values to replay")
+            from_ = f"{pd.Timestamp(times.min()):%Y-%m}"
         wanted = months(from_, to or from_)
     except FlowshipError as exc:
         _fail(str(exc))
-    if batch_size > cfg.release.max_batch:
-        _fail(f"--batch-size {batch_size} is more than release.max_batch ({cfg.release.max_batch}) allows per request")
     if not layout.production_split.exists():
         _fail("no production data: run `flowship train` first")
+    done_file = path.parent / ".flowship" / "replayed.json"
+    replayed: dict[str, Any] = json.loads(done_file.read_text()) if done_file.exists() else {}
+    if once:
+        skipped = [m for m in wanted if str(m) in replayed]
+        for month in skipped:
+            typer.echo(f"{month}  already replayed ({replayed[str(month)]['time']}): skipped")
+        wanted = [m for m in wanted if str(m) not in replayed]
+        if not wanted:
+            reports = sorted((layout.monitoring_reports).glob("*/summary.json"))
+            if reports:
+                typer.echo(f"last report:   {reports[-1].parent}")
+            return
     if url is None:
         serving = [d for r in _runtimes(path) if (d := r.deployed("production")) is not None and d.status == "running"]
         if not serving:
@@ -198,6 +223,14 @@ def replay(
         )
         for error in done.errors:
             typer.echo(f"         rejected: {error}")
+        replayed[str(month)] = {
+            "replay": run.id,
+            "url": url,
+            "sent": done.sent,
+            "time": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ}",
+        }
+        done_file.parent.mkdir(parents=True, exist_ok=True)
+        done_file.write_text(json.dumps(replayed, indent=2))
         if monitor:
             import time
 
@@ -211,7 +244,7 @@ def replay(
                 summary: dict[str, Any] = monitoring(params_path=str(path))
             except FlowshipError as exc:
                 _fail(str(exc))
-            typer.echo(f"monitoring:    {summary['verdict']}  (report: {summary['report']})")
+            print_monitoring(summary)
 
 
 def _runtimes(path: Path) -> list[Any]:
@@ -408,6 +441,116 @@ def print_monitoring(summary: dict[str, Any]) -> None:
         typer.echo(f"alert:         v{alert['version']} {', '.join(alert['kinds'])}: {alert['delivery']}")
     if summary.get("retraining"):
         typer.echo(f"retraining:    {summary['retraining']}")
+
+
+# The Prefect deployments (Prefect's own prefect.yaml format), relative to the project root.
+PREFECT_FILE = Path("deployments") / "prefect.yaml"
+MONITORING_ENTRYPOINT = "flows/monitoring.py:monitoring"
+
+
+@app.command()
+def schedule(
+    params: ParamsOption = Path("params.yaml"),
+    interval: int | None = typer.Option(
+        None,
+        "--interval",
+        min=1,
+        metavar="SECONDS",
+        help="Run the monitoring check every SECONDS instead of daily at 06:00 UTC (to try the schedule out).",
+    ),
+) -> None:
+    """Register the deployments of deployments/prefect.yaml (monitoring daily at 06:00 UTC; training and release
+    to start from the UI) on the Prefect server named by PREFECT_API_URL, creating their work pool if missing."""
+    path = _check_params(params, check_estimator=False)
+    root = path.parent
+    _environment(root)
+    import subprocess
+
+    import httpx
+    import yaml
+
+    if not (root / PREFECT_FILE).exists():
+        _fail(f"no {PREFECT_FILE} in {root}: the deployments are declared there")
+    api_url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    start_server = "start one with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+    if not api_url:
+        _fail(f"PREFECT_API_URL is not set: schedules need a Prefect server; {start_server}")
+    try:
+        httpx.get(f"{api_url}/health", timeout=5.0).raise_for_status()
+    except httpx.HTTPError as exc:
+        _fail(f"no Prefect server answers at PREFECT_API_URL={api_url} ({exc}); {start_server}")
+    declared = yaml.safe_load((root / PREFECT_FILE).read_text())["deployments"]
+    for pool in sorted({d["work_pool"]["name"] for d in declared}):
+        typer.echo(f"work pool:     {pool} ({_ensure_process_pool(pool)})")
+    typer.echo(f"registering:   {PREFECT_FILE} on {api_url}")
+    # `prefect deploy` writes FLOWSHIP_ROOT into the deployments' pull step: runs start in this folder.
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "deploy", "--all", "--prefect-file", str(PREFECT_FILE), "--no-prompt"],
+        cwd=root,
+        env={**os.environ, "FLOWSHIP_ROOT": str(root)},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        _fail(f"`prefect deploy` failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    for name, text in _registered_deployments(declared, interval):
+        typer.echo(f"deployment:    {name:<18} {text}")
+    typer.echo(f"worker:        prefect worker start --pool {declared[0]['work_pool']['name']}")
+    typer.echo(f"               (from this virtualenv, with PREFECT_API_URL={api_url}; runs start in {root})")
+
+
+def _ensure_process_pool(name: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            template = ProcessWorker.get_default_base_job_template()
+            client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
+            return "process, created"
+    if pool.type != "process":
+        _fail(f"work pool {name!r} exists with type {pool.type!r}; the deployments need a 'process' pool")
+    return "process, exists"
+
+
+def _registered_deployments(declared: list[dict[str, Any]], interval: int | None) -> list[tuple[str, str]]:
+    """Each declared deployment as the server now holds it (flow/name, schedule); with `interval`, the monitoring
+    deployment's schedules replaced by that interval (the server then drops the runs the old ones had planned)."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    wanted = {(d["name"], d["entrypoint"]) for d in declared}
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=sorted({n for n, _ in wanted})))
+        )
+        lines = []
+        for d in sorted((d for d in found if (d.name, d.entrypoint) in wanted), key=lambda d: d.entrypoint or ""):
+            schedules = [s.schedule for s in d.schedules if s.active]
+            if interval is not None and d.entrypoint == MONITORING_ENTRYPOINT:
+                schedules = [IntervalSchedule(interval=timedelta(seconds=interval))]
+                update = [DeploymentScheduleUpdate(schedule=schedules[0], active=True)]
+                client.update_deployment(d.id, DeploymentUpdate(schedules=update))
+            name = f"{client.read_flow(d.flow_id).name}/{d.name}"
+            texts = [
+                f"every {s.interval.total_seconds():g} s"
+                if isinstance(s, IntervalSchedule)
+                else f"cron '{s.cron}' ({s.timezone})"
+                if isinstance(s, CronSchedule)
+                else str(s)
+                for s in schedules
+            ]
+            manual = f"no schedule: start it from the UI or `prefect deployment run {name}`"
+            lines.append((name, ", ".join(texts) or manual))
+    return lines
 
 
 def main() -> None:

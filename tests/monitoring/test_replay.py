@@ -395,7 +395,6 @@ def flowship(*args: str, env: dict[str, str] | None = None) -> Any:
         (["--from", "2013-07", "--batch-size", "51"], 1, "--batch-size 51 is more than release.max_batch (50)"),
         (["--from", "2013-07", "--batch-size", "0"], 2, "Invalid value for '--batch-size'"),
         (["--from", "2013-07", "--concurrency", "0"], 2, "Invalid value for '--concurrency'"),
-        ([], 2, "Missing option '--from'"),
     ],
 )
 def test_bad_arguments_fail_before_any_traffic(tmp_path: Path, args: list[str], code: int, message: str) -> None:
@@ -429,6 +428,14 @@ def test_the_command_replays_each_month_and_reports_it(tmp_path: Path, server: S
     assert lines[2].split()[:5] == ["2013-08", "sent", "30", "of", "30"]
     assert all("rejected 0" in line and "req/s" in line and "labels written 30" in line for line in lines[1:3])
     assert len(read_labels(tmp_path / "logs" / "labels")[0]) == 60
+
+    # --once: months already replayed are skipped; without --from the first month of the data is the one.
+    result = flowship(*common, "--once", env={"FLOWSHIP_API_TOKEN": TOKEN})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("2013-07  already replayed (")
+    assert len(read_labels(tmp_path / "logs" / "labels")[0]) == 60  # nothing sent again
+    result = flowship(*common, "--once", "--from", "2013-08", "--to", "2013-10", env={"FLOWSHIP_API_TOKEN": TOKEN})
+    assert result.exit_code == 1 and "no data for 2013-09" in result.stderr
 
     result = flowship(*common, "--from", "2013-08", "--to", "2013-10", env={"FLOWSHIP_API_TOKEN": TOKEN})
     assert result.exit_code == 1
