@@ -35,7 +35,7 @@ def monitoring(params_path: str = "params.yaml", start: str | None = None, end: 
     logger = get_run_logger()
     data = tasks.read_window(ctx, start, end)
     window = data.window
-    folder = ctx.layout.monitoring_reports / f"{window.end:%Y%m%dT%H%M%SZ}"
+    folder = _report_folder(ctx.layout.monitoring_reports)
     checks: list[mon.VersionCheck] = []
     for version, group in data.records.groupby("model_version", sort=True):
         spec, ref = tasks.reference(ctx, str(version))
@@ -85,6 +85,16 @@ def monitoring(params_path: str = "params.yaml", start: str | None = None, end: 
     message = "; ".join(r for c in checks for r in c.reasons) or f"{len(data.records)} records"
     logger.info("monitoring verdict: %s (%s)", verdict, message)
     return Completed(name=STATE_NAMES[verdict], message=f"{verdict}: {message}"[:500], data=summary)
+
+
+def _report_folder(parent: Path) -> Path:
+    """One folder per check, named by when it ran (UTC); never an earlier check's."""
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    folder, n = parent / stamp, 1
+    while folder.exists():
+        n += 1
+        folder = parent / f"{stamp}-{n}"
+    return folder
 
 
 def _retrain(params_path: Path, labels: Any, deploy: bool) -> dict[str, Any]:

@@ -437,6 +437,7 @@ class VersionCheck:
     drift: list[ColumnDrift] = field(default_factory=list)
     drift_share: float = 0.0
     prediction_drift: ColumnDrift | None = None
+    target_drift: ColumnDrift | None = None  # the labels' own drift (needs enough labels)
     data_quality: list[ColumnQuality] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
@@ -457,6 +458,7 @@ def decide(
     unexpected: list[str],
     quality: Quality | None,
     cfg: MonitoringConfig,
+    target_drift: ColumnDrift | None = None,
 ) -> VersionCheck:
     features = [d for d in drift if d.column != "prediction"]
     prediction = next((d for d in drift if d.column == "prediction"), None)
@@ -464,6 +466,7 @@ def decide(
     share = len(drifted) / len(features) if features else 0.0
     check = VersionCheck(version, records, "ok", [], drift=features, drift_share=share, prediction_drift=prediction)
     check.absent, check.unexpected, check.quality = absent, unexpected, quality
+    check.target_drift = target_drift
     if records < cfg.min_records:
         check.verdict = "insufficient_data"
         check.reasons.append(f"{records} records: fewer than monitoring.min_records ({cfg.min_records}), no verdict")
@@ -486,6 +489,11 @@ def decide(
             f"predictions drifted ({prediction.method} {prediction.score:.3g}, threshold {prediction.threshold:g})"
         )
         kinds.append("prediction")
+    if target_drift is not None and target_drift.drifted:
+        check.reasons.append(
+            f"the labels drifted ({target_drift.method} {target_drift.score:.3g}, threshold {target_drift.threshold:g})"
+        )
+        kinds.append("target")
     if absent or unexpected:
         parts = []
         if absent:
@@ -587,7 +595,7 @@ def append_alert_log(path: Path, alert: Alert, delivery: str) -> None:
 
 
 def drift_table(check: VersionCheck) -> list[dict[str, Any]]:
-    rows = [*check.drift, *([check.prediction_drift] if check.prediction_drift else [])]
+    rows = [*check.drift, *(d for d in (check.prediction_drift, check.target_drift) if d is not None)]
     return [
         {
             "version": check.version,

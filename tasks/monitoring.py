@@ -102,6 +102,7 @@ def check_version(
     drift: list[reports.ColumnDrift] = []
     sampled = min(len(current), cfg.sample_rows)
     quality_rows: list[reports.ColumnQuality] = []
+    target_drift: reports.ColumnDrift | None = None
     if len(current) >= cfg.min_records:
         sample = mon.sample_rows(current, cfg.sample_rows, seed)
         drift = reports.drift_report(
@@ -132,9 +133,18 @@ def check_version(
                 else pd.to_numeric(labelled["prediction"]),
             }
         )
-        reports.model_quality_report(ref.frame, graded, spec.task, ref.classes, folder / "model-quality.html")  # type: ignore[arg-type]
+        method = cfg.drift.num_method if spec.task == "regression" else cfg.drift.cat_method
+        target_drift = reports.model_quality_report(
+            ref.frame,
+            graded,
+            spec.task,
+            ref.classes,
+            folder / "model-quality.html",
+            method,
+            cfg.drift.threshold,  # type: ignore[arg-type]
+        )
         paths["model_quality"] = str(folder / "model-quality.html")
-    check = mon.decide(spec.version, len(records), drift, absent, unexpected, quality, cfg)
+    check = mon.decide(spec.version, len(records), drift, absent, unexpected, quality, cfg, target_drift)
     check.data_quality, check.sampled, check.reports = quality_rows, sampled, paths
     get_run_logger().info("v%s: %s %s", spec.version, check.verdict, "; ".join(check.reasons))
     return check
@@ -149,6 +159,8 @@ def log_check(ctx: Context, window: mon.Window, check: mon.VersionCheck, folder:
     metrics.update({f"drift.{d.column}": d.score for d in check.drift})
     if check.prediction_drift is not None:
         metrics["drift.prediction"] = check.prediction_drift.score
+    if check.target_drift is not None:
+        metrics["drift.target"] = check.target_drift.score
     for q in check.data_quality:
         metrics[f"missing_share.{q.column}"] = q.missing_share
         if q.out_of_range:

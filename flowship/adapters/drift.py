@@ -154,9 +154,13 @@ def model_quality_report(
     task: Literal["classification", "regression"],
     classes: list[Any],
     html: Path,
-) -> None:
-    """Model quality of the labelled records (columns `target` and `prediction`), beside the reference's."""
+    method: str,
+    threshold: float,
+) -> ColumnDrift:
+    """Model quality of the labelled records (columns `target` and `prediction`), beside the reference's;
+    returns the drift of the target itself (the delay rate, for the default data)."""
     from evidently import BinaryClassification, MulticlassClassification, Regression, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import ClassificationPreset, RegressionPreset
 
     if task == "regression":
@@ -181,8 +185,13 @@ def model_quality_report(
     columns = [TARGET, PREDICTION]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        snapshot = Report([preset]).run(
+        snapshot = Report([ValueDrift(column=TARGET, method=method, threshold=threshold), preset]).run(
             current_data=_dataset(current[columns], definition), reference_data=_dataset(reference[columns], definition)
         )
     html.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(html))
+    for kind, config, value in _values(snapshot):
+        if kind == "ValueDrift" and config["column"] == TARGET:
+            score = float(value) if value is not None else math.nan
+            return ColumnDrift(TARGET, method, score, threshold, drifted(method, score, threshold))
+    raise RuntimeError("Evidently returned no target drift")  # pragma: no cover - the metric was asked for

@@ -65,6 +65,8 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
     assert months["out_of_range"] == len(july)  # month 7 never occurred in training
     quality = check["quality"]
     assert quality["labelled"] == len(july) and 0.5 < quality["metrics"]["roc_auc"] < 1.0
+    target = check["target_drift"]  # the delay rate: about 32% in July against 24% in training
+    assert target["column"] == "target" and target["method"] == "jensenshannon" and target["score"] > 0.0
     assert quality["holdout"] == pytest.approx(project.tracker().run_data(check_run_id(project))[1]["roc_auc"])
 
     report = Path(summary["report"])
@@ -90,6 +92,7 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     temp = next(r for r in rows if r["feature"] == "temp")
     assert temp["method"] == "wasserstein" and temp["threshold"] == 0.1 and temp["drifted"] is True
+    assert {r["feature"] for r in rows} >= {"prediction", "target"}
     markdown = Artifact.get("monitoring-summary")
     assert markdown is not None and "DRIFT" in str(markdown.data) and str(report) in str(markdown.data)
 
