@@ -49,6 +49,7 @@ def monitoring(params_path: str = "params.yaml", start: str | None = None, end: 
         "records": len(data.records),
         "skipped_lines": data.skipped,
         "labels": len(data.labels),
+        "labels_skipped_lines": data.labels_skipped,
         "report": str(folder) if checks else None,
         "versions": [c.as_dict() for c in checks],
         "mlflow_runs": {},
