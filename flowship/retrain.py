@@ -64,4 +64,3 @@ def rewrite_split(path: Path, values: dict[str, str | None]) -> str:
         path.write_text(original)
         raise
     return original
-
