@@ -59,10 +59,10 @@ def _values(snapshot: Any) -> list[tuple[str, dict[str, Any], Any]]:
 
 
 def drifted(method: str, score: float, threshold: float) -> bool:
-    """A p-value drifts below the threshold, a distance above it."""
+    """A p-value drifts below the threshold, a distance at or above it (Evidently's own rule)."""
     if math.isnan(score):
         return False
-    return score < threshold if method in P_VALUE_METHODS else score > threshold
+    return score < threshold if method in P_VALUE_METHODS else score >= threshold
 
 
 def drift_report(
