@@ -122,21 +122,21 @@ def read_log_window(folder: Path, window: Window, schema: dict[str, str] | None 
         files += 1
         skipped += bad
         if len(frame):
-            frames.append(frame)
+            # Each file is cut to the window before the next is read: only the window's records stay in memory.
+            frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
+            keep = frame["time"] < pd.Timestamp(window.end)
+            if window.start is not None:
+                keep &= frame["time"] >= pd.Timestamp(window.start)
+            if keep.any():
+                frames.append(frame.loc[keep])
     if frames:
         records = pd.concat(frames, ignore_index=True, sort=False)
+        del frames
     else:
         records = pd.DataFrame(
-            {
-                c: pd.Series(dtype=object)
-                for c in ("time", "request_id", "row", "model_name", "model_version", "prediction")
-            }
+            {c: pd.Series(dtype=object) for c in ("request_id", "row", "model_name", "model_version", "prediction")}
         )
-    records["time"] = pd.to_datetime(records["time"], utc=True, format="ISO8601")
-    keep = records["time"] < pd.Timestamp(window.end)
-    if window.start is not None:
-        keep &= records["time"] >= pd.Timestamp(window.start)
-    records = records.loc[keep].reset_index(drop=True)
+        records.insert(0, "time", pd.Series(dtype="datetime64[us, UTC]"))
     records["model_version"] = records["model_version"].astype(str)
     return LogWindow(records, skipped, files)
 
