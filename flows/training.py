@@ -8,7 +8,9 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows import compute
 from flowship.config import load_params
+from flowship.training import TrialResult
 from tasks import registry, stages, tracking
 from tasks.common import Context
 
@@ -18,9 +20,23 @@ def context(params_path: str | Path) -> Context:
     return Context(params=load_params(path), root=path.parent)
 
 
+@flow(name="search", description="Score the hyperparameter trials in parallel, on the engine of `compute`.")
+def search(ctx: Context, trials: list[dict[str, Any]]) -> list[TrialResult]:
+    return stages.score_trial.map(ctx, range(len(trials)), trials).result()
+
+
+def run_search(ctx: Context, trials: list[dict[str, Any]]) -> list[TrialResult]:
+    """The trials as a subflow whose task runner comes from the params (a flow's own runner is fixed at import)."""
+    if not trials:
+        return []
+    runner = compute.task_runner(ctx.params.compute, max_threads=ctx.params.train.search.max_workers)
+    return search.with_options(task_runner=runner)(ctx, trials)
+
+
 @flow(name="training", description="Train, evaluate and gate a candidate; register it as challenger if it passes.")
 def training(params_path: str = "params.yaml") -> dict[str, Any]:
     ctx = context(params_path)
+    compute.require_server(ctx.params.compute)
     tracking.check_tracking(ctx)
     data_version = stages.version_data(ctx)
     ran = {
@@ -29,8 +45,7 @@ def training(params_path: str = "params.yaml") -> dict[str, Any]:
         "prepare": stages.ran(stages.prepare(ctx)),
     }
     trials = stages.plan_search(ctx)
-    results = stages.score_trial.map(ctx, range(len(trials)), trials).result() if trials else []
-    ran["train"] = stages.ran(stages.train(ctx, results))
+    ran["train"] = stages.ran(stages.train(ctx, run_search(ctx, trials)))
     ran["evaluate"] = stages.ran(stages.evaluate(ctx))
     pushed = stages.push_data(ctx)
     candidate = tracking.log_candidate(ctx, data_version)

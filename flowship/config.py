@@ -6,6 +6,7 @@ A bad key or value fails here, before any work, naming the key, the value and wh
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -260,6 +261,37 @@ class MonitoringConfig(Section):
     retrain: RetrainConfig = RetrainConfig()
 
 
+DASK_ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+class DaskConfig(Section):
+    # a running Dask scheduler; None: a local cluster is started for the run (and stopped after it)
+    address: str | None = None
+    workers: int = Field(default=2, ge=1, le=1024, description="local cluster only")
+    threads_per_worker: int = Field(default=1, ge=1, le=256, description="local cluster only")
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, address: str | None) -> str | None:
+        if address is None:
+            return None
+        found = DASK_ADDRESS.match(address)
+        if found is None or not 0 < int(found.group(3)) < 65536:
+            raise ValueError(
+                "expected the address of a running Dask scheduler as tcp://host:port (e.g. tcp://10.0.0.5:8786), "
+                "or null for a local cluster started for the run"
+            )
+        return address
+
+
+class ComputeConfig(Section):
+    """Where the parallel work (search trials, batch scoring chunks) runs. Not a DVC param: results don't depend
+    on it, so changing it never re-runs a stage."""
+
+    engine: Literal["threads", "dask"] = "threads"
+    dask: DaskConfig = DaskConfig()
+
+
 class Params(Section):
     project: ProjectConfig
     data: DataConfig
@@ -270,6 +302,7 @@ class Params(Section):
     gate: GateConfig
     release: ReleaseConfig = ReleaseConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    compute: ComputeConfig = ComputeConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
