@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ import typer
 
 from flowship.errors import FlowshipError
 from flowship.runtime import ROLES
+from flowship.services import MLFLOW_PORT, PREFECT_PORT
 
 app = typer.Typer(
     help="flowship: train, gate, register, deploy and monitor a tabular model.",
@@ -24,9 +26,17 @@ ParamsOption = Annotated[
 ]
 
 
-def _environment(root: Path) -> None:
-    """Project-local state, unless the user points elsewhere: no surprises in ~/.prefect."""
+def _environment(root: Path, use_services: bool = True) -> None:
+    """Project-local state, unless the user points elsewhere: no surprises in ~/.prefect. While `flowship up`'s
+    servers run, runs go to them (shown in both UIs), unless PREFECT_API_URL / MLFLOW_TRACKING_URI say otherwise."""
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    if use_services:
+        from flowship.services import live_services
+
+        running = live_services(root)
+        if running is not None:
+            os.environ.setdefault("PREFECT_API_URL", running.api_url)
+            os.environ.setdefault("MLFLOW_TRACKING_URI", running.mlflow_url)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -443,114 +453,190 @@ def print_monitoring(summary: dict[str, Any]) -> None:
         typer.echo(f"retraining:    {summary['retraining']}")
 
 
-# The Prefect deployments (Prefect's own prefect.yaml format), relative to the project root.
-PREFECT_FILE = Path("deployments") / "prefect.yaml"
-MONITORING_ENTRYPOINT = "flows/monitoring.py:monitoring"
+SCORABLE = (".csv", ".tsv", ".parquet", ".pq")
+
+
+EnvOption = Annotated[
+    str, typer.Option("--env", "-e", help="The environment whose deployments to register (dev, staging, production).")
+]
+IntervalOption = Annotated[
+    int | None,
+    typer.Option(
+        "--interval",
+        min=1,
+        metavar="SECONDS",
+        help="Run the monitoring check every SECONDS instead of its cron schedule (to try the schedule out).",
+    ),
+]
 
 
 @app.command()
 def schedule(
-    params: ParamsOption = Path("params.yaml"),
-    interval: int | None = typer.Option(
-        None,
-        "--interval",
-        min=1,
-        metavar="SECONDS",
-        help="Run the monitoring check every SECONDS instead of daily at 06:00 UTC (to try the schedule out).",
-    ),
+    params: ParamsOption = Path("params.yaml"), env: EnvOption = "dev", interval: IntervalOption = None
 ) -> None:
-    """Register the deployments of deployments/prefect.yaml (monitoring daily at 06:00 UTC; training and release
-    to start from the UI) on the Prefect server named by PREFECT_API_URL, creating their work pool if missing."""
+    """Register one environment's deployments of deployments/prefect.yaml (monitoring daily at 06:00 UTC;
+    training, release and retraining to start from the UI) on the Prefect server named by PREFECT_API_URL,
+    creating their work pool if missing. `flowship up` does this too, on servers it starts itself."""
     path = _check_params(params, check_estimator=False)
     root = path.parent
     _environment(root)
-    import subprocess
-
     import httpx
-    import yaml
 
-    if not (root / PREFECT_FILE).exists():
-        _fail(f"no {PREFECT_FILE} in {root}: the deployments are declared there")
+    from flows import deploy
+
+    try:
+        chosen = deploy.declared(root, env)
+    except FlowshipError as exc:
+        _fail(str(exc))
     api_url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
-    start_server = "start one with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+    start_server = (
+        "start one with `flowship up` (or `prefect server start` and PREFECT_API_URL=http://127.0.0.1:4200/api)"
+    )
     if not api_url:
         _fail(f"PREFECT_API_URL is not set: schedules need a Prefect server; {start_server}")
     try:
         httpx.get(f"{api_url}/health", timeout=5.0).raise_for_status()
     except httpx.HTTPError as exc:
         _fail(f"no Prefect server answers at PREFECT_API_URL={api_url} ({exc}); {start_server}")
-    declared = yaml.safe_load((root / PREFECT_FILE).read_text())["deployments"]
-    for pool in sorted({d["work_pool"]["name"] for d in declared}):
-        typer.echo(f"work pool:     {pool} ({_ensure_process_pool(pool)})")
-    typer.echo(f"registering:   {PREFECT_FILE} on {api_url}")
-    # `prefect deploy` writes FLOWSHIP_ROOT into the deployments' pull step: runs start in this folder.
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", "deploy", "--all", "--prefect-file", str(PREFECT_FILE), "--no-prompt"],
-        cwd=root,
-        env={**os.environ, "FLOWSHIP_ROOT": str(root)},
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        _fail(f"`prefect deploy` failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-    for name, text in _registered_deployments(declared, interval):
-        typer.echo(f"deployment:    {name:<18} {text}")
-    typer.echo(f"worker:        prefect worker start --pool {declared[0]['work_pool']['name']}")
+    pools = sorted({d["work_pool"]["name"] for d in chosen})
+    try:
+        for pool in pools:
+            typer.echo(f"work pool:     {pool} ({deploy.ensure_process_pool(pool)})")
+        typer.echo(f"registering:   {deploy.PREFECT_FILE}, environment {env!r}, on {api_url}")
+        lines = deploy.register(root, env, interval)
+    except FlowshipError as exc:
+        _fail(str(exc))
+    for name, text in lines:
+        typer.echo(f"deployment:    {name:<20} {text}")
+    typer.echo(f"worker:        prefect worker start --pool {pools[0]}")
     typer.echo(f"               (from this virtualenv, with PREFECT_API_URL={api_url}; runs start in {root})")
 
 
-def _ensure_process_pool(name: str) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
-    from prefect.workers.process import ProcessWorker
+@app.command()
+def up(
+    params: ParamsOption = Path("params.yaml"),
+    env: EnvOption = "dev",
+    interval: IntervalOption = None,
+    prefect_port: int = typer.Option(PREFECT_PORT, min=1024, max=65535, help="Prefect server port."),
+    mlflow_port: int = typer.Option(MLFLOW_PORT, min=1024, max=65535, help="MLflow server port."),
+    timeout: float = typer.Option(120.0, min=1.0, help="Seconds to wait for each service to answer."),
+) -> None:
+    """Start, in the background on 127.0.0.1, a Prefect server with its UI, an MLflow tracking server with its
+    UI and a Prefect worker; register the environment's deployments; print the URLs. Their logs go to
+    logs/services/; `flowship down` stops them. While they run, flowship's commands in this project use them."""
+    path = _check_params(params, check_estimator=False)
+    root = path.parent
+    _environment(root, use_services=False)
+    from flows import deploy
+    from flowship import services as svc
 
-    with get_client(sync_client=True) as client:
-        try:
-            pool = client.read_work_pool(name)
-        except ObjectNotFound:
-            template = ProcessWorker.get_default_base_job_template()
-            client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
-            return "process, created"
-    if pool.type != "process":
-        _fail(f"work pool {name!r} exists with type {pool.type!r}; the deployments need a 'process' pool")
-    return "process, exists"
-
-
-def _registered_deployments(declared: list[dict[str, Any]], interval: int | None) -> list[tuple[str, str]]:
-    """Each declared deployment as the server now holds it (flow/name, schedule); with `interval`, the monitoring
-    deployment's schedules replaced by that interval (the server then drops the runs the old ones had planned)."""
-    from datetime import timedelta
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
-
-    wanted = {(d["name"], d["entrypoint"]) for d in declared}
-    with get_client(sync_client=True) as client:
-        found = client.read_deployments(
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=sorted({n for n, _ in wanted})))
+    try:
+        chosen = deploy.declared(root, env)
+        started = time.monotonic()
+        running = _start_servers(root, env, prefect_port, mlflow_port, timeout)
+        os.environ["PREFECT_API_URL"] = running.api_url
+        os.environ["MLFLOW_TRACKING_URI"] = running.mlflow_url
+        pools = sorted({d["work_pool"]["name"] for d in chosen})
+        for pool in pools:
+            typer.echo(f"work pool:     {pool} ({deploy.ensure_process_pool(pool)})")
+        automation = deploy.ensure_zombie_automation(svc.ZOMBIE_AUTOMATION, svc.CRASH_AFTER_S)
+        typer.echo(
+            f"automation:    runs without a heartbeat for {svc.CRASH_AFTER_S} s are marked Crashed ({automation})"
         )
-        lines = []
-        for d in sorted((d for d in found if (d.name, d.entrypoint) in wanted), key=lambda d: d.entrypoint or ""):
-            schedules = [s.schedule for s in d.schedules if s.active]
-            if interval is not None and d.entrypoint == MONITORING_ENTRYPOINT:
-                schedules = [IntervalSchedule(interval=timedelta(seconds=interval))]
-                update = [DeploymentScheduleUpdate(schedule=schedules[0], active=True)]
-                client.update_deployment(d.id, DeploymentUpdate(schedules=update))
-            name = f"{client.read_flow(d.flow_id).name}/{d.name}"
-            texts = [
-                f"every {s.interval.total_seconds():g} s"
-                if isinstance(s, IntervalSchedule)
-                else f"cron '{s.cron}' ({s.timezone})"
-                if isinstance(s, CronSchedule)
-                else str(s)
-                for s in schedules
-            ]
-            manual = f"no schedule: start it from the UI or `prefect deployment run {name}`"
-            lines.append((name, ", ".join(texts) or manual))
-    return lines
+        lines = deploy.register(root, env, interval)
+        for name, text in lines:
+            typer.echo(f"deployment:    {name:<20} {text}")
+        worker = running.processes.get("worker")
+        if worker is None or not worker.alive():
+            worker = svc.spawn("worker", svc.worker_argv(pools[0]), root, svc.worker_environment(root, running))
+            running.processes["worker"] = worker
+            svc.write_services(root, running)
+            svc.wait_until("the Prefect worker", lambda: deploy.online_workers(pools[0]) > 0, worker, timeout, 0.5)
+            typer.echo(f"worker:        started (pid {worker.pid}), pool {pools[0]}")
+        else:
+            typer.echo(f"worker:        running (pid {worker.pid}), pool {pools[0]}")
+    except FlowshipError as exc:
+        _fail(f"{exc}\n(what started is still recorded: `flowship down` stops it)")
+    typer.echo(f"ready in:      {time.monotonic() - started:.1f} s")
+    typer.echo(f"Prefect UI:    {running.prefect_url}")
+    typer.echo(f"MLflow UI:     {running.mlflow_url}")
+    typer.echo(f"logs:          {svc.log_dir(root)}/")
+    typer.echo(f"in this shell: export PREFECT_API_URL={running.api_url} MLFLOW_TRACKING_URI={running.mlflow_url}")
+    typer.echo("               (flowship's own commands in this project use the servers without it)")
+
+
+def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int, timeout: float) -> Any:
+    """Both servers answering: those already started here, or new ones (recorded before waiting, so that
+    `flowship down` finds them even if waiting fails)."""
+    from flowship import services as svc
+
+    existing = svc.read_services(root)
+    if existing is not None and {"prefect-server", "mlflow-server"} <= set(existing.running()):
+        typer.echo(f"servers:       running since {existing.processes['prefect-server'].started}")
+        if existing.env != env:
+            existing.env = env
+            svc.write_services(root, existing)
+        return existing
+    if existing is not None and existing.running():
+        raise svc.ServiceError(
+            f"only part of what `flowship up` started still runs ({', '.join(existing.running())}); "
+            "run `flowship down`, then `flowship up`"
+        )
+    for what, port, option in (("Prefect", prefect_port, "--prefect-port"), ("MLflow", mlflow_port, "--mlflow-port")):
+        if svc.port_taken(port):
+            raise svc.ServiceError(
+                f"port {port} on {svc.HOST} is in use by another program, not by a {what} server flowship started "
+                f"here; stop it, or choose another port with {option}"
+            )
+    prefect_url = f"http://{svc.HOST}:{prefect_port}"
+    mlflow_url = f"http://{svc.HOST}:{mlflow_port}"
+    env_vars = svc.child_environment(root)
+    env_vars.pop("PREFECT_API_URL", None)
+    running = svc.Services(str(root), env, prefect_url, mlflow_url, {})
+    running.processes["prefect-server"] = svc.spawn(
+        "prefect-server", svc.prefect_server_argv(prefect_port), root, env_vars, prefect_url
+    )
+    running.processes["mlflow-server"] = svc.spawn(
+        "mlflow-server", svc.mlflow_server_argv(root, mlflow_port, env_vars), root, env_vars, mlflow_url
+    )
+    svc.write_services(root, running)
+    for name, health in (("prefect-server", f"{prefect_url}/api/health"), ("mlflow-server", f"{mlflow_url}/health")):
+        took = svc.wait_until(name, lambda h=health: svc.answers(h), running.processes[name], timeout)
+        typer.echo(f"{name + ':':<15}started (pid {running.processes[name].pid}), answering after {took:.1f} s")
+    return running
+
+
+@app.command()
+def down(params: ParamsOption = Path("params.yaml")) -> None:
+    """Stop what `flowship up` started in this project (worker, MLflow server, Prefect server), and nothing else.
+    Runs still going are cancelled first; the servers' state stays (`flowship up` finds it again)."""
+    path = _check_params(params, check_estimator=False)
+    root = path.parent
+    _environment(root, use_services=False)
+    from flowship import services as svc
+
+    try:
+        running = svc.read_services(root)
+    except FlowshipError as exc:
+        _fail(str(exc))
+    if running is None:
+        typer.echo("nothing to stop: `flowship up` started nothing here")
+        return
+    alive = running.running()
+    if "prefect-server" in alive and "worker" in alive:
+        from flows import deploy
+
+        os.environ["PREFECT_API_URL"] = running.api_url
+        try:
+            for name in deploy.cancel_running():
+                typer.echo(f"cancelled:     flow run {name}")
+        except Exception as exc:  # noqa: BLE001 - stopping must go on whatever the API says
+            typer.echo(f"could not cancel the running flow runs ({exc}); stopping anyway")
+    for name in ("worker", "mlflow-server", "prefect-server"):
+        process = running.processes.get(name)
+        if process is not None:
+            typer.echo(f"{name + ':':<15}{svc.stop_process(process)} (pid {process.pid}; log {process.log})")
+    svc.state_file(root).unlink(missing_ok=True)
 
 
 def main() -> None:

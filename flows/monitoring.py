@@ -30,8 +30,13 @@ STATE_NAMES = {
 @flow(
     name="monitoring", description="Check production's inference log for drift and quality; alert; optionally retrain."
 )
-def monitoring(params_path: str = "params.yaml", start: str | None = None, end: str | None = None) -> State[Any]:
-    ctx = context(params_path)
+def monitoring(
+    params_path: str = "params.yaml",
+    start: str | None = None,
+    end: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> State[Any]:
+    ctx = context(params_path, overrides)
     logger = get_run_logger()
     data = tasks.read_window(ctx, start, end)
     window = data.window
@@ -78,7 +83,7 @@ def monitoring(params_path: str = "params.yaml", start: str | None = None, end: 
         except tasks.AlertDeliveryError as exc:
             delivery_error = exc
     if ctx.params.monitoring.retrain.enabled and verdict in ("drift", "quality_drop"):
-        summary["retraining"] = _retrain(Path(params_path).resolve(), data.labels, ctx.params.monitoring.retrain.deploy)
+        summary["retraining"] = retraining(params_path, overrides)
     if checks:
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if delivery_error is not None:
@@ -98,28 +103,36 @@ def _report_folder(parent: Path) -> Path:
     return folder
 
 
-def _retrain(params_path: Path, labels: Any, deploy: bool) -> dict[str, Any]:
+@flow(
+    name="retraining",
+    description="Train on the window moved up to the newest labelled data; the gate, and the release, as always.",
+)
+def retraining(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on the window moved up to the newest labelled data; the candidate meets the same gate, and the
-    release (when enabled) the same staging checks, as any other."""
+    release (with monitoring.retrain.deploy) the same staging checks, as any other. Started by a monitoring
+    check that found drift (monitoring.retrain.enabled), or by hand from its deployment."""
     from flows.release import release_flow
     from flows.training import training
-    from flowship.config import load_params
+    from flowship.labels import read_labels
 
     logger = get_run_logger()
-    values = retrain.newer_split(load_params(params_path), labels)
+    ctx = context(params_path, overrides)
+    path = ctx.root / Path(params_path).name
+    labels, _ = read_labels(ctx.layout.labels_dir)
+    values = retrain.newer_split(ctx.params, labels)
     if values is None:
         logger.info("retraining skipped: no label is newer than the training window")
         return {"status": "skipped", "reason": "no labelled data newer than the training window"}
-    retrain.rewrite_split(params_path, values)
+    retrain.rewrite_split(path, values)
     logger.info("retraining on the newer window %s (params.yaml split updated)", values)
     try:
-        trained = training(params_path=str(params_path))
+        trained = training(params_path=str(path), overrides=overrides)
     except QualityGateFailed as exc:
         return {"status": "gate_failed", "window": values, "reason": str(exc)}
     result: dict[str, Any] = {"status": "registered", "window": values, "version": trained["registered"]["version"]}
-    if deploy and trained["registered"]["new"]:
+    if ctx.params.monitoring.retrain.deploy and trained["registered"]["new"]:
         try:
-            released = release_flow(params_path=str(params_path))
+            released = release_flow(params_path=str(path), overrides=overrides)
             result["release"] = released.get("production", released)
         except FlowshipError as exc:
             result["release"] = f"not released: {exc}"

@@ -25,8 +25,10 @@ def _stage_and_promote(ctx: Context, kind: str, ref: dict[str, Any], action: str
 
 
 @flow(name="release", description="Build, stage, verify and promote the challenger (or a named version).")
-def release_flow(params_path: str = "params.yaml", version: str | None = None) -> dict[str, Any]:
-    ctx = context(params_path)
+def release_flow(
+    params_path: str = "params.yaml", version: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    ctx = context(params_path, overrides)
     kind = release.choose_runtime(ctx)
     ref = release.resolve_release(ctx, version)
     production = release.production_now(ctx, kind)
@@ -37,8 +39,10 @@ def release_flow(params_path: str = "params.yaml", version: str | None = None) -
 
 
 @flow(name="rollback", description="Serve the previous champion (or a named version) again, health-checked first.")
-def rollback_flow(params_path: str = "params.yaml", to_version: str | None = None) -> dict[str, Any]:
-    ctx = context(params_path)
+def rollback_flow(
+    params_path: str = "params.yaml", to_version: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    ctx = context(params_path, overrides)
     kind = release.choose_runtime(ctx)
     target = release.rollback_target(ctx, to_version)
     ref = release.resolve_release(ctx, target)

@@ -15,9 +15,11 @@ from tasks import registry, stages, tracking
 from tasks.common import Context
 
 
-def context(params_path: str | Path) -> Context:
+def context(params_path: str | Path, overrides: dict[str, Any] | None = None) -> Context:
+    """The run's typed params: params.yaml with a deployment's overrides for its environment (keys DVC tracks
+    can't be overridden), and the project root, the folder of params.yaml."""
     path = Path(params_path).resolve()
-    return Context(params=load_params(path), root=path.parent)
+    return Context(params=load_params(path, overrides=overrides), root=path.parent)
 
 
 @flow(name="search", description="Score the hyperparameter trials in parallel, on the engine of `compute`.")
@@ -34,8 +36,8 @@ def run_search(ctx: Context, trials: list[dict[str, Any]]) -> list[TrialResult]:
 
 
 @flow(name="training", description="Train, evaluate and gate a candidate; register it as challenger if it passes.")
-def training(params_path: str = "params.yaml") -> dict[str, Any]:
-    ctx = context(params_path)
+def training(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    ctx = context(params_path, overrides)
     compute.require_server(ctx.params.compute)
     tracking.check_tracking(ctx)
     data_version = stages.version_data(ctx)

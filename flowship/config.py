@@ -400,27 +400,68 @@ def _has_key(raw: Any, dotted: str) -> bool:
 
 def missing_tracked_params(raw: Any, dvc_yaml: Path) -> list[str]:
     """Keys that `dvc.yaml` tracks as stage params but `params.yaml` leaves out (DVC needs each one written)."""
+    return [
+        f"{key}: required key is missing (dvc.yaml tracks it for stage {stage!r}; "
+        "write it out: null for no value, {} for a section of defaults)"
+        for key, stage in tracked_params(dvc_yaml).items()
+        if not _has_key(raw, key)
+    ]
+
+
+def tracked_params(dvc_yaml: Path) -> dict[str, str]:
+    """The params keys `dvc.yaml` tracks, each with the first stage that tracks it."""
     if not dvc_yaml.exists():
-        return []
+        return {}
     try:
         stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
     except yaml.YAMLError as exc:
         raise ConfigError([f"{dvc_yaml}: not valid YAML ({exc})"]) from None
-    problems = []
+    tracked: dict[str, str] = {}
     for stage_name, stage in stages.items():
         for entry in stage.get("params") or []:
-            keys = [entry] if isinstance(entry, str) else []  # {file: [keys]} entries name other files
-            for key in keys:
-                if not _has_key(raw, key):
-                    problems.append(
-                        f"{key}: required key is missing (dvc.yaml tracks it for stage {stage_name!r}; "
-                        "write it out: null for no value, {} for a section of defaults)"
-                    )
-    return list(dict.fromkeys(problems))
+            if isinstance(entry, str):  # {file: [keys]} entries name other files
+                tracked.setdefault(entry, stage_name)
+    return tracked
 
 
-def load_params(path: Path, check_estimator: bool = True) -> Params:
-    """Read and check `path`; keys that the `dvc.yaml` beside it tracks must be written out."""
+def _leaves(values: Mapping[str, Any], where: str) -> list[str]:
+    return [
+        leaf
+        for key, value in values.items()
+        for leaf in (_leaves(value, f"{where}.{key}") if isinstance(value, Mapping) and value else [f"{where}.{key}"])
+    ]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], tracked: Mapping[str, str]) -> dict[str, Any]:
+    """`raw` with `overrides` merged in, key by key (a deployment's parameters for its environment). What DVC
+    tracks is refused: a run must train on what params.yaml says, or `dvc repro` and the flow would disagree."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError([f"overrides: expected a mapping of params.yaml sections, got {type(overrides).__name__}"])
+    problems = []
+    for leaf in _leaves(overrides, "overrides"):
+        key = leaf.removeprefix("overrides.")
+        for dotted, stage in tracked.items():
+            if key == dotted or key.startswith(f"{dotted}.") or dotted.startswith(f"{key}."):
+                problems.append(
+                    f"{leaf}: {dotted} is tracked by dvc.yaml (stage {stage!r}); overrides may change only what "
+                    "DVC does not track (release, monitoring, compute, ...): edit params.yaml for the rest"
+                )
+                break
+    if problems:
+        raise ConfigError(problems)
+
+    def merge(base: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
+        merged = dict(base) if isinstance(base, Mapping) else {}
+        for key, value in extra.items():
+            merged[key] = merge(merged.get(key), value) if isinstance(value, Mapping) and value else value
+        return merged
+
+    return merge(raw, overrides)
+
+
+def load_params(path: Path, check_estimator: bool = True, overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and check `path`; keys that the `dvc.yaml` beside it tracks must be written out. `overrides` (a
+    deployment's per-environment parameters) change keys DVC does not track, and are checked like the file."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -429,8 +470,17 @@ def load_params(path: Path, check_estimator: bool = True) -> Params:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
-    params = parse_params(raw, check_estimator)
     missing = missing_tracked_params(raw, path.parent / "dvc.yaml")
+    if overrides:
+        if not isinstance(raw, dict):
+            raise ConfigError([f"{path}: expected a mapping of sections, got {type(raw).__name__}"])
+        raw = apply_overrides(raw, overrides, tracked_params(path.parent / "dvc.yaml"))
+        try:
+            params = parse_params(raw, check_estimator)
+        except ConfigError as exc:
+            raise ConfigError([f"{p} (params.yaml with the overrides)" for p in exc.problems]) from None
+    else:
+        params = parse_params(raw, check_estimator)
     if missing:
         raise ConfigError(missing)
     return params

@@ -244,7 +244,9 @@ class Tracker:
             self.client.get_registered_model(name)
         except mlflow.exceptions.MlflowException:
             self.client.create_registered_model(name, description="Registered by flowship.")
-        mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        # A logged model (models:/m-<id>) is named by its id too: a tracking server refuses the source without it.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
         try:
             self.client.set_registered_model_alias(name, alias, mv.version)
         except Exception as exc:
