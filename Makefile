@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test lint bench bench-serving bench-monitoring clean base-image
+.PHONY: setup data run train status deploy stop test lint bench bench-serving bench-monitoring bench-search clean base-image
 
 setup: $(VENV)/.installed
 
@@ -63,6 +63,11 @@ bench-serving: setup
 # One monitoring check over 100k, 300k and 1M generated log records, beside Evidently run directly.
 bench-monitoring: setup
 	$(PY) bench/monitoring_scale.py
+
+# Search trials per minute on the default data: Prefect's thread pool beside a 2-worker local Dask cluster
+# (against a Prefect server the script starts itself).
+bench-search: data
+	$(PY) bench/search_scale.py
 
 clean:
 	-$(VENV)/bin/flowship stop
