@@ -30,6 +30,8 @@ def _environment(root: Path, use_services: bool = True) -> None:
     """Project-local state, unless the user points elsewhere: no surprises in ~/.prefect. While `flowship up`'s
     servers run, runs go to them (shown in both UIs), unless PREFECT_API_URL / MLFLOW_TRACKING_URI say otherwise."""
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    # The temporary local API gets 20 s to start by default: too few on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     if use_services:
         from flowship.services import live_services
 
@@ -520,9 +522,6 @@ def score(
     typer.echo(f"output:        {summary['output']}")
 
 
-SCORABLE = (".csv", ".tsv", ".parquet", ".pq")
-
-
 EnvOption = Annotated[
     str, typer.Option("--env", "-e", help="The environment whose deployments to register (dev, staging, production).")
 ]
@@ -600,12 +599,21 @@ def up(
     try:
         chosen = deploy.declared(root, env)
         started = time.monotonic()
-        running = _start_servers(root, env, prefect_port, mlflow_port, timeout)
+        running, waiting = _start_servers(root, env, prefect_port, mlflow_port)
+        _wait_for(running, waiting, "prefect-server", timeout)
         os.environ["PREFECT_API_URL"] = running.api_url
         os.environ["MLFLOW_TRACKING_URI"] = running.mlflow_url
         pools = sorted({d["work_pool"]["name"] for d in chosen})
         for pool in pools:
             typer.echo(f"work pool:     {pool} ({deploy.ensure_process_pool(pool)})")
+        # The worker starts (and imports) while the rest is set up; it needs only the pool.
+        worker = running.processes.get("worker")
+        new_worker = worker is None or not worker.alive()
+        if new_worker:
+            worker = svc.spawn("worker", svc.worker_argv(pools[0]), root, svc.worker_environment(root, running))
+            running.processes["worker"] = worker
+            svc.write_services(root, running)
+        _wait_for(running, waiting, "mlflow-server", timeout)
         automation = deploy.ensure_zombie_automation(svc.ZOMBIE_AUTOMATION, svc.CRASH_AFTER_S)
         typer.echo(
             f"automation:    runs without a heartbeat for {svc.CRASH_AFTER_S} s are marked Crashed ({automation})"
@@ -613,11 +621,8 @@ def up(
         lines = deploy.register(root, env, interval)
         for name, text in lines:
             typer.echo(f"deployment:    {name:<20} {text}")
-        worker = running.processes.get("worker")
-        if worker is None or not worker.alive():
-            worker = svc.spawn("worker", svc.worker_argv(pools[0]), root, svc.worker_environment(root, running))
-            running.processes["worker"] = worker
-            svc.write_services(root, running)
+        assert worker is not None
+        if new_worker:
             svc.wait_until("the Prefect worker", lambda: deploy.online_workers(pools[0]) > 0, worker, timeout, 0.5)
             typer.echo(f"worker:        started (pid {worker.pid}), pool {pools[0]}")
         else:
@@ -632,9 +637,9 @@ def up(
     typer.echo("               (flowship's own commands in this project use the servers without it)")
 
 
-def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int, timeout: float) -> Any:
-    """Both servers answering: those already started here, or new ones (recorded before waiting, so that
-    `flowship down` finds them even if waiting fails)."""
+def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int) -> tuple[Any, dict[str, float]]:
+    """The servers started here before, or new ones, recorded before anyone waits for them (so that
+    `flowship down` finds them even if they never answer); returns them and when each new one was started."""
     from flowship import services as svc
 
     existing = svc.read_services(root)
@@ -643,7 +648,7 @@ def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int, ti
         if existing.env != env:
             existing.env = env
             svc.write_services(root, existing)
-        return existing
+        return existing, {}
     if existing is not None and existing.running():
         raise svc.ServiceError(
             f"only part of what `flowship up` started still runs ({', '.join(existing.running())}); "
@@ -660,6 +665,7 @@ def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int, ti
     env_vars = svc.child_environment(root)
     env_vars.pop("PREFECT_API_URL", None)
     running = svc.Services(str(root), env, prefect_url, mlflow_url, {})
+    spawned = time.monotonic()
     running.processes["prefect-server"] = svc.spawn(
         "prefect-server", svc.prefect_server_argv(prefect_port), root, env_vars, prefect_url
     )
@@ -667,10 +673,19 @@ def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int, ti
         "mlflow-server", svc.mlflow_server_argv(root, mlflow_port, env_vars), root, env_vars, mlflow_url
     )
     svc.write_services(root, running)
-    for name, health in (("prefect-server", f"{prefect_url}/api/health"), ("mlflow-server", f"{mlflow_url}/health")):
-        took = svc.wait_until(name, lambda h=health: svc.answers(h), running.processes[name], timeout)
-        typer.echo(f"{name + ':':<15}started (pid {running.processes[name].pid}), answering after {took:.1f} s")
-    return running
+    return running, {"prefect-server": spawned, "mlflow-server": spawned}
+
+
+def _wait_for(running: Any, waiting: dict[str, float], name: str, timeout: float) -> None:
+    from flowship import services as svc
+
+    if name not in waiting:
+        return
+    process = running.processes[name]
+    health = f"{process.url}/api/health" if name == "prefect-server" else f"{process.url}/health"
+    svc.wait_until(name, lambda: svc.answers(health), process, timeout)
+    took = time.monotonic() - waiting[name]
+    typer.echo(f"{name + ':':<16}started (pid {process.pid}), answering after {took:.1f} s")
 
 
 @app.command()
@@ -702,7 +717,10 @@ def down(params: ParamsOption = Path("params.yaml")) -> None:
     for name in ("worker", "mlflow-server", "prefect-server"):
         process = running.processes.get(name)
         if process is not None:
-            typer.echo(f"{name + ':':<15}{svc.stop_process(process)} (pid {process.pid}; log {process.log})")
+            began = time.monotonic()
+            outcome = svc.stop_process(process)
+            took = time.monotonic() - began
+            typer.echo(f"{name + ':':<16}{outcome} in {took:.1f} s (pid {process.pid}; log {process.log})")
     svc.state_file(root).unlink(missing_ok=True)
 
 

@@ -200,14 +200,15 @@ def test_the_scheduler_runs_the_monitoring_check_on_a_worker(
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "work pool:     flowship (process, created)" in out
-    assert "monitoring/daily   every 10 s" in out
-    assert "training/manual    no schedule" in out and "release/manual     no schedule" in out
+    assert "monitoring/dev       every 10 s" in out
+    assert "training/dev         no schedule" in out and "release/dev          no schedule" in out
+    assert "retraining/dev       no schedule" in out
     assert "prefect worker start --pool flowship" in out
 
-    monitoring = deployment(url, "monitoring/daily")
+    monitoring = deployment(url, "monitoring/dev")
     assert monitoring["entrypoint"] == "flows/monitoring.py:monitoring"
     assert monitoring["work_pool_name"] == "flowship"
-    assert monitoring["parameters"] == {"params_path": "params.yaml"}
+    assert monitoring["parameters"] == {"params_path": "params.yaml", "overrides": {}}
     # FLOWSHIP_ROOT was filled in at registration: runs start in this clone, wherever the worker runs.
     assert monitoring["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(project.root)}}
@@ -215,8 +216,8 @@ def test_the_scheduler_runs_the_monitoring_check_on_a_worker(
     (schedule,) = [s["schedule"] for s in monitoring["schedules"]]
     assert schedule["interval"] == 10.0
     for name, entrypoint in (
-        ("training/manual", "flows/training.py:training"),
-        ("release/manual", "flows/release.py:release_flow"),
+        ("release/dev", "flows/release.py:release_flow"),
+        ("retraining/dev", "flows/monitoring.py:retraining"),
     ):
         manual = deployment(url, name)
         assert (manual["entrypoint"], manual["schedules"], manual["work_pool_name"]) == (entrypoint, [], "flowship")
@@ -244,7 +245,8 @@ def test_the_scheduler_runs_the_monitoring_check_on_a_worker(
         stop(worker)
 
     assert run["auto_scheduled"] is True  # created by the server's scheduler, not by this test
-    assert run["work_pool_name"] == "flowship" and run["parameters"] == {"params_path": "params.yaml"}
+    assert run["work_pool_name"] == "flowship"
+    assert run["parameters"] == {"params_path": "params.yaml", "overrides": {}}
     state = run["state"]
     assert (state["type"], state["name"]) == ("COMPLETED", "Drift detected"), f"{state}\n{tail(worker_log)}"
     assert state["message"].startswith("drift: ")

@@ -1,0 +1,179 @@
+"""`flowship up` on a trained project, shared by the tests of the local services (the servers, the worker, the
+deployments, both UIs): started once for this folder's tests on free loopback ports, stopped with `flowship down`
+when they are done (so that the rest of the suite does not run beside a server and a scheduled check)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, Project, trained_flights_project
+from tests.monitoring.conftest import log_predictions, monitoring_params, production_month
+from tests.monitoring.test_schedule import FINAL, environment, free_port, pause_and_wait_idle, tail
+
+# The monitoring deployment's schedule, replaced for the tests: a run every this many seconds.
+INTERVAL_S = 15
+
+
+def run_flowship(args: list[str], cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+    from tests.conftest import BIN
+
+    return subprocess.run(
+        [str(BIN / "flowship"), *args],
+        cwd=cwd,
+        env=environment(PREFECT_WORKER_QUERY_SECONDS="2", **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Up:
+    """A project whose services `flowship up` started, with what the tests ask its servers."""
+
+    def __init__(self, project: Project, prefect_port: int, mlflow_port: int) -> None:
+        self.project = project
+        self.root = project.root
+        self.prefect_port = prefect_port
+        self.mlflow_port = mlflow_port
+        self.prefect = f"http://127.0.0.1:{prefect_port}"
+        self.api = f"{self.prefect}/api"
+        self.mlflow = f"http://127.0.0.1:{mlflow_port}"
+        self.model = project.params()["project"]["name"]
+        self.up_output = ""
+        self._training_run: dict[str, Any] | None = None
+        self._monitoring_run: dict[str, Any] | None = None
+
+    def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        args = ["up", "--prefect-port", str(self.prefect_port), "--mlflow-port", str(self.mlflow_port), *extra]
+        return run_flowship(args, self.root)
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return run_flowship(["down"], self.root)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{tail(p)}" for p in sorted((self.root / "logs" / "services").glob("*.log")))
+
+    # Prefect's REST API
+    def get(self, path: str) -> Any:
+        response = httpx.get(f"{self.api}{path}", timeout=15.0)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        response = httpx.post(f"{self.api}{path}", json=body, timeout=15.0)
+        response.raise_for_status()
+        return response.json()
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.get(f"/deployments/name/{name}")
+        return found
+
+    def start_run(self, deployment: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        d = self.deployment(deployment)
+        body: dict[str, Any] = {"state": {"type": "SCHEDULED"}}
+        if parameters is not None:
+            body["parameters"] = parameters
+        run: dict[str, Any] = self.post(f"/deployments/{d['id']}/create_flow_run", body)
+        return run
+
+    def flow_run(self, run_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.get(f"/flow_runs/{run_id}")
+        return found
+
+    def wait_final(self, run_id: str, timeout: float = 300.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.flow_run(run_id)
+            if run["state"]["type"] in FINAL:
+                return run
+            time.sleep(1.0)
+        pytest.fail(f"flow run {run_id} not finished within {timeout:.0f} s:\n{self.logs()}")
+
+    def task_runs(self, run_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [run_id]}}})
+        return found
+
+    def artifacts(self, run_id: str) -> dict[str, dict[str, Any]]:
+        found = self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+        return {a["key"]: a for a in found if a.get("key")}
+
+    def training_run(self) -> dict[str, Any]:
+        """A completed manual run of training/dev (started once, on the worker, for the tests that need one)."""
+        if self._training_run is None:
+            run = self.start_run("training/dev")
+            self._training_run = self.wait_final(run["id"])
+        return self._training_run
+
+    def scheduled_monitoring_run(self, timeout: float = 240.0) -> dict[str, Any]:
+        """The first monitoring/dev run that the server's scheduler created and that has finished. The
+        deployment is then paused (as from the UI), so that checks every few seconds don't pile up behind
+        the tests that follow."""
+        d = self.deployment("monitoring/dev")
+        if self._monitoring_run is not None:
+            return self._monitoring_run
+        body = {
+            "flow_runs": {"deployment_id": {"any_": [d["id"]]}, "state": {"type": {"any_": FINAL}}},
+            "sort": "EXPECTED_START_TIME_ASC",
+            "limit": 1,
+        }
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.post("/flow_runs/filter", body)
+            if runs:
+                run: dict[str, Any] = runs[0]
+                pause_and_wait_idle(self.api, d["id"])
+                self._monitoring_run = run
+                return run
+            time.sleep(2.0)
+        pytest.fail(f"no scheduled monitoring run finished within {timeout:.0f} s:\n{self.logs()}")
+
+    # MLflow's REST API
+    def registered_model(self) -> dict[str, Any]:
+        response = httpx.get(
+            f"{self.mlflow}/api/2.0/mlflow/registered-models/get", params={"name": self.model}, timeout=15.0
+        )
+        response.raise_for_status()
+        found: dict[str, Any] = response.json()["registered_model"]
+        return found
+
+    def versions(self) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.mlflow}/api/2.0/mlflow/model-versions/search",
+            params={"filter": f"name='{self.model}'"},
+            timeout=15.0,
+        )
+        response.raise_for_status()
+        found: list[dict[str, Any]] = response.json().get("model_versions", [])
+        return sorted(found, key=lambda v: int(v["version"]))
+
+
+def services_project(base: Path, flights_sample: Path) -> Project:
+    """A trained project (v1 champion) holding the code a worker runs (flows, tasks, deployments), with July's
+    traffic in its inference log for the scheduled monitoring check."""
+    project = trained_flights_project(base, flights_sample, monitoring_params())
+    project.tracker().set_alias(project.params()["project"]["name"], "champion", "1")
+    for code in ("flows", "tasks", "deployments"):
+        shutil.copytree(REPO / code, project.root / code, ignore=shutil.ignore_patterns("__pycache__"))
+    log_predictions(project, production_month(project, 7), "1")
+    return project
+
+
+@pytest.fixture(scope="package")
+def up(tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None) -> Iterator[Up]:
+    project = services_project(tmp_path_factory.mktemp("services"), flights_sample)
+    services = Up(project, free_port(), free_port())
+    done = services.up("--interval", str(INTERVAL_S))
+    services.up_output = done.stdout
+    try:
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{services.logs()}"
+        yield services
+    finally:
+        services.down()
