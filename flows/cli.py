@@ -664,6 +664,8 @@ def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int) ->
     mlflow_url = f"http://{svc.HOST}:{mlflow_port}"
     env_vars = svc.child_environment(root)
     env_vars.pop("PREFECT_API_URL", None)
+    # The UI asks its API at this address; without it Prefect assumes port 4200 whatever --port says.
+    env_vars["PREFECT_UI_API_URL"] = f"{prefect_url}/api"
     running = svc.Services(str(root), env, prefect_url, mlflow_url, {})
     spawned = time.monotonic()
     running.processes["prefect-server"] = svc.spawn(

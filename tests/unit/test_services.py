@@ -1,0 +1,167 @@
+"""The parts of `flowship up` / `down` that need no server: overrides per environment, the state file, the
+processes it starts and stops, the deployments declared per environment."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import deploy
+from flowship import services as svc
+from flowship.config import ConfigError, apply_overrides, load_params, tracked_params
+from tests.conftest import REPO, default_params
+
+TRACKED = {"data": "ingest", "train": "train", "gate.primary_metric": "train", "project.seed": "prepare"}
+
+
+def test_overrides_merge_key_by_key() -> None:
+    raw = {"monitoring": {"retrain": {"enabled": False, "deploy": False}, "min_records": 500}, "train": {"x": 1}}
+    merged = apply_overrides(raw, {"monitoring": {"retrain": {"enabled": True}}}, TRACKED)
+    assert merged["monitoring"] == {"retrain": {"enabled": True, "deploy": False}, "min_records": 500}
+    assert merged["train"] == {"x": 1}
+    assert raw["monitoring"]["retrain"]["enabled"] is False  # the file's values are not changed in place
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"train": {"params": {"max_iter": 5}}}, "overrides.train.params.max_iter: train is tracked"),
+        ({"gate": {"primary_metric": "accuracy"}}, "overrides.gate.primary_metric: gate.primary_metric is tracked"),
+        ({"gate": "strict"}, "overrides.gate: gate.primary_metric is tracked"),  # would replace a tracked key
+        ({"project": {"seed": 1}}, "overrides.project.seed: project.seed is tracked"),
+    ],
+)
+def test_overrides_of_what_dvc_tracks_are_refused(overrides: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        apply_overrides({}, overrides, TRACKED)
+    assert named in str(error.value) and "edit params.yaml" in str(error.value)
+
+
+def test_overrides_that_are_not_a_mapping_are_refused() -> None:
+    with pytest.raises(ConfigError, match="overrides: expected a mapping of params.yaml sections, got list"):
+        apply_overrides({}, ["monitoring"], TRACKED)  # type: ignore[arg-type]
+
+
+def test_load_params_with_overrides_checks_them_like_the_file(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    path = tmp_path / "params.yaml"
+    params = load_params(path, False, {"monitoring": {"retrain": {"enabled": True}}, "gate": {"thresholds": {}}})
+    assert params.monitoring.retrain.enabled is True and params.gate.thresholds == {}
+    assert load_params(path, False).monitoring.retrain.enabled is False
+    with pytest.raises(ConfigError, match=r"release.latency_p95: unknown key \(value 5\) \(params.yaml with the over"):
+        load_params(path, False, {"release": {"latency_p95": 5}})
+    with pytest.raises(ConfigError, match="staging_port must differ from production_port"):
+        load_params(path, False, {"release": {"staging_port": 8000}})
+    assert "train" in tracked_params(tmp_path / "dvc.yaml")
+
+
+def test_the_state_file_round_trips_and_a_corrupt_one_is_named(tmp_path: Path) -> None:
+    assert svc.read_services(tmp_path) is None
+    process = svc.Process("worker", 12345, ["python", "-m", "prefect"], str(tmp_path / "w.log"), None)
+    services = svc.Services(str(tmp_path), "dev", "http://127.0.0.1:4200", "http://127.0.0.1:5000", {"worker": process})
+    svc.write_services(tmp_path, services)
+    again = svc.read_services(tmp_path)
+    assert again is not None and again.processes["worker"] == process and again.api_url == "http://127.0.0.1:4200/api"
+    svc.state_file(tmp_path).write_text("{not json")
+    with pytest.raises(svc.ServiceError, match=r"services.json cannot be read"):
+        svc.read_services(tmp_path)
+    assert svc.live_services(tmp_path) is None
+
+
+def test_a_started_process_is_found_alive_then_stopped_with_its_group(tmp_path: Path) -> None:
+    code = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    process = svc.spawn("sleeper", [sys.executable, "-c", code], tmp_path, svc.child_environment(tmp_path))
+    time.sleep(0.5)
+    assert process.alive()
+    assert Path(process.log) == tmp_path / "logs" / "services" / "sleeper.log"
+    assert "starting:" in Path(process.log).read_text()
+    # The same pid running another command line is not the process flowship started.
+    assert not svc.Process("x", process.pid, ["something", "else"], process.log).alive()
+    assert svc.stop_process(process, grace=10) == "stopped"
+    assert not process.alive()
+    assert svc.stop_process(process) == "was not running"
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_time(tmp_path: Path) -> None:
+    # print's two words are not as such in the command line, which the log's first line repeats
+    code = f"import signal, time; signal.signal({int(signal.SIGTERM)}, signal.SIG_IGN); print('SIGTERM', 'ignored')"
+    process = svc.spawn(
+        "stubborn", [sys.executable, "-u", "-c", code + "; time.sleep(300)"], tmp_path, svc.child_environment(tmp_path)
+    )
+    deadline = time.monotonic() + 30
+    while "SIGTERM ignored" not in Path(process.log).read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert svc.stop_process(process, grace=1.0).startswith("killed (no exit within 1 s of SIGTERM)")
+    assert not process.alive()
+
+
+def test_waiting_for_a_process_that_dies_shows_the_end_of_its_log(tmp_path: Path) -> None:
+    code = "import sys; print('cannot bind the port'); sys.exit(3)"
+    process = svc.spawn("dying", [sys.executable, "-c", code], tmp_path, svc.child_environment(tmp_path))
+    with pytest.raises(svc.ServiceError) as error:
+        svc.wait_until("the dying server", lambda: False, process, timeout=30)
+    assert "the dying server exited while starting" in str(error.value) and "cannot bind the port" in str(error.value)
+
+
+def test_a_port_in_use_is_seen() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert svc.port_taken(s.getsockname()[1])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    assert not svc.port_taken(free)
+
+
+def test_the_mlflow_server_uses_the_local_store_unless_one_is_named(tmp_path: Path) -> None:
+    argv = svc.mlflow_server_argv(tmp_path, 5000, {})
+    assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert argv[argv.index("--default-artifact-root") + 1] == (tmp_path / "mlruns" / "artifacts").as_uri()
+    team = svc.mlflow_server_argv(tmp_path, 5000, {"MLFLOW_BACKEND_STORE_URI": "postgresql://u:p@db/mlflow"})
+    assert "--backend-store-uri" not in team and "--default-artifact-root" not in team  # mlflow reads the variable
+    assert team[team.index("--artifacts-destination") + 1] == str(tmp_path / "mlruns" / "served-artifacts")
+
+
+def test_each_environment_declares_the_four_flows() -> None:
+    for env in ("dev", "staging", "production"):
+        chosen = deploy.declared(REPO, env)
+        assert sorted(d["entrypoint"] for d in chosen) == [
+            "flows/monitoring.py:monitoring",
+            "flows/monitoring.py:retraining",
+            "flows/release.py:release_flow",
+            "flows/training.py:training",
+        ]
+        assert all(d["parameters"]["params_path"] == "params.yaml" for d in chosen)
+    # The overrides of every environment load with the repository's params.yaml.
+    for env in ("dev", "staging", "production"):
+        for d in deploy.declared(REPO, env):
+            load_params(REPO / "params.yaml", False, d["parameters"]["overrides"])
+
+
+def test_an_unknown_environment_or_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(deploy.DeployError, match=r"no deployment named 'prod' .* \['dev', 'production', 'staging'\]"):
+        deploy.declared(REPO, "prod")
+    with pytest.raises(deploy.DeployError, match="no deployments/prefect.yaml in"):
+        deploy.declared(tmp_path, "dev")
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / "prefect.yaml").write_text("deployments: [name: dev\n")
+    with pytest.raises(deploy.DeployError, match="not valid YAML"):
+        deploy.declared(tmp_path, "dev")
+
+
+def test_the_environment_file_holds_only_that_environment(tmp_path: Path) -> None:
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / "prefect.yaml").write_text((REPO / "deployments" / "prefect.yaml").read_text())
+    written = yaml.safe_load(deploy.environment_file(tmp_path, "production").read_text())
+    assert "definitions" not in written and {d["name"] for d in written["deployments"]} == {"production"}
+    assert written["pull"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $FLOWSHIP_ROOT }}"}}
+    ]
