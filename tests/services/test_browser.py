@@ -58,7 +58,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
     """Debian's Chromium, headless, with a fresh profile."""
     if not CHROMIUM.exists():
         message = f"no {CHROMIUM}: apt-get install chromium"
-        if os.environ.get("CI"):
+        if os.environ.get("CI") or os.environ.get("FLOWSHIP_REQUIRE_BROWSER"):
             pytest.fail(message)
         pytest.skip(message)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
