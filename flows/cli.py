@@ -596,10 +596,13 @@ def up(
     from flows import deploy
     from flowship import services as svc
 
+    running: Any = None
+    started_here: set[str] = set()
     try:
         chosen = deploy.declared(root, env)
         started = time.monotonic()
         running, waiting = _start_servers(root, env, prefect_port, mlflow_port)
+        started_here = set(waiting)
         _wait_for(running, waiting, "prefect-server", timeout)
         os.environ["PREFECT_API_URL"] = running.api_url
         os.environ["MLFLOW_TRACKING_URI"] = running.mlflow_url
@@ -613,6 +616,7 @@ def up(
             worker = svc.spawn("worker", svc.worker_argv(pools[0]), root, svc.worker_environment(root, running))
             running.processes["worker"] = worker
             svc.write_services(root, running)
+            started_here.add("worker")
         _wait_for(running, waiting, "mlflow-server", timeout)
         automation = deploy.ensure_zombie_automation(svc.ZOMBIE_AUTOMATION, svc.CRASH_AFTER_S)
         typer.echo(
@@ -628,13 +632,34 @@ def up(
         else:
             typer.echo(f"worker:        running (pid {worker.pid}), pool {pools[0]}")
     except FlowshipError as exc:
-        _fail(f"{exc}\n(what started is still recorded: `flowship down` stops it)")
+        _fail(f"{exc}\n{_undo_start(root, running, started_here)}")
+    except BaseException:  # an unexpected error, or Ctrl-C: nothing is left half-started either
+        typer.echo(_undo_start(root, running, started_here), err=True)
+        raise
     typer.echo(f"ready in:      {time.monotonic() - started:.1f} s")
     typer.echo(f"Prefect UI:    {running.prefect_url}")
     typer.echo(f"MLflow UI:     {running.mlflow_url}")
     typer.echo(f"logs:          {svc.log_dir(root)}/")
     typer.echo(f"in this shell: export PREFECT_API_URL={running.api_url} MLFLOW_TRACKING_URI={running.mlflow_url}")
     typer.echo("               (flowship's own commands in this project use the servers without it)")
+
+
+def _undo_start(root: Path, running: Any, started_here: set[str]) -> str:
+    """What this `flowship up` started is stopped again when it fails: nothing is left half-started. What an
+    earlier `flowship up` started stays (and stays recorded)."""
+    from flowship import services as svc
+
+    if running is None or not started_here:
+        return "nothing was started"
+    lines = []
+    for name in ("worker", "mlflow-server", "prefect-server"):
+        if name in started_here and name in running.processes:
+            lines.append(f"{name}: {svc.stop_process(running.processes.pop(name))}")
+    if running.processes:
+        svc.write_services(root, running)
+    else:
+        svc.state_file(root).unlink(missing_ok=True)
+    return "what this command started was stopped again (" + "; ".join(lines) + ")"
 
 
 def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int) -> tuple[Any, dict[str, float]]:

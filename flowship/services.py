@@ -153,6 +153,9 @@ def child_environment(root: Path, extra: Mapping[str, str] | None = None) -> dic
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # MLflow's server-side job runners (GenAI jobs flowship never submits): eight processes fewer per server,
+    # and a server that stops in seconds.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     env.update(extra or {})
     return env
 

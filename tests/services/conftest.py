@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO, Project, trained_flights_project
 from tests.monitoring.conftest import log_predictions, monitoring_params, production_month
-from tests.monitoring.test_schedule import FINAL, environment, free_port, pause_and_wait_idle, tail
+from tests.monitoring.test_schedule import FINAL, environment, free_port, tail
 
 # The monitoring deployment's schedule, replaced for the tests: a run every this many seconds.
 INTERVAL_S = 15
@@ -61,16 +61,22 @@ class Up:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{tail(p)}" for p in sorted((self.root / "logs" / "services").glob("*.log")))
 
-    # Prefect's REST API
-    def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.api}{path}", timeout=15.0)
+    # Prefect's REST API, retried as Prefect's own client does when the server is busy (its SQLite database
+    # locked by the scheduler or the worker: 503)
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        for attempt in range(6):
+            response = httpx.request(method, f"{self.api}{path}", json=body, timeout=30.0)
+            if response.status_code not in (429, 502, 503) or attempt == 5:
+                break
+            time.sleep(1.0 + attempt)
         response.raise_for_status()
-        return response.json()
+        return response.json() if response.content else None
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = httpx.post(f"{self.api}{path}", json=body, timeout=15.0)
-        response.raise_for_status()
-        return response.json()
+        return self.request("POST", path, body)
 
     def deployment(self, name: str) -> dict[str, Any]:
         found: dict[str, Any] = self.get(f"/deployments/name/{name}")
@@ -129,11 +135,20 @@ class Up:
             runs = self.post("/flow_runs/filter", body)
             if runs:
                 run: dict[str, Any] = runs[0]
-                pause_and_wait_idle(self.api, d["id"])
+                self.pause_and_wait_idle(d["id"])
                 self._monitoring_run = run
                 return run
             time.sleep(2.0)
         pytest.fail(f"no scheduled monitoring run finished within {timeout:.0f} s:\n{self.logs()}")
+
+    def pause_and_wait_idle(self, deployment_id: str, timeout: float = 120.0) -> None:
+        """Pause the deployment (the scheduler drops the runs it planned) and wait for its started runs."""
+        self.request("PATCH", f"/deployments/{deployment_id}", {"paused": True})
+        active = ["PENDING", "RUNNING", "CANCELLING"]
+        body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}, "state": {"type": {"any_": active}}}}
+        deadline = time.monotonic() + timeout
+        while self.post("/flow_runs/filter", body) and time.monotonic() < deadline:
+            time.sleep(1.0)
 
     # MLflow's REST API
     def registered_model(self) -> dict[str, Any]:

@@ -297,17 +297,12 @@ def test_up_with_postgres_unreachable_fails_naming_the_service_and_its_log(tmp_p
     assert done.returncode == 1
     log = root / "logs" / "services" / "prefect-server.log"
     assert f"prefect-server exited while starting; the end of {log}" in done.stderr, done.stderr
-    assert "Connection refused" in done.stderr and "`flowship down` stops it" in done.stderr
-    assert took < 60, f"took {took:.0f} s"
-    # The Prefect server is gone; the MLflow server keeps retrying its database for a while, recorded so that
-    # `flowship down` finds it: nothing runs in the project that the state file does not name.
-    state = read_services(root)
-    assert state is not None and "prefect-server" not in state.running()
-    recorded_groups = {p.pid for p in state.processes.values()}
-    assert {process_group(pid) for pid in processes_in(root)} <= recorded_groups | {None}
-    down = run_flowship(["down"], root)
-    assert down.returncode == 0, down.stderr
-    assert re.search(r"^prefect-server:\s+was not running", down.stdout, re.MULTILINE), down.stdout
-    assert re.search(r"^mlflow-server:\s+(stopped|was not running)", down.stdout, re.MULTILINE), down.stdout
+    assert "Connection refused" in done.stderr
+    assert took < 90, f"took {took:.0f} s"
+    # What this `up` started is stopped again, the MLflow server too (it would retry its database for a while):
+    # nothing runs in the project and nothing is recorded.
+    assert "what this command started was stopped again (mlflow-server: stopped" in done.stderr, done.stderr
     assert processes_in(root) == {}
-    assert not (root / ".flowship" / "services.json").exists()
+    assert read_services(root) is None
+    down = run_flowship(["down"], root)
+    assert down.returncode == 0 and "nothing to stop" in down.stdout, down.stdout + down.stderr
