@@ -13,7 +13,7 @@ import typer
 
 from flowship.errors import FlowshipError
 from flowship.runtime import ROLES
-from flowship.services import MLFLOW_PORT, PREFECT_PORT
+from flowship.services import CRASH_AFTER_S, HEARTBEAT_S, MLFLOW_PORT, PREFECT_PORT, ZOMBIE_AUTOMATION
 
 app = typer.Typer(
     help="flowship: train, gate, register, deploy and monitor a tabular model.",
@@ -568,13 +568,15 @@ def schedule(
     try:
         for pool in pools:
             typer.echo(f"work pool:     {pool} ({deploy.ensure_process_pool(pool)})")
+        automation = deploy.ensure_zombie_automation(ZOMBIE_AUTOMATION, CRASH_AFTER_S)
+        typer.echo(f"automation:    runs without a heartbeat for {CRASH_AFTER_S} s are marked Crashed ({automation})")
         typer.echo(f"registering:   {deploy.PREFECT_FILE}, environment {env!r}, on {api_url}")
         lines = deploy.register(root, env, interval)
     except FlowshipError as exc:
         _fail(str(exc))
     for name, text in lines:
         typer.echo(f"deployment:    {name:<20} {text}")
-    typer.echo(f"worker:        prefect worker start --pool {pools[0]}")
+    typer.echo(f"worker:        PREFECT_FLOWS_HEARTBEAT_FREQUENCY={HEARTBEAT_S} prefect worker start --pool {pools[0]}")
     typer.echo(f"               (from this virtualenv, with PREFECT_API_URL={api_url}; runs start in {root})")
 
 
@@ -670,6 +672,10 @@ def _start_servers(root: Path, env: str, prefect_port: int, mlflow_port: int) ->
     existing = svc.read_services(root)
     if existing is not None and {"prefect-server", "mlflow-server"} <= set(existing.running()):
         typer.echo(f"servers:       running since {existing.processes['prefect-server'].started}")
+        asked = (f"http://{svc.HOST}:{prefect_port}", f"http://{svc.HOST}:{mlflow_port}")
+        if asked != (existing.prefect_url, existing.mlflow_url):
+            typer.echo(f"               at {existing.prefect_url} and {existing.mlflow_url}, not the ports asked for: "
+                       "`flowship down` first to move them")  # fmt: skip
         if existing.env != env:
             existing.env = env
             svc.write_services(root, existing)
