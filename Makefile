@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test lint bench bench-serving bench-monitoring bench-search clean base-image
+.PHONY: setup data run train status deploy stop test lint bench bench-serving bench-monitoring bench-search bench-services clean base-image
 
 setup: $(VENV)/.installed
 
@@ -69,6 +69,11 @@ bench-monitoring: setup
 bench-search: data
 	$(PY) bench/search_scale.py
 
+# Time from `flowship up` to both UIs answering (fresh and existing databases), and `flowship down`.
+bench-services: setup
+	$(PY) bench/services_startup.py
+
 clean:
+	-$(VENV)/bin/flowship down
 	-$(VENV)/bin/flowship stop
 	rm -rf .prefect .flowship build logs mlruns data/ingested.parquet data/prepared/*.parquet models/candidate reports/evaluation metrics dvc.lock
