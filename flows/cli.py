@@ -77,13 +77,16 @@ def train(
     path = _check_params(params, check_estimator=False)
     _environment(path.parent)
     os.chdir(path.parent)
-    from flows.compute import require_server
     from flowship.config import load_params
 
     summary: dict[str, Any] | None = None
     try:
-        # Before Prefect starts: on Dask without a server, each worker would start its own temporary API.
-        require_server(load_params(path, check_estimator=False).compute)
+        compute = load_params(path, check_estimator=False).compute
+        if compute.engine == "dask":  # (imports Prefect, which makes its home folder: only when needed)
+            from flows.compute import require_server
+
+            # Before Prefect starts: on Dask without a server, each worker would start its own temporary API.
+            require_server(compute)
         if not full:
             from flowship.rerun import last_outcome_if_unchanged
 
