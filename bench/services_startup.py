@@ -3,8 +3,9 @@ worker polling), on a fresh project (new databases) and again after `flowship do
 
     .venv/bin/python bench/services_startup.py [--runs 2] [--prefect-port 4310] [--mlflow-port 5310]
 
-Each run: a copy of this repository's params.yaml, dvc.yaml and deployments/ in a temp folder, `flowship up`
-started as a subprocess; the Prefect UI (/) and the MLflow UI (/) polled every 0.1 s from the moment it starts.
+Each run: a copy of this repository's params.yaml, dvc.yaml, deployments/, flows/ and tasks/ in a temp folder,
+`flowship up` started as a subprocess; the Prefect UI (/) and the MLflow UI (/) polled every 0.1 s from the moment
+it starts.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ def one_start(root: Path, prefect_port: int, mlflow_port: int) -> dict[str, floa
         text=True,
     )
     times: dict[str, float] = {}
-    while process.poll() is None or len(times) < len(urls):
+    while not ({"up_returned", *urls} <= set(times)):
         for name, url in urls.items():
             if name not in times and answers(url):
                 times[name] = time.monotonic() - started
-        if process.poll() is not None and "up_returned" not in times:
+        if "up_returned" not in times and process.poll() is not None:
             times["up_returned"] = time.monotonic() - started
             if process.returncode != 0:
                 raise SystemExit(f"flowship up failed:\n{process.stdout.read() if process.stdout else ''}")
@@ -81,7 +82,8 @@ def main() -> None:
             root = Path(tmp)
             for name in ("params.yaml", "dvc.yaml"):
                 shutil.copy(REPO / name, root / name)
-            shutil.copytree(REPO / "deployments", root / "deployments")
+            for code in ("deployments", "flows", "tasks"):  # what `prefect deploy` and the worker load
+                shutil.copytree(REPO / code, root / code, ignore=shutil.ignore_patterns("__pycache__"))
             for label in ("fresh", "existing"):
                 try:
                     t = one_start(root, args.prefect_port, args.mlflow_port)
