@@ -12,7 +12,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from flowship.config import ComputeConfig
 from flowship.errors import ConfigError
 
-START_SERVER = "start one with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+START_SERVER = "start one with `flowship up` (or `prefect server start` and PREFECT_API_URL=http://127.0.0.1:4200/api)"
 
 
 def require_server(cfg: ComputeConfig) -> None:
