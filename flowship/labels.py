@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from flowship.serving.inference_log import parse_lines
+
 FILE_PREFIX = "labels-"
 FILE_SUFFIX = ".jsonl"
 COLUMNS = ["time", "request_id", "row", "label", "event_time"]
@@ -77,15 +79,9 @@ def read_labels(folder: Path, until: datetime | str | None = None) -> tuple[pd.D
         if day is None or (upper is not None and day > upper.date()):
             continue
         with path.open("rb") as handle:
-            for raw in handle:
-                if not raw.strip():
-                    continue
-                record = _parse_line(raw)
-                if record is None:
-                    skipped += 1
-                    continue
-                if upper is None or record["time"] < upper:
-                    records.append(record)
+            parsed, unreadable = parse_lines(handle, _parse_line)
+        skipped += unreadable
+        records += [r for r in parsed if upper is None or r["time"] < upper]
     frame = pd.DataFrame(records, columns=COLUMNS)
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)

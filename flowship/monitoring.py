@@ -19,7 +19,7 @@ import pandas as pd
 from flowship.adapters.drift import ColumnDrift, ColumnQuality
 from flowship.config import LOWER_IS_BETTER, MonitoringConfig
 from flowship.errors import FlowshipError
-from flowship.serving.inference_log import FILE_PREFIX, FILE_SUFFIX, _file_day, _parse_line, _utc
+from flowship.serving.inference_log import FILE_PREFIX, FILE_SUFFIX, _file_day, _parse_line, _utc, parse_lines
 
 # Records reach the log within the writer's flush interval (0.5 s): a default window ends this long ago,
 # so a record is never written behind a window that was already checked.
@@ -188,14 +188,8 @@ def _flat(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _read_lines(data: bytes) -> tuple[pd.DataFrame, int]:
     rows = []
-    skipped = 0
-    for raw in data.splitlines():
-        if not raw.strip():
-            continue
-        record = _parse_line(raw)
-        if record is None:
-            skipped += 1
-            continue
+    records, skipped = parse_lines(data.splitlines(), _parse_line)
+    for record in records:
         flat = {k: v for k, v in record.items() if k not in ("features", "probabilities")}
         flat["time"] = record["time"].isoformat()
         flat.update({FEATURE_PREFIX + k: v for k, v in record["features"].items()})

@@ -14,11 +14,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -223,17 +223,9 @@ def read_inference_log(
         if upper is not None and day > upper.date():
             continue
         with path.open("rb") as handle:
-            for raw in handle:
-                if not raw.strip():
-                    continue
-                record = _parse_line(raw)
-                if record is None:
-                    skipped += 1
-                    continue
-                stamp = record["time"]
-                if (lower is not None and stamp < lower) or (upper is not None and stamp >= upper):
-                    continue
-                records.append(record)
+            parsed, unreadable = parse_lines(handle, _parse_line)
+        skipped += unreadable
+        records += [r for r in parsed if (lower is None or r["time"] >= lower) and (upper is None or r["time"] < upper)]
     frame = pd.DataFrame(records, columns=COLUMNS)
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
     return frame, skipped
@@ -242,6 +234,25 @@ def read_inference_log(
 def feature_frame(records: pd.DataFrame) -> pd.DataFrame:
     """The logged features as one column per feature (index aligned with `records`)."""
     return pd.DataFrame(list(records["features"]), index=records.index)
+
+
+R = TypeVar("R")
+
+
+def parse_lines(lines: Iterable[bytes], parse: Callable[[bytes], R | None]) -> tuple[list[R], int]:
+    """Each non-blank line of a JSON-lines log, parsed; a line `parse` cannot read (None: cut by a crash,
+    corrupt) is counted, not kept. Shared by the inference log's and the label log's readers."""
+    records: list[R] = []
+    skipped = 0
+    for raw in lines:
+        if not raw.strip():
+            continue
+        record = parse(raw)
+        if record is None:
+            skipped += 1
+        else:
+            records.append(record)
+    return records, skipped
 
 
 def _parse_line(raw: bytes) -> dict[str, Any] | None:
