@@ -23,8 +23,7 @@ class DeployError(FlowshipError):
     """The deployments could not be read or registered."""
 
 
-def declared(root: Path, env: str) -> list[dict[str, Any]]:
-    """The deployments of one environment (those named after it), as `prefect deploy` will read them."""
+def _load(root: Path) -> dict[str, Any]:
     path = root / PREFECT_FILE
     try:
         text = path.read_text()
@@ -34,6 +33,10 @@ def declared(root: Path, env: str) -> list[dict[str, Any]]:
         spec = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise DeployError(f"{path}: not valid YAML ({exc})") from None
+    return spec if isinstance(spec, dict) else {}
+
+
+def _chosen(spec: dict[str, Any], env: str) -> list[dict[str, Any]]:
     deployments = spec.get("deployments") or []
     names = sorted({d.get("name") for d in deployments if isinstance(d, dict)})
     chosen = [d for d in deployments if isinstance(d, dict) and d.get("name") == env]
@@ -42,11 +45,16 @@ def declared(root: Path, env: str) -> list[dict[str, Any]]:
     return chosen
 
 
+def declared(root: Path, env: str) -> list[dict[str, Any]]:
+    """The deployments of one environment (those named after it), as `prefect deploy` will read them."""
+    return _chosen(_load(root), env)
+
+
 def environment_file(root: Path, env: str) -> Path:
     """deployments/prefect.yaml cut to one environment (anchors resolved), for `prefect deploy --all`."""
-    spec = yaml.safe_load((root / PREFECT_FILE).read_text())
+    spec = _load(root)
+    spec["deployments"] = _chosen(spec, env)
     spec.pop("definitions", None)
-    spec["deployments"] = declared(root, env)
     out = root / ".flowship" / f"deployments-{env}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -119,8 +127,8 @@ def ensure_zombie_automation(name: str, crash_after_s: int) -> str:
 def register(root: Path, env: str, interval: int | None = None) -> list[tuple[str, str]]:
     """`prefect deploy` of one environment's deployments on the server named by PREFECT_API_URL; returns each
     deployment as the server now holds it (flow/name, schedule)."""
-    chosen = declared(root, env)
     prefect_file = environment_file(root, env)
+    chosen = yaml.safe_load(prefect_file.read_text())["deployments"]
     # `prefect deploy` writes FLOWSHIP_ROOT into the deployments' pull step: runs start in this folder.
     done = subprocess.run(  # noqa: S603 - our own command line
         [sys.executable, "-m", "prefect", "deploy", "--all", "--prefect-file", str(prefect_file), "--no-prompt"],
