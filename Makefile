@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	@touch $@
 
 data: setup
-	$(PY) -m flowship.datasets data/raw
+	$(PY) -m flowship.pipeline.datasets data/raw
 
 # Train (nothing is trained when nothing changed), then release the challenger and leave it serving.
 run: data
@@ -47,6 +47,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # A local Debian bookworm base for the serving image, where python:3.11-slim-bookworm can't be pulled
 # (needs root, mmdebstrap and a running Docker daemon; skipped when the image exists).

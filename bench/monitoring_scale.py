@@ -136,7 +136,7 @@ def fit_model(train: Any) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from flowship.training import coerce_features
+    from flowship.pipeline.training import coerce_features
 
     encode = ColumnTransformer(
         [
@@ -156,7 +156,7 @@ def fit_model(train: Any) -> Any:
 
 
 def spec() -> Any:
-    from flowship.monitoring import ModelSpec
+    from flowship.monitoring.reference import ModelSpec
 
     return ModelSpec(MODEL_NAME, MODEL_VERSION, "classification", "target", NUMERIC, CATEGORICAL, "0" * 32, {})
 
@@ -172,8 +172,8 @@ def monitoring_config() -> Any:
 def prepare_run(workdir: Path) -> tuple[Any, dict[str, Any]]:
     """Once per run: the training frame (with the model's predictions, for Evidently run directly), the model
     and flowship's reference of it, on disk. Returns the model and the figures of the setup."""
-    from flowship import monitoring as mon
-    from flowship.training import coerce_features
+    from flowship.monitoring.reference import build_reference, reference_key, save_reference
+    from flowship.pipeline.training import coerce_features
 
     started = time.perf_counter()
     cfg = monitoring_config()
@@ -184,9 +184,9 @@ def prepare_run(workdir: Path) -> tuple[Any, dict[str, Any]]:
     full["prediction"] = model.predict(coerce_features(train, NUMERIC, CATEGORICAL))
     full.to_parquet(workdir / "train.parquet")
     began = time.perf_counter()
-    reference = mon.build_reference(train, spec(), model, cfg.reference_rows, SEED)
-    key = mon.reference_key(spec(), cfg.reference_rows, SEED)
-    mon.save_reference(reference, workdir / "reference", key)
+    reference = build_reference(train, spec(), model, cfg.reference_rows, SEED)
+    key = reference_key(spec(), cfg.reference_rows, SEED)
+    save_reference(reference, workdir / "reference", key)
     built = time.perf_counter() - began
     setup = {
         "train_rows": TRAIN_ROWS,
@@ -203,8 +203,8 @@ def prepare_run(workdir: Path) -> tuple[Any, dict[str, Any]]:
 def write_log(folder: Path, model: Any, n: int, fast: bool) -> dict[str, Any]:
     """n drifted records, scored by the model, written as production writes them: `InferenceLog` (or, with
     `fast`, the very lines `InferenceEntry.lines()` makes, appended straight to the day's file)."""
+    from flowship.pipeline.training import coerce_features
     from flowship.serving.inference_log import InferenceEntry, InferenceLog, log_path
-    from flowship.training import coerce_features
 
     started = time.perf_counter()
     folder.mkdir(parents=True)
@@ -307,23 +307,25 @@ def maxrss_mb() -> float:
 
 
 def child_flowship(workdir: Path, size: int, setup: dict[str, Any], steps: Steps) -> dict[str, Any]:
-    from flowship import monitoring as mon
     from flowship.adapters import drift as reports
     from flowship.config import MonitoringConfig
+    from flowship.monitoring.checks import current_frame, decide, sample_rows
+    from flowship.monitoring.reference import load_reference
+    from flowship.monitoring.window import Window, read_log_window
 
     cfg = MonitoringConfig.model_validate(setup["monitoring"])
     model = spec()
     schema = {**dict.fromkeys(NUMERIC, "numeric"), **dict.fromkeys(CATEGORICAL, "categorical")}
-    window = mon.Window(None, dt.datetime.fromisoformat(setup["log"]["window_end"]), True)
+    window = Window(None, dt.datetime.fromisoformat(setup["log"]["window_end"]), True)
     out = workdir / f"reports-{size}" / "flowship"
 
-    reference = steps.run("load_reference", lambda: mon.load_reference(workdir / "reference", setup["reference_key"]))
+    reference = steps.run("load_reference", lambda: load_reference(workdir / "reference", setup["reference_key"]))
     assert reference is not None, "the reference is not in the work folder"
-    log = steps.run("read_log_window", lambda: mon.read_log_window(workdir / f"log-{size}", window, schema))
+    log = steps.run("read_log_window", lambda: read_log_window(workdir / f"log-{size}", window, schema))
     # The flow checks each model version on its own group of the window's records (here there is one).
     group = steps.run("group_by_version", lambda: next(iter(log.records.groupby("model_version", sort=True)))[1])
-    current, absent, unexpected = steps.run("current_frame", lambda: mon.current_frame(group, model))
-    sample = steps.run("sample_rows", lambda: mon.sample_rows(current, cfg.sample_rows, SEED))
+    current, absent, unexpected = steps.run("current_frame", lambda: current_frame(group, model))
+    sample = steps.run("sample_rows", lambda: sample_rows(current, cfg.sample_rows, SEED))
     drift = steps.run(
         "drift_report",
         lambda: reports.drift_report(
@@ -343,7 +345,7 @@ def child_flowship(workdir: Path, size: int, setup: dict[str, Any], steps: Steps
             current, NUMERIC, CATEGORICAL, reference.ranges, reference.categories, out / "data-quality.html"
         ),
     )
-    check = steps.run("decide", lambda: mon.decide(MODEL_VERSION, len(group), drift, absent, unexpected, None, cfg))
+    check = steps.run("decide", lambda: decide(MODEL_VERSION, len(group), drift, absent, unexpected, None, cfg))
     return {
         "records": len(log.records),
         "skipped_lines": log.skipped,
@@ -421,8 +423,8 @@ def child_main(variant: str, workdir: Path, size: int, out: Path) -> None:
     from evidently.metrics import ValueDrift  # noqa: F401
 
     if variant == "flowship":
-        from flowship import monitoring  # noqa: F401
         from flowship.adapters import drift  # noqa: F401
+        from flowship.monitoring import checks, reference, window  # noqa: F401
     else:
         from evidently.presets import DataDriftPreset  # noqa: F401
     imports = time.perf_counter() - started

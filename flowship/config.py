@@ -383,7 +383,7 @@ def parse_params(raw: Any, check_estimator: bool = True) -> Params:
         raise ConfigError([_describe(e) for e in exc.errors()]) from None
     if check_estimator:
         # Imported here: checking estimator names and hyperparameters needs scikit-learn.
-        from flowship.training import check_estimator_config
+        from flowship.estimators import check_estimator_config
 
         check_estimator_config(params)
     return params

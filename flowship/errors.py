@@ -96,3 +96,7 @@ class ImageBuildError(DockerError):
 
 class ContainerError(DockerError):
     """A container or image is missing, did not start, or did not become healthy in time."""
+
+
+class MonitoringError(FlowshipError):
+    """A check that cannot be made (a bad window, a version without lineage)."""

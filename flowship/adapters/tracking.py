@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import urllib.error
 import urllib.request
 import warnings
@@ -14,6 +16,9 @@ from typing import Any
 import pandas as pd
 
 from flowship.errors import RegistryError, TrackingUnavailable
+
+# Modules that pickled models name, moved since: old name -> where it is now.
+MOVED_MODULES = {"flowship.training": "flowship.pipeline.training"}
 
 # Packages the model needs to be loaded and served, pinned to the versions it was trained with.
 MODEL_REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "pyarrow")
@@ -209,7 +214,15 @@ class Tracker:
             return {}
 
     def load_model(self, uri: str) -> Any:
-        return _mlflow().sklearn.load_model(uri)
+        try:
+            return _mlflow().sklearn.load_model(uri)
+        except ModuleNotFoundError as exc:
+            # A model logged before flowship's library moved into sub-packages names its feature step by the
+            # module it had then: that name is pointed at the module it has now, and the model loaded again.
+            if exc.name not in MOVED_MODULES:
+                raise
+            sys.modules[exc.name] = importlib.import_module(MOVED_MODULES[exc.name])
+            return _mlflow().sklearn.load_model(uri)
 
     def version(self, name: str, version: str) -> VersionRef:
         mlflow = _mlflow()

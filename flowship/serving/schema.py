@@ -93,7 +93,7 @@ class RecordCodec:
         return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def frame(self, rows: Sequence[Row]) -> pd.DataFrame:
-        """The rows typed as `flowship.training.coerce_features` types training data: numeric features
+        """The rows typed as `flowship.pipeline.training.coerce_features` types training data: numeric features
         float64, categorical ones strings, a missing value NaN in both (built from arrays: this is per call)."""
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in self.columns]
         data: dict[str, np.ndarray] = {}

@@ -120,10 +120,11 @@ def test_trials_run_on_the_dask_workers_and_choose_what_threads_choose(
     assert {t["worker"] for t in trials} == workers, "both worker processes should have run trials"
 
     # The thread engine on the same training split (the flow's own search subflow, in this process).
-    from flows.training import context, run_search
     from flowship.config import ComputeConfig
-    from flowship.training import best_trial, search_trials
-    from tasks.common import Context
+    from flowship.estimators import search_trials
+    from flowship.flows.training import context, run_search
+    from flowship.pipeline.search import best_trial
+    from flowship.tasks.common import Context
 
     ctx = context(dask_project.params_path)
     on_threads = Context(ctx.params.model_copy(update={"compute": ComputeConfig()}), ctx.root)
@@ -200,8 +201,8 @@ def test_a_flow_started_elsewhere_refuses_dask_without_a_server_too() -> None:
     """Deployment runs and direct calls go through the flow's own check (no CLI in front of them)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.compute import require_server, task_runner
     from flowship.config import ComputeConfig, DaskConfig
+    from flowship.flows.compute import require_server, task_runner
 
     on_dask = ComputeConfig(engine="dask", dask=DaskConfig(address="tcp://127.0.0.1:8786"))
     with temporary_settings(updates={PREFECT_API_URL: None}):

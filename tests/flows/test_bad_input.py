@@ -181,7 +181,7 @@ def test_a_tracking_server_that_does_not_answer_is_retried_then_named(
 ) -> None:
     uri = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    from flows.training import training
+    from flowship.flows.training import training
 
     state = training(params_path=str(champion_project.params_path), return_state=True)
     assert state.is_failed()

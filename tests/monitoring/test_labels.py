@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowship.labels import COLUMNS, Label, read_labels, write_labels
+from flowship.monitoring.labels import COLUMNS, Label, read_labels, write_labels
 
 ARRIVED = datetime(2024, 3, 5, 10, 30, tzinfo=UTC)
 EVENT = datetime(2013, 7, 1, 14, tzinfo=UTC)

@@ -22,7 +22,7 @@ from tests.monitoring.conftest import log_predictions, production_month
 
 
 def monitor(project: Project, **kwargs: Any) -> dict[str, Any]:
-    from flows.monitoring import monitoring
+    from flowship.flows.monitoring import monitoring
 
     summary: dict[str, Any] = monitoring(params_path=str(project.params_path), **kwargs)
     return summary
@@ -100,7 +100,7 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
     assert alert["version"] == "1" and "drift_share" in alert["kinds"] and alert["delivery"].startswith("logged")
 
     # Nothing new since: an empty window is "no data", not an error; its state says so.
-    from flows.monitoring import monitoring
+    from flowship.flows.monitoring import monitoring
 
     state = monitoring(params_path=str(project.params_path), return_state=True)
     assert state.is_completed() and state.name == "No data"
@@ -213,7 +213,7 @@ def test_alerts_go_to_the_webhook_and_a_dead_webhook_fails_the_run(trained_proje
     dead = f"http://127.0.0.1:{free_port()}/alerts"
     fresh(project, alerts={"webhook": dead, "cooldown_hours": 24})
     log_predictions(project, production_month(project, 7), "1")
-    from flows.monitoring import monitoring
+    from flowship.flows.monitoring import monitoring
 
     state = monitoring(params_path=str(project.params_path), return_state=True)
     assert state.is_failed() and dead in str(state.message)

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 from flowship.config import parse_params
 from flowship.errors import ReplayError
-from flowship.labels import read_labels
-from flowship.replay import Columns, Replay, month_rows, months
+from flowship.monitoring.labels import read_labels
+from flowship.monitoring.replay import Columns, Replay, month_rows, months
 from flowship.serving.bundle import write_bundle
 from flowship.serving.inference_log import read_inference_log
 from tests.conftest import REPO, default_params
@@ -285,7 +285,7 @@ def test_ctrl_c_stops_sending_and_what_was_answered_keeps_its_labels(tmp_path: P
     script = f"""
 import pandas as pd
 from pathlib import Path
-from flowship.replay import Columns, Replay
+from flowship.monitoring.replay import Columns, Replay
 columns = Columns({COLUMNS.features!r}, {COLUMNS.target!r}, {COLUMNS.time!r})
 replay = Replay({server.url!r}, columns, Path({str(tmp_path / "labels")!r}), concurrency=4, token={TOKEN!r})
 print(replay.id, flush=True)
@@ -382,7 +382,7 @@ def replay_project(tmp_path: Path, frame: pd.DataFrame | None) -> Path:
 
 
 def flowship(*args: str, env: dict[str, str] | None = None) -> Any:
-    from flows.cli import app
+    from flowship.cli.main import app
 
     return CliRunner().invoke(app, list(args), env={"FLOWSHIP_RUNTIME": "process", **(env or {})})
 

@@ -206,7 +206,7 @@ def test_the_scheduler_runs_the_monitoring_check_on_a_worker(
     assert "prefect worker start --pool flowship" in out
 
     monitoring = deployment(url, "monitoring/dev")
-    assert monitoring["entrypoint"] == "flows/monitoring.py:monitoring"
+    assert monitoring["entrypoint"] == "flowship/flows/monitoring.py:monitoring"
     assert monitoring["work_pool_name"] == "flowship"
     assert monitoring["parameters"] == {"params_path": "params.yaml", "overrides": {}}
     # FLOWSHIP_ROOT was filled in at registration: runs start in this clone, wherever the worker runs.
@@ -216,8 +216,8 @@ def test_the_scheduler_runs_the_monitoring_check_on_a_worker(
     (schedule,) = [s["schedule"] for s in monitoring["schedules"]]
     assert schedule["interval"] == 10.0
     for name, entrypoint in (
-        ("release/dev", "flows/release.py:release_flow"),
-        ("retraining/dev", "flows/monitoring.py:retraining"),
+        ("release/dev", "flowship/flows/release.py:release_flow"),
+        ("retraining/dev", "flowship/flows/monitoring.py:retraining"),
     ):
         manual = deployment(url, name)
         assert (manual["entrypoint"], manual["schedules"], manual["work_pool_name"]) == (entrypoint, [], "flowship")

@@ -32,8 +32,8 @@ def trained_project(
 ) -> Iterator[Project]:
     project = trained_flights_project(tmp_path_factory.mktemp("release"), flights_sample, release_params())
     yield project
-    from flows.training import context
-    from tasks.release import runtime_for
+    from flowship.flows.training import context
+    from flowship.tasks.release import runtime_for
 
     ctx = context(project.params_path)
     for kind in ("process", "docker"):

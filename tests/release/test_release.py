@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flowship import history
-from flowship.docker_runtime import container_name
 from flowship.errors import ReleaseCheckFailed
+from flowship.release import history
+from flowship.release.docker_runtime import container_name
 from tests.conftest import Project
 from tests.release.conftest import NAME
 
@@ -20,14 +20,14 @@ PRODUCTION = "http://127.0.0.1:18400"
 
 
 def release(project: Project, version: str | None = None) -> dict[str, object]:
-    from flows.release import release_flow
+    from flowship.flows.release import release_flow
 
     result: dict[str, object] = release_flow(params_path=str(project.params_path), version=version)
     return result
 
 
 def rollback(project: Project, to: str | None = None) -> dict[str, object]:
-    from flows.release import rollback_flow
+    from flowship.flows.release import rollback_flow
 
     result: dict[str, object] = rollback_flow(params_path=str(project.params_path), to_version=to)
     return result

@@ -171,12 +171,12 @@ class Up:
 
 
 def services_project(base: Path, flights_sample: Path) -> Project:
-    """A trained project (v1 champion) holding the code a worker runs (flows, tasks, deployments), with July's
+    """A trained project (v1 champion) holding the code a worker runs (the flowship package, deployments), with July's
     traffic in its inference log for the scheduled monitoring check."""
     project = trained_flights_project(base, flights_sample, monitoring_params())
     project.tracker().set_alias(project.params()["project"]["name"], "champion", "1")
-    for code in ("flows", "tasks", "deployments"):
-        shutil.copytree(REPO / code, project.root / code, ignore=shutil.ignore_patterns("__pycache__"))
+    # (the flowship package, flows and tasks included, is already in the project: dvc.yaml names its stage code)
+    shutil.copytree(REPO / "deployments", project.root / "deployments")
     log_predictions(project, production_month(project, 7), "1")
     return project
 

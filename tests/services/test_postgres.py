@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from flowship.services import read_services
+from flowship.services.processes import read_services
 from tests.conftest import REPO, Project, build_project, default_params, flights_data
 from tests.monitoring.test_schedule import bare_project, free_port
 from tests.services.conftest import Up, run_flowship

@@ -24,10 +24,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120
 
 ENVIRONMENTS = ("dev", "staging", "production")
 FLOWS = {
-    "training": "flows/training.py:training",
-    "release": "flows/release.py:release_flow",
-    "monitoring": "flows/monitoring.py:monitoring",
-    "retraining": "flows/monitoring.py:retraining",
+    "training": "flowship/flows/training.py:training",
+    "release": "flowship/flows/release.py:release_flow",
+    "monitoring": "flowship/flows/monitoring.py:monitoring",
+    "retraining": "flowship/flows/monitoring.py:retraining",
 }
 
 

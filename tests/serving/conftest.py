@@ -18,10 +18,10 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from flowship.pipeline.training import coerce_features
 from flowship.serving.app import create_app
 from flowship.serving.bundle import ModelBundle, load_bundle, write_bundle
 from flowship.serving.settings import ServingSettings
-from flowship.training import coerce_features
 
 with warnings.catch_warnings():
     # Starlette nudges towards httpx2; its test client works the same with httpx, which is what is installed.
@@ -108,7 +108,7 @@ def metadata(task: str, name: str, classes: list[Any] | None) -> dict[str, Any]:
 
 
 def golden(pipeline: Pipeline, frame: pd.DataFrame, task: str) -> list[dict[str, Any]]:
-    """As flowship.evaluation.golden_set makes it."""
+    """As flowship.pipeline.evaluation.golden_set makes it."""
     x = frame[NUMERIC + CATEGORICAL].head(8)
     records = x.astype(object).where(x.notna(), None).to_dict(orient="records")
     predictions = pipeline.predict(x)

@@ -238,7 +238,7 @@ def test_the_probe_keeps_answers_exact_whatever_the_pipeline(
 
     together = run(go)
     assert app.state.serving.predictor.mode == "isolated"
-    from flowship.training import coerce_features
+    from flowship.pipeline.training import coerce_features
 
     alone = [pipeline.predict(coerce_features(pd.DataFrame([r]), NUMERIC, CATEGORICAL)).tolist() for r in batch]
     assert together == alone

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from flowship.errors import FlowshipError
+from flowship.pipeline.training import coerce_features
 from flowship.serving.bundle import GOLDEN_FILE, METADATA_FILE, MODEL_FILE, load_bundle, write_bundle
 from flowship.serving.errors import BundleError
 from flowship.serving.schema import RecordCodec, record_model
-from flowship.training import coerce_features
 from tests.serving.conftest import CATEGORICAL, NUMERIC, fit_classifier, golden, metadata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,7 +154,7 @@ def test_the_bundle_loads_and_the_app_builds_without_training_code(tmp_path: Pat
         x = [g.features for g in bundle.golden]
         import pandas as pd
         print(bundle.pipeline.predict_proba(pd.DataFrame(x))[0][1])
-        assert "flowship.training" not in sys.modules
+        assert "flowship.pipeline.training" not in sys.modules
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("prefect", "mlflow", "dvc", "docker"))
         assert not bad, bad
         """

@@ -20,7 +20,7 @@ from flowship.config import (
     parse_params,
 )
 from flowship.errors import ConfigError
-from flowship.training import check_estimator_config
+from flowship.estimators import check_estimator_config
 from tests.unit.conftest import DROP, make_params, raw_params
 
 TIME_SPLIT = {

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flowship.config import metrics_for
-from flowship.evaluation import (
+from flowship.pipeline.evaluation import (
     classification_metrics,
     compute_metrics,
     feature_importance,
@@ -19,7 +19,7 @@ from flowship.evaluation import (
     score,
     write_plots,
 )
-from flowship.training import fit
+from flowship.pipeline.training import fit
 from tests.unit.conftest import make_frame, make_params
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from flowship.gate import decide, markdown_table
+from flowship.pipeline.gate import decide, markdown_table
 from tests.unit.conftest import make_params
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowship import history
+from flowship.release import history
 
 
 def test_events_are_appended_in_order_with_a_time(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from flowship.errors import DataLoadError
-from flowship.ingest import ingest, read_table
+from flowship.pipeline.ingest import ingest, read_table
 from tests.unit.conftest import make_params
 
 SMALL = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})

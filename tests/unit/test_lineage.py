@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from flowship.config import parse_params
-from flowship.lineage import git_state, params_hash, run_key
+from flowship.pipeline.lineage import git_state, params_hash, run_key
 from tests.unit.conftest import make_params, raw_params
 
 # --- params_hash ----------------------------------------------------------------------------------------------

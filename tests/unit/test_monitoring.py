@@ -10,11 +10,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from flowship import monitoring as mon
-from flowship import retrain
 from flowship.adapters.drift import ColumnDrift, drifted
 from flowship.config import MonitoringConfig, load_params, parse_params
-from flowship.errors import ConfigError
+from flowship.errors import ConfigError, MonitoringError
+from flowship.monitoring import retraining as retrain
+from flowship.monitoring.alerts import Alert, append_alert_log, mark_sent, plan_alerts
+from flowship.monitoring.checks import Quality, VersionCheck, current_frame, decide, join_labels, model_quality, overall
+from flowship.monitoring.reference import ModelSpec, Reference, spec_from_registry
+from flowship.monitoring.window import SETTLE, Window, features_of, read_log_window, read_state, resolve_window
 from flowship.serving.inference_log import InferenceEntry, InferenceLog
 from tests.conftest import REPO
 
@@ -28,8 +31,8 @@ def entry(request_id: str, version: str = "1", n: int = 2, time: datetime = T0, 
     )
 
 
-def window(start: datetime | None = None, end: datetime = T0 + timedelta(days=3)) -> mon.Window:
-    return mon.Window(start, end, default=False)
+def window(start: datetime | None = None, end: datetime = T0 + timedelta(days=3)) -> Window:
+    return Window(start, end, default=False)
 
 
 SCHEMA = {"distance": "numeric", "carrier": "categorical"}
@@ -40,14 +43,14 @@ SCHEMA = {"distance": "numeric", "carrier": "categorical"}
 
 def test_default_window_starts_where_the_last_check_ended() -> None:
     now = T0 + timedelta(hours=5)
-    first = mon.resolve_window({}, None, None, now)
-    assert first.start is None and first.end == now - mon.SETTLE and first.default
-    later = mon.resolve_window({"last_end": first.end.isoformat()}, None, None, now + timedelta(hours=1))
+    first = resolve_window({}, None, None, now)
+    assert first.start is None and first.end == now - SETTLE and first.default
+    later = resolve_window({"last_end": first.end.isoformat()}, None, None, now + timedelta(hours=1))
     assert later.start == first.end
 
 
 def test_given_window_is_used_as_is_and_not_marked_default() -> None:
-    w = mon.resolve_window({"last_end": "2030-01-01T00:00:00+00:00"}, "2026-03-01", "2026-03-02T06:00", T0)
+    w = resolve_window({"last_end": "2030-01-01T00:00:00+00:00"}, "2026-03-01", "2026-03-02T06:00", T0)
     assert w.start == datetime(2026, 3, 1, tzinfo=UTC) and w.end == datetime(2026, 3, 2, 6, tzinfo=UTC)
     assert not w.default
 
@@ -60,15 +63,15 @@ def test_given_window_is_used_as_is_and_not_marked_default() -> None:
     ],
 )
 def test_bad_window_is_named(start: str, end: str | None, message: str) -> None:
-    with pytest.raises(mon.MonitoringError, match=message):
-        mon.resolve_window({}, start, end, T0)
+    with pytest.raises(MonitoringError, match=message):
+        resolve_window({}, start, end, T0)
 
 
 def test_corrupt_state_file_names_the_file(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     state.write_text("{not json")
-    with pytest.raises(mon.MonitoringError, match="state.json: not valid JSON"):
-        mon.read_state(state)
+    with pytest.raises(MonitoringError, match="state.json: not valid JSON"):
+        read_state(state)
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -78,7 +81,7 @@ def test_reads_records_flat_with_features_and_probabilities(tmp_path: Path) -> N
     with InferenceLog(tmp_path) as log:
         log.append(entry("a", n=3))
         log.append(entry("b", version="2", time=T0 + timedelta(days=1)))
-    read = mon.read_log_window(tmp_path, window(), SCHEMA)
+    read = read_log_window(tmp_path, window(), SCHEMA)
     assert read.skipped == 0 and read.files == 2
     records = read.records
     assert records["request_id"].tolist() == ["a", "a", "a", "b", "b"]
@@ -86,19 +89,19 @@ def test_reads_records_flat_with_features_and_probabilities(tmp_path: Path) -> N
     assert records["model_version"].tolist() == ["1", "1", "1", "2", "2"]
     assert records["features.distance"].tolist() == [0.0, 1.0, 2.0, 0.0, 1.0]
     assert records["probabilities.1"].tolist() == [0.4] * 5
-    assert mon.features_of(records).columns.tolist() == ["distance", "carrier"]
+    assert features_of(records).columns.tolist() == ["distance", "carrier"]
 
 
 def test_window_bounds_are_start_inclusive_end_exclusive(tmp_path: Path) -> None:
     with InferenceLog(tmp_path) as log:
         for hour in range(4):
             log.append(entry(f"r{hour}", n=1, time=T0 + timedelta(hours=hour)))
-    read = mon.read_log_window(tmp_path, window(T0 + timedelta(hours=1), T0 + timedelta(hours=3)), SCHEMA)
+    read = read_log_window(tmp_path, window(T0 + timedelta(hours=1), T0 + timedelta(hours=3)), SCHEMA)
     assert read.records["request_id"].tolist() == ["r1", "r2"]
 
 
 def test_empty_log_folder_gives_an_empty_window(tmp_path: Path) -> None:
-    read = mon.read_log_window(tmp_path / "nothing-yet", window(), SCHEMA)
+    read = read_log_window(tmp_path / "nothing-yet", window(), SCHEMA)
     assert read.records.empty and read.files == 0 and read.skipped == 0
 
 
@@ -107,7 +110,7 @@ def test_truncated_last_line_is_skipped_and_counted(tmp_path: Path) -> None:
         log.append(entry("a", n=3))
     path = next(tmp_path.glob("inference-*.jsonl"))
     path.write_bytes(path.read_bytes()[:-25])  # a crash mid-line
-    read = mon.read_log_window(tmp_path, window(), SCHEMA)
+    read = read_log_window(tmp_path, window(), SCHEMA)
     assert read.skipped == 1
     assert read.records["row"].tolist() == [0, 1]
 
@@ -120,7 +123,7 @@ def test_corrupt_line_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> No
     lines[1] = '{"time": "2026-03-01T12:00:00+00:00", "request_id": \x00garbage\n'
     lines.insert(2, '{"time": "2026-03-01T12:00:00+00:00", "request_id": "x"}\n')  # no features, no prediction
     path.write_text("".join(lines))
-    read = mon.read_log_window(tmp_path, window(), SCHEMA)
+    read = read_log_window(tmp_path, window(), SCHEMA)
     assert read.skipped == 2
     assert read.records["row"].tolist() == [0, 2]
     assert read.records["features.distance"].tolist() == [0.0, 2.0]
@@ -130,14 +133,14 @@ def test_int_then_float_values_of_one_feature_read_as_numbers(tmp_path: Path) ->
     with InferenceLog(tmp_path) as log:
         log.append(entry("a", n=1, distance=3))
         log.append(entry("b", n=1, distance=3.5, wind=None))
-    read = mon.read_log_window(tmp_path, window(), SCHEMA)
+    read = read_log_window(tmp_path, window(), SCHEMA)
     assert read.records["features.distance"].tolist() == [3.0, 3.5]
 
 
 # ------------------------------------------------------------------------------------------- schema
 
 
-SPEC = mon.ModelSpec(
+SPEC = ModelSpec(
     name="m",
     version="1",
     task="classification",
@@ -152,21 +155,21 @@ SPEC = mon.ModelSpec(
 def test_features_missing_or_renamed_in_the_log_are_reported(tmp_path: Path) -> None:
     with InferenceLog(tmp_path) as log:
         log.append(entry("a", n=2, temperature=50.0))  # `temp` renamed to `temperature`
-    records = mon.read_log_window(tmp_path, window(), SCHEMA).records
-    frame, absent, unexpected = mon.current_frame(records, SPEC)
+    records = read_log_window(tmp_path, window(), SCHEMA).records
+    frame, absent, unexpected = current_frame(records, SPEC)
     assert absent == ["temp"] and unexpected == ["temperature"]
     assert frame["temp"].isna().all() and frame["distance"].tolist() == [0.0, 1.0]
     assert frame["prediction"].tolist() == ["0", "1"]
 
 
 def test_spec_without_lineage_is_refused() -> None:
-    with pytest.raises(mon.MonitoringError, match="no flowship.data.train_md5 lineage tag"):
-        mon.spec_from_registry("m", "3", {}, [{"name": "x", "type": "double"}], {}, {})
+    with pytest.raises(MonitoringError, match="no flowship.data.train_md5 lineage tag"):
+        spec_from_registry("m", "3", {}, [{"name": "x", "type": "double"}], {}, {})
 
 
 def test_spec_splits_numeric_and_categorical_inputs() -> None:
     inputs = [{"name": "a", "type": "double"}, {"name": "b", "type": "long"}, {"name": "c", "type": "string"}]
-    spec = mon.spec_from_registry(
+    spec = spec_from_registry(
         "m",
         "2",
         {"flowship.data.train_md5": "f" * 32},
@@ -184,26 +187,26 @@ def test_spec_splits_numeric_and_categorical_inputs() -> None:
 def test_labels_join_on_request_and_row_and_missing_labels_are_left_out() -> None:
     records = pd.DataFrame({"request_id": ["a", "a", "b"], "row": [0, 1, 0], "prediction": [1, 0, 1]})
     labels = pd.DataFrame({"request_id": ["a", "b", "b", "zz"], "row": [1, 0, 0, 0], "label": [0, 0, 1, 1]})
-    joined = mon.join_labels(records, labels)
+    joined = join_labels(records, labels)
     assert list(zip(joined["request_id"], joined["row"], joined["label"], strict=True)) == [("a", 1, 0), ("b", 0, 1)]
 
 
 def test_quality_needs_the_minimum_of_labels() -> None:
     cfg = MonitoringConfig()
-    ref = mon.Reference(pd.DataFrame(), {}, {}, ["0", "1"], {})
+    ref = Reference(pd.DataFrame(), {}, {}, ["0", "1"], {})
     labelled = pd.DataFrame({"label": [1] * 10, "probabilities.0": [0.3] * 10, "probabilities.1": [0.7] * 10})
-    quality = mon.model_quality(labelled, SPEC, ref, cfg, "roc_auc")
+    quality = model_quality(labelled, SPEC, ref, cfg, "roc_auc")
     assert quality.labelled == 10 and quality.metrics == {} and quality.drop is None
 
 
 def test_quality_drop_is_measured_against_the_holdout() -> None:
     cfg = MonitoringConfig.model_validate({"quality": {"min_labels": 4}})
-    ref = mon.Reference(pd.DataFrame(), {}, {}, ["0", "1"], {})
+    ref = Reference(pd.DataFrame(), {}, {}, ["0", "1"], {})
     # A model that ranks every positive below every negative: ROC AUC 0.
     labelled = pd.DataFrame(
         {"label": [1, 1, 0, 0], "probabilities.0": [0.9, 0.8, 0.2, 0.1], "probabilities.1": [0.1, 0.2, 0.8, 0.9]}
     )
-    quality = mon.model_quality(labelled, SPEC, ref, cfg, "roc_auc")
+    quality = model_quality(labelled, SPEC, ref, cfg, "roc_auc")
     assert quality.metrics["roc_auc"] == 0.0
     assert quality.drop == pytest.approx(0.74)
 
@@ -224,19 +227,19 @@ def test_p_values_drift_below_and_distances_above_the_threshold() -> None:
 def test_verdict_ok_drift_and_too_few_records() -> None:
     cfg = MonitoringConfig.model_validate({"min_records": 100, "drift": {"share": 0.5, "key_features": ["temp"]}})
     calm = [col("distance", 0.01), col("temp", 0.02), col("carrier", 0.0, "jensenshannon"), col("prediction", 0.0)]
-    assert mon.decide("1", 500, calm, [], [], None, cfg).verdict == "ok"
+    assert decide("1", 500, calm, [], [], None, cfg).verdict == "ok"
     key = [col("distance", 0.01), col("temp", 2.0), col("carrier", 0.0), col("prediction", 0.0)]
-    check = mon.decide("1", 500, key, [], [], None, cfg)
+    check = decide("1", 500, key, [], [], None, cfg)
     assert check.verdict == "drift" and check.alert_kinds == ["key_feature:temp"]
     assert check.drift_share == pytest.approx(1 / 3)
-    few = mon.decide("1", 99, key, [], [], None, cfg)
+    few = decide("1", 99, key, [], [], None, cfg)
     assert few.verdict == "insufficient_data" and few.alert_kinds == []
 
 
 def test_schema_problems_and_quality_drop_make_their_own_reasons() -> None:
     cfg = MonitoringConfig.model_validate({"min_records": 1, "quality": {"max_drop": 0.05}})
-    quality = mon.Quality(300, {"roc_auc": 0.6}, "roc_auc", 0.74, 0.14)
-    check = mon.decide("2", 500, [col("distance", 0.0)], ["temp"], ["temperature"], quality, cfg)
+    quality = Quality(300, {"roc_auc": 0.6}, "roc_auc", 0.74, 0.14)
+    check = decide("2", 500, [col("distance", 0.0)], ["temp"], ["temperature"], quality, cfg)
     assert check.verdict == "quality_drop"
     assert check.alert_kinds == ["schema", "quality"]
     assert any("no values logged for temp" in r for r in check.reasons)
@@ -244,37 +247,37 @@ def test_schema_problems_and_quality_drop_make_their_own_reasons() -> None:
 
 
 def test_overall_verdict_is_the_worst_of_the_versions() -> None:
-    def check(verdict: str) -> mon.VersionCheck:
-        return mon.VersionCheck("1", 1, verdict, [])
+    def check(verdict: str) -> VersionCheck:
+        return VersionCheck("1", 1, verdict, [])
 
-    assert mon.overall([]) == "no_data"
-    assert mon.overall([check("insufficient_data"), check("ok")]) == "ok"
-    assert mon.overall([check("ok"), check("drift"), check("insufficient_data")]) == "drift"
+    assert overall([]) == "no_data"
+    assert overall([check("insufficient_data"), check("ok")]) == "ok"
+    assert overall([check("ok"), check("drift"), check("insufficient_data")]) == "drift"
 
 
 # ------------------------------------------------------------------------------------------- alerts
 
 
 def test_one_incident_is_one_alert_within_the_cool_down(tmp_path: Path) -> None:
-    drifting = mon.VersionCheck("1", 900, "drift", ["x"], alert_kinds=["drift_share", "key_feature:temp"])
+    drifting = VersionCheck("1", 900, "drift", ["x"], alert_kinds=["drift_share", "key_feature:temp"])
     state: dict[str, Any] = {}
-    first = mon.plan_alerts("m", [drifting], window(), tmp_path, state, 24, T0)
+    first = plan_alerts("m", [drifting], window(), tmp_path, state, 24, T0)
     assert [a.new for a in first] == [["drift_share", "key_feature:temp"]]
-    mon.mark_sent(state, first[0], T0)
-    again = mon.plan_alerts("m", [drifting], window(), tmp_path, state, 24, T0 + timedelta(hours=3))
+    mark_sent(state, first[0], T0)
+    again = plan_alerts("m", [drifting], window(), tmp_path, state, 24, T0 + timedelta(hours=3))
     assert [a.new for a in again] == [[]]
-    worse = mon.VersionCheck("1", 900, "quality_drop", ["y"], alert_kinds=["drift_share", "quality"])
-    assert mon.plan_alerts("m", [worse], window(), tmp_path, state, 24, T0 + timedelta(hours=3))[0].new == ["quality"]
-    later = mon.plan_alerts("m", [drifting], window(), tmp_path, state, 24, T0 + timedelta(hours=25))
+    worse = VersionCheck("1", 900, "quality_drop", ["y"], alert_kinds=["drift_share", "quality"])
+    assert plan_alerts("m", [worse], window(), tmp_path, state, 24, T0 + timedelta(hours=3))[0].new == ["quality"]
+    later = plan_alerts("m", [drifting], window(), tmp_path, state, 24, T0 + timedelta(hours=25))
     assert later[0].new == ["drift_share", "key_feature:temp"]
-    other_version = mon.VersionCheck("2", 900, "drift", ["x"], alert_kinds=["drift_share"])
-    assert mon.plan_alerts("m", [other_version], window(), tmp_path, state, 24, T0)[0].new == ["drift_share"]
+    other_version = VersionCheck("2", 900, "drift", ["x"], alert_kinds=["drift_share"])
+    assert plan_alerts("m", [other_version], window(), tmp_path, state, 24, T0)[0].new == ["drift_share"]
 
 
 def test_alert_log_is_appended_one_json_line_per_alert(tmp_path: Path) -> None:
-    alert = mon.Alert("t", "m", "1", "drift", ["drift_share"], ["r"], "w", "report", ["drift_share"])
-    mon.append_alert_log(tmp_path / "alerts.jsonl", alert, "logged")
-    mon.append_alert_log(tmp_path / "alerts.jsonl", alert, "cool-down")
+    alert = Alert("t", "m", "1", "drift", ["drift_share"], ["r"], "w", "report", ["drift_share"])
+    append_alert_log(tmp_path / "alerts.jsonl", alert, "logged")
+    append_alert_log(tmp_path / "alerts.jsonl", alert, "cool-down")
     lines = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [line["delivery"] for line in lines] == ["logged", "cool-down"]
     assert lines[0]["kinds"] == ["drift_share"]

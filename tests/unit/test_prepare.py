@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from flowship.errors import DataValidationError
-from flowship.prepare import split
+from flowship.pipeline.prepare import split
 from tests.unit.conftest import make_frame, make_params
 
 # 30 days of 6-hourly rows from 2024-01-01: 120 rows.

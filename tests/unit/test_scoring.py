@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowship import scoring, training
 from flowship.errors import DataLoadError
-from flowship.scoring import ModelInputs
+from flowship.pipeline import scoring, training
+from flowship.pipeline.scoring import ModelInputs
 from tests.unit.conftest import CATEGORICAL, NUMERIC, make_frame, make_params
 
 INPUTS = ModelInputs(numeric=list(NUMERIC), categorical=list(CATEGORICAL), classification=True)

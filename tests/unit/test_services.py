@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import deploy
-from flowship import services as svc
 from flowship.config import ConfigError, apply_overrides, load_params, tracked_params
+from flowship.services import prefect_api as deploy
+from flowship.services import processes as svc
 from tests.conftest import REPO, default_params
 
 TRACKED = {"data": "ingest", "train": "train", "gate.primary_metric": "train", "project.seed": "prepare"}
@@ -134,10 +134,10 @@ def test_each_environment_declares_the_four_flows() -> None:
     for env in ("dev", "staging", "production"):
         chosen = deploy.declared(REPO, env)
         assert sorted(d["entrypoint"] for d in chosen) == [
-            "flows/monitoring.py:monitoring",
-            "flows/monitoring.py:retraining",
-            "flows/release.py:release_flow",
-            "flows/training.py:training",
+            "flowship/flows/monitoring.py:monitoring",
+            "flowship/flows/monitoring.py:retraining",
+            "flowship/flows/release.py:release_flow",
+            "flowship/flows/training.py:training",
         ]
         assert all(d["parameters"]["params_path"] == "params.yaml" for d in chosen)
     # The overrides of every environment load with the repository's params.yaml.

@@ -10,18 +10,9 @@ import pytest
 
 from flowship.config import LOWER_IS_BETTER, metrics_for
 from flowship.errors import ConfigError
-from flowship.training import (
-    ESTIMATORS,
-    TrialResult,
-    best_trial,
-    build_pipeline,
-    coerce_features,
-    fit,
-    make_estimator,
-    score_trial,
-    search_trials,
-    search_validation_split,
-)
+from flowship.estimators import ESTIMATORS, make_estimator, search_trials
+from flowship.pipeline.search import TrialResult, best_trial, score_trial, search_validation_split
+from flowship.pipeline.training import build_pipeline, coerce_features, fit
 from tests.unit.conftest import SMALL_HYPERPARAMS, make_frame, make_params
 
 CASES = [

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from flowship.errors import DataValidationError
-from flowship.validation import MAX_EXAMPLES, build_schema, validate
+from flowship.pipeline.validation import MAX_EXAMPLES, build_schema, validate
 from tests.unit.conftest import make_frame, make_params
 
 RULES = {

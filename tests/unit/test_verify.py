@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from flowship.verify import Check, golden_check, latency_check, percentile, status_check, summary
+from flowship.release.checks import Check, golden_check, latency_check, percentile, status_check, summary
 
 GOLDEN = [
     {"features": {"x": 1.0}, "prediction": 1, "probabilities": {"0": 0.25, "1": 0.75}},

@@ -1,0 +1,1 @@
+"""The `flowship` command line."""

@@ -1,0 +1,83 @@
+"""What every command shares: the options, the project's environment, failing with a message, the runtimes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flowship.errors import FlowshipError
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", "-p", help="The params.yaml to use; its folder is the project root.")
+]
+
+
+EnvOption = Annotated[
+    str, typer.Option("--env", "-e", help="The environment whose deployments to register (dev, staging, production).")
+]
+
+
+IntervalOption = Annotated[
+    int | None,
+    typer.Option(
+        "--interval",
+        min=1,
+        metavar="SECONDS",
+        help="Run the monitoring check every SECONDS instead of its cron schedule (to try the schedule out).",
+    ),
+]
+
+
+def environment(root: Path, use_services: bool = True) -> None:
+    """Project-local state, unless the user points elsewhere: no surprises in ~/.prefect. While `flowship up`'s
+    servers run, runs go to them (shown in both UIs), unless PREFECT_API_URL / MLFLOW_TRACKING_URI say otherwise."""
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    # The temporary local API gets 20 s to start by default: too few on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    if use_services:
+        from flowship.services.processes import live_services
+
+        running = live_services(root)
+        if running is not None:
+            os.environ.setdefault("PREFECT_API_URL", running.api_url)
+            os.environ.setdefault("MLFLOW_TRACKING_URI", running.mlflow_url)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def fail(message: str) -> None:
+    typer.secho(f"flowship: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def check_params(params: Path, check_estimator: bool = True) -> Path:
+    from flowship.config import load_params
+
+    path = params.resolve()
+    try:
+        load_params(path, check_estimator)
+    except FlowshipError as exc:
+        fail(str(exc))
+    return path
+
+
+def runtimes(path: Path) -> list[Any]:
+    """Every runtime that may hold a deployment of this project: Docker (when a daemon answers) and processes."""
+    from flowship.config import load_params
+    from flowship.release.runtime import ProcessRuntime
+
+    cfg = load_params(path, check_estimator=False)
+    wanted = os.environ.get("FLOWSHIP_RUNTIME", "auto")
+    runtimes: list[Any] = [] if wanted == "docker" else [ProcessRuntime(path.parent, cfg.project.name)]
+    from flowship.adapters.docker_engine import DockerEngine
+
+    if wanted != "process" and DockerEngine().available():
+        from flowship.release.docker_runtime import DockerRuntime
+
+        runtimes.insert(0, DockerRuntime(path.parent, cfg.project.name, {}))
+    return runtimes

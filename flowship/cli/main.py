@@ -1,0 +1,32 @@
+"""The `flowship` command line: one module per group of commands, assembled here in the order `--help` lists them."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from flowship.cli.monitoring import monitor, replay
+from flowship.cli.pipeline import status, train
+from flowship.cli.release import deploy, history, rollback, stop
+from flowship.cli.scoring import score
+from flowship.cli.services import down, schedule, up
+
+app = typer.Typer(
+    help="flowship: train, gate, register, deploy and monitor a tabular model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+for command in (train, status, replay, deploy, rollback, history, stop, monitor, score, schedule, up, down):
+    app.command()(command)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""`flowship deploy`, `rollback`, `history` and `stop`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from flowship.cli.common import ParamsOption, check_params, environment, fail, runtimes
+from flowship.errors import FlowshipError
+from flowship.release.runtime import ROLES
+
+
+def deploy(
+    params: ParamsOption = Path("params.yaml"),
+    version: str | None = typer.Option(None, "--version", help="Release this version instead of the challenger."),
+    full: bool = typer.Option(False, "--full", help="Run the release flow even when the challenger already serves."),
+) -> None:
+    """Release the challenger: image → staging → checks (health, golden set, bad input, latency) → production."""
+    path = check_params(params, check_estimator=False)
+    environment(path.parent)
+    os.chdir(path.parent)
+    if not full and version is None:
+        serving = _challenger_already_serving(path)
+        if serving is not None:
+            typer.echo(f"production:    v{serving.version} (champion and challenger) already serves at {serving.url}")
+            typer.echo("               nothing to release")
+            typer.echo(f"try:           {_example_request(path, serving.url, serving.version)}")
+            return
+    check_params(path)
+    from flowship.flows.release import release_flow
+
+    try:
+        result: dict[str, Any] = release_flow(params_path=str(path), version=version)
+    except FlowshipError as exc:
+        fail(str(exc))
+    production = result["production"]
+    if result["runtime"] == "process":
+        typer.echo("runtime:       no Docker daemon answers: serving as a local process (no image built)")
+    if not result["released"]:
+        typer.echo(f"production:    v{result['version']} already serves at {production['url']}: nothing to release")
+    else:
+        for c in result["checks"]:
+            typer.echo(f"check:         {c['name']:<11} {'passed' if c['passed'] else 'FAILED'}  {c['detail']}")
+        was = _was(production["from_version"])
+        typer.echo(f"production:    v{result['version']} at {production['url']} (was {was})")
+        if production.get("image"):
+            typer.echo(f"image:         {production['image']}")
+    typer.echo(f"try:           {_example_request(path, production['url'], result['version'])}")
+
+
+def _example_request(path: Path, url: str, version: str) -> str:
+
+    from flowship.config import load_params
+
+    cfg = load_params(path, check_estimator=False)
+    golden = path.parent / "build" / f"{cfg.project.name}-v{version}" / "model" / "golden.json"
+    record = json.loads(golden.read_text())[0]["features"] if golden.exists() else {}
+    return f"curl -s {url}/predict -H 'Content-Type: application/json' -d '{json.dumps(record)}'"
+
+
+def _was(version: str | None) -> str:
+    return f"v{version}" if version else "nothing served before"
+
+
+def _challenger_already_serving(path: Path) -> Any:
+    """The production deployment when it runs the version that is both champion and challenger, else None."""
+    from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker
+    from flowship.config import load_params
+
+    cfg = load_params(path, check_estimator=False)
+    tracker = Tracker(path.parent)
+    try:
+        tracker.check_available()
+    except FlowshipError:
+        return None
+    challenger = tracker.version_by_alias(cfg.project.name, CHALLENGER)
+    champion = tracker.version_by_alias(cfg.project.name, CHAMPION)
+    if challenger is None or champion is None or challenger.version != champion.version:
+        return None
+    for runtime in runtimes(path):
+        deployed = runtime.deployed("production")
+        if deployed is not None and deployed.version == champion.version and deployed.status == "running":
+            return deployed
+    return None
+
+
+def rollback(
+    params: ParamsOption = Path("params.yaml"),
+    to: str | None = typer.Option(None, "--to", help="The version to serve again (default: the previous champion)."),
+) -> None:
+    """Serve the previous champion (or --to VERSION) again; it is health-checked before the alias moves back."""
+    path = check_params(params)
+    environment(path.parent)
+    os.chdir(path.parent)
+    from flowship.flows.release import rollback_flow
+
+    try:
+        result: dict[str, Any] = rollback_flow(params_path=str(path), to_version=to)
+    except FlowshipError as exc:
+        fail(str(exc))
+    production = result["production"]
+    was = _was(production["from_version"])
+    typer.echo(f"production:    v{result['version']} at {production['url']} (was {was})")
+
+
+def history(params: ParamsOption = Path("params.yaml")) -> None:
+    """Every promotion and rollback: when, from which version to which, image, check results."""
+    path = check_params(params, check_estimator=False)
+    from flowship.release import history as release_history
+
+    events = release_history.read(path.parent)
+    if not events:
+        typer.echo("no releases yet: run `flowship deploy`")
+    for e in events:
+        checks = ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}" for c in e.get("checks", []))
+        typer.echo(
+            f"{e['time']}  {e['action']:<8} {e['outcome']:<6} v{e.get('from_version') or '-'} → v{e['to_version']}"
+            f"  {e.get('image') or e.get('runtime', '')}  [{checks}]"
+        )
+
+
+def stop(params: ParamsOption = Path("params.yaml")) -> None:
+    """Stop what serves this project (production and staging); the champion alias stays."""
+    path = check_params(params, check_estimator=False)
+    environment(path.parent)
+    stopped = 0
+    for runtime in runtimes(path):
+        for role in ROLES:
+            deployed = runtime.deployed(role)
+            if deployed is not None:
+                runtime.stop(role)
+                stopped += 1
+                typer.echo(f"stopped {role}: v{deployed.version} ({deployed.kind} {deployed.ref})")
+    if not stopped:
+        typer.echo("nothing is serving")

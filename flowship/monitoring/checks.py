@@ -1,0 +1,190 @@
+"""One version's check: the current data against the reference, model quality from labels, the verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flowship.adapters.drift import ColumnDrift, ColumnQuality
+from flowship.config import LOWER_IS_BETTER, MonitoringConfig
+from flowship.errors import MonitoringError
+from flowship.monitoring.reference import ModelSpec, Reference, as_text
+from flowship.monitoring.window import PROBA_PREFIX, features_of
+from flowship.pipeline.evaluation import classification_metrics, regression_metrics
+
+VERDICT_ORDER = ("no_data", "insufficient_data", "ok", "drift", "quality_drop")
+
+
+def current_frame(records: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The group's features as the reference has them, the prediction, and schema problems.
+
+    Returns (frame, absent, unexpected): features the version expects but the log has no value for, and
+    logged features the version does not know (a rename or a schema change).
+    """
+    features = features_of(records)
+    logged = {c for c in features.columns if features[c].notna().any()}
+    absent = [c for c in spec.features if c not in logged]
+    unexpected = sorted(logged - set(spec.features))
+    frame = pd.DataFrame(index=records.index)
+    for column in spec.numeric:
+        frame[column] = pd.to_numeric(features[column], errors="coerce") if column in features else np.nan
+    for column in spec.categorical:
+        frame[column] = as_text(features[column]) if column in features else np.nan
+    if spec.task == "classification":
+        frame["prediction"] = records["prediction"].astype(str).to_numpy()
+    else:
+        frame["prediction"] = pd.to_numeric(records["prediction"], errors="coerce").to_numpy()
+    return frame, absent, unexpected
+
+
+def sample_rows(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    """At most `limit` rows, drawn uniformly: drift statistics on a large sample match the full data's."""
+    return frame if len(frame) <= limit else frame.sample(n=limit, random_state=seed)
+
+
+@dataclass(frozen=True)
+class Quality:
+    labelled: int
+    metrics: dict[str, float]  # on the labelled records; {} below the minimum
+    metric: str
+    holdout: float | None
+    drop: float | None  # how much worse than on the holdout (positive = worse)
+
+
+def join_labels(records: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The records whose label has arrived, with a `label` column."""
+    if labels.empty or records.empty:
+        return records.iloc[0:0].assign(label=pd.Series(dtype=object))
+    keyed = labels[["request_id", "row", "label"]].drop_duplicates(["request_id", "row"], keep="last")
+    keyed = keyed.astype({"request_id": str, "row": "int64"})
+    return records.reset_index(drop=True).merge(keyed, on=["request_id", "row"], how="inner")
+
+
+def model_quality(
+    labelled: pd.DataFrame, spec: ModelSpec, reference: Reference, cfg: MonitoringConfig, metric: str
+) -> Quality:
+    holdout = spec.holdout_metrics.get(metric)
+    if len(labelled) < cfg.quality.min_labels:
+        return Quality(len(labelled), {}, metric, holdout, None)
+    if spec.task == "classification":
+        classes = np.array(reference.classes, dtype=object)
+        columns = [PROBA_PREFIX + c for c in reference.classes]
+        if any(c not in labelled for c in columns):
+            raise MonitoringError(f"v{spec.version}: the log has no probabilities for classes {reference.classes}")
+        proba = labelled[columns].to_numpy(dtype=float)
+        y = labelled["label"].map(label_text)
+        metrics = classification_metrics(y.astype(object), proba, classes)
+    else:
+        metrics = regression_metrics(
+            labelled["label"].astype(float), pd.to_numeric(labelled["prediction"], errors="coerce").to_numpy()
+        )
+    value = metrics.get(metric)
+    drop = None
+    if value is not None and holdout is not None and not math.isnan(value):
+        drop = value - holdout if metric in LOWER_IS_BETTER else holdout - value
+    return Quality(len(labelled), metrics, metric, holdout, drop)
+
+
+def label_text(value: Any) -> str:
+    """A label as the log's class keys spell it: 1.0 -> '1', True -> 'True'."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass
+class VersionCheck:
+    version: str
+    records: int
+    verdict: str
+    reasons: list[str]
+    drift: list[ColumnDrift] = field(default_factory=list)
+    drift_share: float = 0.0
+    prediction_drift: ColumnDrift | None = None
+    target_drift: ColumnDrift | None = None  # the labels' own drift (needs enough labels)
+    data_quality: list[ColumnQuality] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    quality: Quality | None = None
+    sampled: int = 0
+    reports: dict[str, str] = field(default_factory=dict)
+    alert_kinds: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    version: str,
+    records: int,
+    drift: list[ColumnDrift],
+    absent: list[str],
+    unexpected: list[str],
+    quality: Quality | None,
+    cfg: MonitoringConfig,
+    target_drift: ColumnDrift | None = None,
+) -> VersionCheck:
+    features = [d for d in drift if d.column != "prediction"]
+    prediction = next((d for d in drift if d.column == "prediction"), None)
+    drifted = [d for d in features if d.drifted]
+    share = len(drifted) / len(features) if features else 0.0
+    check = VersionCheck(version, records, "ok", [], drift=features, drift_share=share, prediction_drift=prediction)
+    check.absent, check.unexpected, check.quality = absent, unexpected, quality
+    check.target_drift = target_drift
+    if records < cfg.min_records:
+        check.verdict = "insufficient_data"
+        check.reasons.append(f"{records} records: fewer than monitoring.min_records ({cfg.min_records}), no verdict")
+        return check
+    kinds: list[str] = []
+    if share > cfg.drift.share:
+        names = ", ".join(d.column for d in drifted)
+        check.reasons.append(
+            f"{len(drifted)} of {len(features)} features drifted ({share:.0%} > {cfg.drift.share:.0%}): {names}"
+        )
+        kinds.append("drift_share")
+    for d in drifted:
+        if d.column in cfg.drift.key_features:
+            check.reasons.append(
+                f"key feature {d.column} drifted ({d.method} {d.score:.3g}, threshold {d.threshold:g})"
+            )
+            kinds.append(f"key_feature:{d.column}")
+    if prediction is not None and prediction.drifted:
+        check.reasons.append(
+            f"predictions drifted ({prediction.method} {prediction.score:.3g}, threshold {prediction.threshold:g})"
+        )
+        kinds.append("prediction")
+    if target_drift is not None and target_drift.drifted:
+        check.reasons.append(
+            f"the labels drifted ({target_drift.method} {target_drift.score:.3g}, threshold {target_drift.threshold:g})"
+        )
+        kinds.append("target")
+    if absent or unexpected:
+        parts = []
+        if absent:
+            parts.append(f"no values logged for {', '.join(absent)}")
+        if unexpected:
+            parts.append(f"logged features the model does not know: {', '.join(unexpected)}")
+        check.reasons.append("schema: " + "; ".join(parts))
+        kinds.append("schema")
+    if kinds:
+        check.verdict = "drift"
+    if quality is not None and quality.drop is not None and quality.drop > cfg.quality.max_drop:
+        value = quality.metrics[quality.metric]
+        check.reasons.append(
+            f"{quality.metric} {value:.4f} on {quality.labelled} labelled records vs "
+            f"{quality.holdout:.4f} on the holdout (worse by {quality.drop:.4f} > {cfg.quality.max_drop})"
+        )
+        kinds.append("quality")
+        check.verdict = "quality_drop"
+    check.alert_kinds = kinds
+    return check
+
+
+def overall(checks: list[VersionCheck]) -> str:
+    if not checks:
+        return "no_data"
+    return max((c.verdict for c in checks), key=VERDICT_ORDER.index)

