@@ -98,5 +98,9 @@ class ContainerError(DockerError):
     """A container or image is missing, did not start, or did not become healthy in time."""
 
 
+class AlertDeliveryError(FlowshipError):
+    """An alert could not be delivered to its channel (it is kept in the local alert log)."""
+
+
 class MonitoringError(FlowshipError):
     """A check that cannot be made (a bad window, a version without lineage)."""

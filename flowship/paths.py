@@ -96,6 +96,11 @@ class Layout:
         return self.root / ".flowship" / "monitoring" / "state.json"
 
     @property
+    def replayed(self) -> Path:
+        """The months `flowship replay` sent to this project, and when (`--once` skips them)."""
+        return self.root / ".flowship" / "replayed.json"
+
+    @property
     def reference_cache(self) -> Path:
         """Per model version: its reference sample with the model's predictions, computed once."""
         return self.root / ".flowship" / "monitoring" / "reference"

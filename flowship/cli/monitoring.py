@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from flowship.cli.common import ParamsOption, check_params, environment, fail, runtimes
 from flowship.errors import FlowshipError
+
+if TYPE_CHECKING:
+    from flowship.monitoring.replay import MonthResult
+    from flowship.monitoring.report import MonitoringSummary
 
 
 def replay(
@@ -33,7 +36,8 @@ def replay(
     import pandas as pd
 
     from flowship.config import load_params
-    from flowship.monitoring.replay import Columns, Replay, months
+    from flowship.monitoring import replay as replays
+    from flowship.monitoring.report import last_report
     from flowship.paths import Layout
 
     cfg = load_params(path, check_estimator=False)
@@ -41,77 +45,61 @@ def replay(
     if batch_size > cfg.release.max_batch:
         fail(f"--batch-size {batch_size} is more than release.max_batch ({cfg.release.max_batch}) allows per request")
     try:
-        columns = Columns.of(cfg)
+        columns = replays.Columns.of(cfg)
         if from_ is None:
-            if not layout.production_split.exists():
-                fail("no production data: run `flowship train` first")
-            times = pd.read_parquet(layout.production_split, columns=[columns.time])[columns.time]
-            if times.dropna().empty:
-                fail(f"the production data has no {columns.time!r} values to replay")
-            from_ = f"{pd.Timestamp(times.min()):%Y-%m}"
-        wanted = months(from_, to or from_)
+            from_ = replays.first_month(layout.production_split, columns.time)
+        wanted = replays.months(from_, to or from_)
+        replays.require_production_data(layout.production_split)
     except FlowshipError as exc:
         fail(str(exc))
-    if not layout.production_split.exists():
-        fail("no production data: run `flowship train` first")
-    done_file = path.parent / ".flowship" / "replayed.json"
-    replayed: dict[str, Any] = json.loads(done_file.read_text()) if done_file.exists() else {}
+    book = replays.ReplayBook(layout.replayed)
     if once:
-        skipped = [m for m in wanted if str(m) in replayed]
+        wanted, skipped = book.pending(wanted)
         for month in skipped:
-            typer.echo(f"{month}  already replayed ({replayed[str(month)]['time']}): skipped")
-        wanted = [m for m in wanted if str(m) not in replayed]
+            typer.echo(f"{month}  already replayed ({book.replayed_at(month)}): skipped")
         if not wanted:
-            reports = sorted((layout.monitoring_reports).glob("*/summary.json"))
-            if reports:
-                typer.echo(f"last report:   {reports[-1].parent}")
+            if (report := last_report(layout.monitoring_reports)) is not None:
+                typer.echo(f"last report:   {report}")
             return
     if url is None:
-        serving = [d for r in runtimes(path) if (d := r.deployed("production")) is not None and d.status == "running"]
-        if not serving:
-            fail("nothing serves production: run `flowship deploy` first")
-        url = serving[0].url
+        url = _production_url(path)
     if monitor:
         environment(path.parent)
         os.chdir(path.parent)
     frame = pd.read_parquet(layout.production_split)
-    run = Replay(
-        url, columns, layout.labels_dir, batch_size, concurrency, token=os.environ.get("FLOWSHIP_API_TOKEN") or None
-    )
+    token = os.environ.get("FLOWSHIP_API_TOKEN") or None
+    run = replays.Replay(url, columns, layout.labels_dir, batch_size, concurrency, token=token)
     typer.echo(f"replay {run.id}: {wanted[0]} to {wanted[-1]} → {url}/predict, labels to {layout.labels_dir}")
     for month in wanted:
         try:
             done = run.month(frame, month)
         except FlowshipError as exc:
             fail(str(exc))
-        typer.echo(
-            f"{done.month}  sent {done.sent:>7} of {done.records:<7} rejected {done.rejected:<6}"
-            f"{done.requests_per_second:7.0f} req/s  labels written {done.sent}"
-        )
-        for error in done.errors:
-            typer.echo(f"         rejected: {error}")
-        replayed[str(month)] = {
-            "replay": run.id,
-            "url": url,
-            "sent": done.sent,
-            "time": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ}",
-        }
-        done_file.parent.mkdir(parents=True, exist_ok=True)
-        done_file.write_text(json.dumps(replayed, indent=2))
+        print_month(done)
+        book.record(month, run.id, url, done.sent)
         if monitor:
-            import time
-
-            from flowship.monitoring.window import SETTLE
-
-            # the check's window ends SETTLE before now (log lines still on their way): wait for this month's last
-            time.sleep(SETTLE.total_seconds() + 0.5)
-            from flowship.flows.monitoring import monitoring
-
             try:
-                summary: dict[str, Any] = monitoring(params_path=str(path))
+                summary = _check_after_replay(path)
             except FlowshipError as exc:
                 fail(str(exc))
             print_monitoring(summary)
+
+
+def _production_url(path: Path) -> str:
+    serving = [d for r in runtimes(path) if (d := r.deployed("production")) is not None and d.status == "running"]
+    if not serving:
+        fail("nothing serves production: run `flowship deploy` first")
+    return str(serving[0].url)
+
+
+def _check_after_replay(path: Path) -> MonitoringSummary:
+    import time
+
+    from flowship.monitoring.window import SETTLE
+
+    # the check's window ends SETTLE before now (log lines still on their way): wait for this month's last
+    time.sleep(SETTLE.total_seconds() + 0.5)
+    return run_monitoring(path)
 
 
 def monitor(
@@ -137,26 +125,34 @@ def monitor(
     print_monitoring(summary)
 
 
-def run_monitoring(path: Path, start: str | None = None, end: str | None = None) -> dict[str, Any]:
-    from flowship.flows.monitoring import monitoring
+def run_monitoring(path: Path, start: str | None = None, end: str | None = None) -> MonitoringSummary:
+    from flowship.flows.monitoring import run_monitoring as run
 
-    summary: dict[str, Any] = monitoring(params_path=str(path), start=start, end=end)
-    return summary
+    return run(str(path), start, end)
 
 
-def print_monitoring(summary: dict[str, Any]) -> None:
-    typer.echo(f"window:        {summary['window']}")
-    typer.echo(f"records:       {summary['records']}  (unreadable lines skipped: {summary['skipped_lines']})")
-    typer.echo(f"verdict:       {summary['verdict']}")
-    for check in summary["versions"]:
-        typer.echo(f"  v{check['version']:<5} {check['verdict']:<17} {check['records']} records")
-        for reason in check["reasons"]:
+def print_month(done: MonthResult) -> None:
+    typer.echo(
+        f"{done.month}  sent {done.sent:>7} of {done.records:<7} rejected {done.rejected:<6}"
+        f"{done.requests_per_second:7.0f} req/s  labels written {done.sent}"
+    )
+    for error in done.errors:
+        typer.echo(f"         rejected: {error}")
+
+
+def print_monitoring(summary: MonitoringSummary) -> None:
+    typer.echo(f"window:        {summary.window}")
+    typer.echo(f"records:       {summary.records}  (unreadable lines skipped: {summary.skipped_lines})")
+    typer.echo(f"verdict:       {summary.verdict}")
+    for check in summary.versions:
+        typer.echo(f"  v{check.version:<5} {check.verdict:<17} {check.records} records")
+        for reason in check.reasons:
             typer.echo(f"          {reason}")
-    if summary["report"]:
-        typer.echo(f"report:        {summary['report']}")
-    for version, url in summary["mlflow_runs"].items():
+    if summary.report:
+        typer.echo(f"report:        {summary.report}")
+    for version, url in summary.mlflow_runs.items():
         typer.echo(f"mlflow:        v{version}: {url}")
-    for alert in summary["alerts"]:
-        typer.echo(f"alert:         v{alert['version']} {', '.join(alert['kinds'])}: {alert['delivery']}")
-    if summary.get("retraining"):
-        typer.echo(f"retraining:    {summary['retraining']}")
+    for alert in summary.alerts:
+        typer.echo(f"alert:         v{alert.version} {', '.join(alert.kinds)}: {alert.delivery}")
+    if summary.retraining is not None:
+        typer.echo(f"retraining:    {summary.retraining.as_dict()}")

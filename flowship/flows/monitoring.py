@@ -3,20 +3,19 @@ reports (disk, MLflow, Prefect artifacts) → alerts → optional retraining thr
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.states import Completed, State
+from prefect import State, flow, get_run_logger
+from prefect.states import Completed
 
-from flowship.errors import FlowshipError, QualityGateFailed
+from flowship.errors import AlertDeliveryError, FlowshipError, QualityGateFailed
 from flowship.flows.training import context
-from flowship.monitoring import retraining as retrain
-from flowship.monitoring.alerts import plan_alerts
-from flowship.monitoring.checks import VersionCheck, overall
-from flowship.monitoring.window import read_state
+from flowship.monitoring.checks import VersionCheck
+from flowship.monitoring.report import MonitoringSummary, report_folder, summarize
+from flowship.monitoring.retraining import RetrainingResult
 from flowship.tasks import monitoring as tasks
 
 # How the run's state reads in the Prefect UI: drift is not a failure, and it shows at a glance.
@@ -27,6 +26,7 @@ STATE_NAMES = {
     "drift": "Drift detected",
     "quality_drop": "Quality dropped",
 }
+RETRAIN_ON = ("drift", "quality_drop")
 
 
 @flow(
@@ -37,105 +37,73 @@ def monitoring(
     start: str | None = None,
     end: str | None = None,
     overrides: dict[str, Any] | None = None,
-) -> State[Any]:
+) -> State[MonitoringSummary]:
+    """Returns a Completed state named after the verdict (see STATE_NAMES); called directly, the flow gives its
+    MonitoringSummary (`run_monitoring` does that with the type said)."""
     ctx = context(params_path, overrides)
-    logger = get_run_logger()
     data = tasks.read_window(ctx, start, end)
-    window = data.window
-    folder = _report_folder(ctx.layout.monitoring_reports)
+    folder = report_folder(ctx.layout.monitoring_reports, datetime.now(UTC))
     checks: list[VersionCheck] = []
     for version, group in data.records.groupby("model_version", sort=True):
         spec, ref = tasks.reference(ctx, str(version))
         checks.append(tasks.check_version(ctx, spec, ref, group, data.labels, folder / f"v{version}"))
-    verdict = overall(checks)
-    summary: dict[str, Any] = {
-        "verdict": verdict,
-        "window": window.label(),
-        "window_start": window.start.isoformat() if window.start else None,
-        "window_end": window.end.isoformat(),
-        "records": len(data.records),
-        "skipped_lines": data.skipped,
-        "labels": len(data.labels),
-        "labels_skipped_lines": data.labels_skipped,
-        "report": str(folder) if checks else None,
-        "versions": [c.as_dict() for c in checks],
-        "mlflow_runs": {},
-        "alerts": [],
-        "retraining": None,
-    }
+    summary = summarize(data, checks, folder)
     if checks:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        summary["mlflow_runs"] = {c.version: tasks.log_check(ctx, window, c, folder) for c in checks}
-    tasks.publish(summary, checks)
-    tasks.advance_window(ctx, window)
-    alerts = plan_alerts(
-        ctx.params.project.name,
-        checks,
-        window,
-        folder,
-        read_state(ctx.layout.monitoring_state),
-        ctx.params.monitoring.alerts.cooldown_hours,
-        datetime.now(UTC),
-    )
-    delivery_error: FlowshipError | None = None
-    if alerts:
-        try:
-            summary["alerts"] = tasks.send_alerts(ctx, alerts)
-        except tasks.AlertDeliveryError as exc:
-            delivery_error = exc
-    if ctx.params.monitoring.retrain.enabled and verdict in ("drift", "quality_drop"):
-        summary["retraining"] = retraining(params_path, overrides)
+        tasks.write_summary(summary)  # before the MLflow runs, which keep it among their reports
+        runs = {c.version: tasks.log_check(ctx, data.window, c, folder) for c in checks}
+        summary = replace(summary, mlflow_runs=runs)
+    tasks.publish(summary)
+    tasks.advance_window(ctx, data.window)
+    delivery_error: AlertDeliveryError | None = None
+    try:
+        summary = replace(summary, alerts=tasks.send_alerts(ctx, checks, data.window, folder))
+    except AlertDeliveryError as exc:
+        delivery_error = exc  # raised once the retraining and the summary are done
+    if ctx.params.monitoring.retrain.enabled and summary.verdict in RETRAIN_ON:
+        summary = replace(summary, retraining=retraining(params_path, overrides))
     if checks:
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        tasks.write_summary(summary)
     if delivery_error is not None:
         raise delivery_error
-    message = "; ".join(r for c in checks for r in c.reasons) or f"{len(data.records)} records"
-    logger.info("monitoring verdict: %s (%s)", verdict, message)
-    return Completed(name=STATE_NAMES[verdict], message=f"{verdict}: {message}"[:500], data=summary)
+    get_run_logger().info("monitoring verdict: %s (%s)", summary.verdict, summary.message)
+    return Completed(
+        name=STATE_NAMES[summary.verdict], message=f"{summary.verdict}: {summary.message}"[:500], data=summary
+    )
 
 
-def _report_folder(parent: Path) -> Path:
-    """One folder per check, named by when it ran (UTC); never an earlier check's."""
-    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    folder, n = parent / stamp, 1
-    while folder.exists():
-        n += 1
-        folder = parent / f"{stamp}-{n}"
-    return folder
+def run_monitoring(params_path: str, start: str | None = None, end: str | None = None) -> MonitoringSummary:
+    """The monitoring flow, called for its summary: Prefect hands back the data of the state the flow returns."""
+    summary: object = monitoring(params_path=params_path, start=start, end=end)
+    if not isinstance(summary, MonitoringSummary):
+        raise TypeError(f"the monitoring flow returned {type(summary).__name__}, not a MonitoringSummary")
+    return summary
 
 
 @flow(
     name="retraining",
     description="Train on the window moved up to the newest labelled data; the gate, and the release, as always.",
 )
-def retraining(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def retraining(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> RetrainingResult:
     """Train on the window moved up to the newest labelled data; the candidate meets the same gate, and the
     release (with monitoring.retrain.deploy) the same staging checks, as any other. Started by a monitoring
     check that found drift (monitoring.retrain.enabled), or by hand from its deployment."""
     from flowship.flows.release import release_flow
     from flowship.flows.training import training
-    from flowship.monitoring.labels import read_labels
 
-    logger = get_run_logger()
     ctx = context(params_path, overrides)
     path = ctx.root / Path(params_path).name
-    labels, _ = read_labels(ctx.layout.labels_dir)
-    values = retrain.newer_split(ctx.params, labels)
+    values = tasks.move_training_window(ctx, path)
     if values is None:
-        logger.info("retraining skipped: no label is newer than the training window")
-        return {"status": "skipped", "reason": "no labelled data newer than the training window"}
-    retrain.rewrite_split(path, values)
-    logger.info("retraining on the newer window %s (params.yaml split updated)", values)
+        return RetrainingResult("skipped", reason="no labelled data newer than the training window")
     try:
         trained = training(params_path=str(path), overrides=overrides)
     except QualityGateFailed as exc:
-        return {"status": "gate_failed", "window": values, "reason": str(exc)}
-    result: dict[str, Any] = {"status": "registered", "window": values, "version": trained["registered"]["version"]}
-    if ctx.params.monitoring.retrain.deploy and trained["registered"]["new"]:
-        try:
-            released = release_flow(params_path=str(path), overrides=overrides)
-            result["release"] = released.get("production", released)
-        except FlowshipError as exc:
-            result["release"] = f"not released: {exc}"
-    return result
+        return RetrainingResult("gate_failed", window=values, reason=str(exc))
+    registered = RetrainingResult("registered", window=values, version=trained["registered"]["version"])
+    if not (ctx.params.monitoring.retrain.deploy and trained["registered"]["new"]):
+        return registered
+    try:
+        released = release_flow(params_path=str(path), overrides=overrides)
+    except FlowshipError as exc:
+        return replace(registered, release=f"not released: {exc}")
+    return replace(registered, release=released.get("production", released))

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flowship.adapters.alerts import Webhook
+from flowship.errors import AlertDeliveryError
 from flowship.monitoring.checks import VersionCheck
 from flowship.monitoring.window import Window
 
@@ -60,6 +62,57 @@ def plan_alerts(
             )
         )
     return alerts
+
+
+@dataclass(frozen=True)
+class AlertDelivery:
+    """What became of one alert: the summary's and the alert log's account of it."""
+
+    version: str
+    kinds: list[str]
+    new: list[str]
+    delivery: str
+
+
+@dataclass(frozen=True)
+class Deliveries:
+    """The alerts' fate, the cool-down marks to keep (the monitoring state's `alerts`), and the failures."""
+
+    deliveries: list[AlertDelivery]
+    sent: dict[str, str]
+    failures: list[str]
+
+
+def deliver_alerts(
+    alerts: list[Alert],
+    webhook: Webhook | None,
+    alert_log: Path,
+    sent: dict[str, str],
+    cooldown_hours: float,
+    now: datetime,
+) -> Deliveries:
+    """Each alert into the alert log; new ones also to the webhook when there is one. A failed delivery does not
+    start the cool-down, so the next check alerts again."""
+    state: dict[str, Any] = {"alerts": dict(sent)}
+    deliveries: list[AlertDelivery] = []
+    failures: list[str] = []
+    for alert in alerts:
+        if not alert.new:
+            delivery = f"within the {cooldown_hours:g} h cool-down of an earlier alert: logged only"
+        elif webhook is None:
+            delivery = f"logged to {alert_log}"
+            mark_sent(state, alert, now)
+        else:
+            try:
+                webhook.send(asdict(alert))
+                delivery = f"sent to {webhook.url}"
+                mark_sent(state, alert, now)
+            except AlertDeliveryError as exc:
+                delivery = str(exc)
+                failures.append(delivery)
+        append_alert_log(alert_log, alert, delivery)
+        deliveries.append(AlertDelivery(alert.version, alert.kinds, alert.new, delivery))
+    return Deliveries(deliveries, state["alerts"], failures)
 
 
 def mark_sent(state: dict[str, Any], alert: Alert, now: datetime) -> None:

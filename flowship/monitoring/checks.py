@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from flowship.adapters import drift as reports
 from flowship.adapters.drift import ColumnDrift, ColumnQuality
 from flowship.config import LOWER_IS_BETTER, MonitoringConfig
 from flowship.errors import MonitoringError
@@ -96,8 +99,10 @@ def label_text(value: Any) -> str:
     return str(value)
 
 
-@dataclass
+@dataclass(frozen=True)
 class VersionCheck:
+    """One version's check: its verdict with the reasons, the numbers behind them and the reports written."""
+
     version: str
     records: int
     verdict: str
@@ -118,6 +123,73 @@ class VersionCheck:
         return asdict(self)
 
 
+def check_version(
+    spec: ModelSpec,
+    ref: Reference,
+    records: pd.DataFrame,
+    labels: pd.DataFrame,
+    folder: Path,
+    cfg: MonitoringConfig,
+    quality_metric: str,
+    seed: int,
+) -> VersionCheck:
+    """Drift (features and prediction), data quality and, with enough labels, model quality of one version's
+    records: the HTML reports go to `folder`, the numbers and the verdict come back."""
+    current, absent, unexpected = current_frame(records, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    numeric = [c for c in spec.numeric if c not in absent]
+    categorical = [c for c in spec.categorical if c not in absent]
+    paths: dict[str, str] = {}
+    drift: list[ColumnDrift] = []
+    quality_rows: list[ColumnQuality] = []
+    if len(current) >= cfg.min_records:
+        # the prediction is compared as the model gives it: a number for a regressor, a class for a classifier
+        regression = spec.task == "regression"
+        drift = reports.drift_report(
+            ref.frame,
+            sample_rows(current, cfg.sample_rows, seed),
+            [*numeric, *(["prediction"] if regression else [])],
+            [*categorical, *([] if regression else ["prediction"])],
+            cfg.drift.num_method,
+            cfg.drift.cat_method,
+            cfg.drift.threshold,
+            folder / "drift.html",
+        )
+        paths["drift"] = str(folder / "drift.html")
+        quality_rows = reports.data_quality_report(
+            current, numeric, categorical, ref.ranges, ref.categories, folder / "data-quality.html"
+        )
+        paths["data_quality"] = str(folder / "data-quality.html")
+    labelled = join_labels(records, labels)
+    quality = model_quality(labelled, spec, ref, cfg, quality_metric)
+    target_drift: ColumnDrift | None = None
+    if quality.metrics:
+        method = cfg.drift.num_method if spec.task == "regression" else cfg.drift.cat_method
+        target_drift = reports.model_quality_report(
+            ref.frame,
+            graded_frame(labelled, spec),
+            spec.task,
+            ref.classes,
+            folder / "model-quality.html",
+            method,
+            cfg.drift.threshold,
+        )
+        paths["model_quality"] = str(folder / "model-quality.html")
+    check = decide(spec.version, len(records), drift, absent, unexpected, quality, cfg, target_drift)
+    return replace(check, data_quality=quality_rows, sampled=min(len(current), cfg.sample_rows), reports=paths)
+
+
+def graded_frame(labelled: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The labelled records as `target` and `prediction`, typed as the reference has them."""
+    if spec.task == "classification":
+        return pd.DataFrame(
+            {"target": labelled["label"].map(label_text), "prediction": labelled["prediction"].astype(str)}
+        )
+    return pd.DataFrame(
+        {"target": labelled["label"].astype(float), "prediction": pd.to_numeric(labelled["prediction"])}
+    )
+
+
 def decide(
     version: str,
     records: int,
@@ -132,33 +204,40 @@ def decide(
     prediction = next((d for d in drift if d.column == "prediction"), None)
     drifted = [d for d in features if d.drifted]
     share = len(drifted) / len(features) if features else 0.0
-    check = VersionCheck(version, records, "ok", [], drift=features, drift_share=share, prediction_drift=prediction)
-    check.absent, check.unexpected, check.quality = absent, unexpected, quality
-    check.target_drift = target_drift
+    found = partial(
+        VersionCheck,
+        version,
+        records,
+        drift=features,
+        drift_share=share,
+        prediction_drift=prediction,
+        target_drift=target_drift,
+        absent=absent,
+        unexpected=unexpected,
+        quality=quality,
+    )
     if records < cfg.min_records:
-        check.verdict = "insufficient_data"
-        check.reasons.append(f"{records} records: fewer than monitoring.min_records ({cfg.min_records}), no verdict")
-        return check
+        reason = f"{records} records: fewer than monitoring.min_records ({cfg.min_records}), no verdict"
+        return found("insufficient_data", [reason])
+    reasons: list[str] = []
     kinds: list[str] = []
     if share > cfg.drift.share:
         names = ", ".join(d.column for d in drifted)
-        check.reasons.append(
+        reasons.append(
             f"{len(drifted)} of {len(features)} features drifted ({share:.0%} > {cfg.drift.share:.0%}): {names}"
         )
         kinds.append("drift_share")
     for d in drifted:
         if d.column in cfg.drift.key_features:
-            check.reasons.append(
-                f"key feature {d.column} drifted ({d.method} {d.score:.3g}, threshold {d.threshold:g})"
-            )
+            reasons.append(f"key feature {d.column} drifted ({d.method} {d.score:.3g}, threshold {d.threshold:g})")
             kinds.append(f"key_feature:{d.column}")
     if prediction is not None and prediction.drifted:
-        check.reasons.append(
+        reasons.append(
             f"predictions drifted ({prediction.method} {prediction.score:.3g}, threshold {prediction.threshold:g})"
         )
         kinds.append("prediction")
     if target_drift is not None and target_drift.drifted:
-        check.reasons.append(
+        reasons.append(
             f"the labels drifted ({target_drift.method} {target_drift.score:.3g}, threshold {target_drift.threshold:g})"
         )
         kinds.append("target")
@@ -168,20 +247,18 @@ def decide(
             parts.append(f"no values logged for {', '.join(absent)}")
         if unexpected:
             parts.append(f"logged features the model does not know: {', '.join(unexpected)}")
-        check.reasons.append("schema: " + "; ".join(parts))
+        reasons.append("schema: " + "; ".join(parts))
         kinds.append("schema")
-    if kinds:
-        check.verdict = "drift"
+    verdict = "drift" if kinds else "ok"
     if quality is not None and quality.drop is not None and quality.drop > cfg.quality.max_drop:
         value = quality.metrics[quality.metric]
-        check.reasons.append(
+        reasons.append(
             f"{quality.metric} {value:.4f} on {quality.labelled} labelled records vs "
             f"{quality.holdout:.4f} on the holdout (worse by {quality.drop:.4f} > {cfg.quality.max_drop})"
         )
         kinds.append("quality")
-        check.verdict = "quality_drop"
-    check.alert_kinds = kinds
-    return check
+        verdict = "quality_drop"
+    return found(verdict, reasons, alert_kinds=kinds)
 
 
 def overall(checks: list[VersionCheck]) -> str:

@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flowship.config import TaskType
 from flowship.errors import MonitoringError
 from flowship.pipeline.training import coerce_features
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
+TASKS: dict[str, TaskType] = {"classification": "classification", "regression": "regression"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class ModelSpec:
 
     name: str
     version: str
-    task: str
+    task: TaskType
     target: str
     numeric: list[str]
     categorical: list[str]
@@ -49,12 +51,16 @@ def spec_from_registry(
             f"{name} v{version} has no flowship.data.train_md5 lineage tag: its training data cannot be found "
             "to compare with (was it registered by flowship?)"
         )
+    tag = tags.get("flowship.task") or "classification"
+    task = TASKS.get(tag)
+    if task is None:
+        raise MonitoringError(f"{name} v{version} has the flowship.task tag {tag!r}: expected one of {sorted(TASKS)}")
     numeric = [i["name"] for i in inputs if i["type"] in NUMERIC_TYPES]
     categorical = [i["name"] for i in inputs if i["type"] not in NUMERIC_TYPES]
     return ModelSpec(
         name=name,
         version=version,
-        task=tags.get("flowship.task") or "classification",
+        task=task,
         target=run_params.get("target", ""),
         numeric=numeric,
         categorical=categorical,
@@ -63,7 +69,7 @@ def spec_from_registry(
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reference:
     """A version's training data as the checks need it: a sample with the model's outputs, and the full
     data's ranges and categories. Built once per version and kept on disk."""

@@ -74,6 +74,48 @@ class MonthResult:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
 
+class ReplayBook:
+    """Which months were replayed to a project, and when (`.flowship/replayed.json`): `--once` skips them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.months: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+
+    def replayed_at(self, month: pd.Period) -> str | None:
+        entry = self.months.get(str(month))
+        return None if entry is None else str(entry["time"])
+
+    def pending(self, wanted: list[pd.Period]) -> tuple[list[pd.Period], list[pd.Period]]:
+        """(months not replayed yet, months already replayed), each in the order given."""
+        done = [m for m in wanted if str(m) in self.months]
+        return [m for m in wanted if str(m) not in self.months], done
+
+    def record(self, month: pd.Period, replay_id: str, url: str, sent: int) -> None:
+        """The month as replayed now, written at once: an interrupted replay keeps the months it finished."""
+        self.months[str(month)] = {
+            "replay": replay_id,
+            "url": url,
+            "sent": sent,
+            "time": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ}",
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.months, indent=2))
+
+
+def first_month(production: Path, time_column: str) -> str:
+    """The first month (YYYY-MM) of the production data: where a replay starts by default."""
+    require_production_data(production)
+    times = pd.read_parquet(production, columns=[time_column])[time_column]
+    if times.dropna().empty:
+        raise ReplayError(f"the production data has no {time_column!r} values to replay")
+    return f"{pd.Timestamp(times.min()):%Y-%m}"
+
+
+def require_production_data(production: Path) -> None:
+    if not production.exists():
+        raise ReplayError("no production data: run `flowship train` first")
+
+
 def months(spec_from: str, spec_to: str) -> list[pd.Period]:
     """Every month from `spec_from` to `spec_to`, both included."""
     first, last = _month(spec_from), _month(spec_to)

@@ -1,10 +1,125 @@
-"""How a check is shown: the drift table and the summary in Markdown."""
+"""How a check is shown and recorded: the run's summary, the drift table, the Markdown, the MLflow run's numbers."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from flowship.monitoring.checks import VersionCheck
+from flowship.adapters.tracking import TAG
+from flowship.monitoring.alerts import AlertDelivery
+from flowship.monitoring.checks import VersionCheck, overall
+from flowship.monitoring.retraining import RetrainingResult
+from flowship.monitoring.window import Window, WindowData
+
+
+@dataclass(frozen=True)
+class MonitoringSummary:
+    """What a monitoring run found and did; `as_dict` is its `summary.json`."""
+
+    verdict: str
+    window: str
+    window_start: str | None
+    window_end: str
+    records: int
+    skipped_lines: int
+    labels: int
+    labels_skipped_lines: int
+    report: str | None  # the folder of this run's reports; None when no version had records
+    versions: list[VersionCheck]
+    mlflow_runs: Mapping[str, str] = field(default_factory=dict)  # version -> the check's MLflow run URL
+    alerts: list[AlertDelivery] = field(default_factory=list)
+    retraining: RetrainingResult | None = None
+
+    @property
+    def message(self) -> str:
+        """The reasons of every version, or how many records there were when there is none."""
+        return "; ".join(r for c in self.versions for r in c.reasons) or f"{self.records} records"
+
+    def as_dict(self) -> dict[str, Any]:
+        summary = asdict(self)
+        summary["mlflow_runs"] = dict(self.mlflow_runs)
+        summary["retraining"] = self.retraining.as_dict() if self.retraining is not None else None
+        return summary
+
+
+def summarize(data: WindowData, checks: list[VersionCheck], folder: Path) -> MonitoringSummary:
+    """The run's summary before it is recorded and alerted on."""
+    window = data.window
+    return MonitoringSummary(
+        verdict=overall(checks),
+        window=window.label(),
+        window_start=window.start.isoformat() if window.start else None,
+        window_end=window.end.isoformat(),
+        records=len(data.records),
+        skipped_lines=data.skipped,
+        labels=len(data.labels),
+        labels_skipped_lines=data.labels_skipped,
+        report=str(folder) if checks else None,
+        versions=checks,
+    )
+
+
+def report_folder(parent: Path, now: datetime) -> Path:
+    """One folder per check, named by when it ran (UTC); never an earlier check's."""
+    stamp = f"{now:%Y%m%dT%H%M%SZ}"
+    folder, n = parent / stamp, 1
+    while folder.exists():
+        n += 1
+        folder = parent / f"{stamp}-{n}"
+    return folder
+
+
+def last_report(parent: Path) -> Path | None:
+    """The folder of the latest check that wrote a summary, if any."""
+    summaries = sorted(parent.glob("*/summary.json"))
+    return summaries[-1].parent if summaries else None
+
+
+def write_summary(folder: Path, summary: MonitoringSummary) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "summary.json"
+    path.write_text(json.dumps(summary.as_dict(), indent=2, default=str))
+    return path
+
+
+def run_metrics(check: VersionCheck) -> dict[str, float]:
+    """The check's numbers as metrics of its MLflow run."""
+    metrics: dict[str, float] = {"records": check.records, "drift_share": check.drift_share, "sampled": check.sampled}
+    metrics.update({f"drift.{d.column}": d.score for d in check.drift})
+    if check.prediction_drift is not None:
+        metrics["drift.prediction"] = check.prediction_drift.score
+    if check.target_drift is not None:
+        metrics["drift.target"] = check.target_drift.score
+    for q in check.data_quality:
+        metrics[f"missing_share.{q.column}"] = q.missing_share
+        if q.out_of_range:
+            metrics[f"out_of_range.{q.column}"] = q.out_of_range
+        if q.unseen:
+            metrics[f"unseen.{q.column}"] = q.unseen
+    if check.quality is not None:
+        metrics["labelled"] = check.quality.labelled
+        metrics.update({f"quality.{k}": v for k, v in check.quality.metrics.items()})
+    return metrics
+
+
+def run_tags(model: str, window: Window, check: VersionCheck) -> dict[str, str]:
+    """The tags that find the check's MLflow run by model version, verdict and window."""
+    return {
+        f"{TAG}model_name": model,
+        f"{TAG}model_version": check.version,
+        f"{TAG}monitoring.verdict": check.verdict,
+        f"{TAG}monitoring.window_start": window.start.isoformat() if window.start else "",
+        f"{TAG}monitoring.window_end": window.end.isoformat(),
+        f"{TAG}monitoring.reasons": "; ".join(check.reasons)[:4000],
+    }
+
+
+def run_name(window: Window, check: VersionCheck) -> str:
+    return f"v{check.version}-{window.end:%Y%m%dT%H%M%S}"
 
 
 def drift_table(check: VersionCheck) -> list[dict[str, Any]]:
@@ -22,27 +137,27 @@ def drift_table(check: VersionCheck) -> list[dict[str, Any]]:
     ]
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
+def summary_markdown(summary: MonitoringSummary) -> str:
     lines = [
-        f"# Monitoring: {summary['verdict'].replace('_', ' ').upper()}",
+        f"# Monitoring: {summary.verdict.replace('_', ' ').upper()}",
         "",
-        f"- window: {summary['window']}",
-        f"- records: {summary['records']} (unreadable lines skipped: {summary['skipped_lines']})",
-        f"- report: `{summary['report']}`",
+        f"- window: {summary.window}",
+        f"- records: {summary.records} (unreadable lines skipped: {summary.skipped_lines})",
+        f"- report: `{summary.report}`",
     ]
-    if summary.get("mlflow_runs"):
-        lines.append("- MLflow: " + ", ".join(f"[v{v}]({url})" for v, url in summary["mlflow_runs"].items()))
-    for check in summary["versions"]:
-        lines += ["", f"## v{check['version']}: {check['verdict']} ({check['records']} records)"]
-        lines += [f"- {r}" for r in check["reasons"]] or ["- no feature past its threshold"]
-        quality = check.get("quality")
-        if quality and quality["metrics"]:
+    if summary.mlflow_runs:
+        lines.append("- MLflow: " + ", ".join(f"[v{v}]({url})" for v, url in summary.mlflow_runs.items()))
+    for check in summary.versions:
+        lines += ["", f"## v{check.version}: {check.verdict} ({check.records} records)"]
+        lines += [f"- {r}" for r in check.reasons] or ["- no feature past its threshold"]
+        quality = check.quality
+        if quality is not None and quality.metrics:
             lines.append(
-                f"- {quality['metric']}: {quality['metrics'][quality['metric']]:.4f} "
-                f"on {quality['labelled']} labelled records (holdout {quality['holdout']})"
+                f"- {quality.metric}: {quality.metrics[quality.metric]:.4f} "
+                f"on {quality.labelled} labelled records (holdout {quality.holdout})"
             )
-        elif quality:
-            lines.append(f"- labels arrived for {quality['labelled']} records: too few for model quality")
-    if summary.get("alerts"):
-        lines += ["", "## Alerts"] + [f"- v{a['version']}: {a['delivery']}" for a in summary["alerts"]]
+        elif quality is not None:
+            lines.append(f"- labels arrived for {quality.labelled} records: too few for model quality")
+    if summary.alerts:
+        lines += ["", "## Alerts"] + [f"- v{a.version}: {a.delivery}" for a in summary.alerts]
     return "\n".join(lines) + "\n"

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from flowship.config import Params, TimeSplit, load_params
 from flowship.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RetrainingResult:
+    """What a retraining did: `skipped` (with the reason), `gate_failed` (window, reason) or `registered`
+    (window, version and, when it was released, what the release gave)."""
+
+    status: str
+    window: dict[str, str | None] | None = None
+    version: str | None = None
+    reason: str | None = None
+    release: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keys that apply to its status, as the monitoring summary records them."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def newer_split(params: Params, labels: pd.DataFrame) -> dict[str, str | None] | None:

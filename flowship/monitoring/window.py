@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from flowship.errors import MonitoringError
+from flowship.monitoring.labels import read_labels
 from flowship.serving.inference_log import FILE_PREFIX, FILE_SUFFIX, _file_day, _parse_line, _utc, parse_lines
 
 # Records reach the log within the writer's flush interval (0.5 s): a default window ends this long ago,
@@ -185,3 +186,26 @@ def features_of(records: pd.DataFrame) -> pd.DataFrame:
     """The logged feature columns, named as the model names them."""
     columns = [c for c in records.columns if c.startswith(FEATURE_PREFIX)]
     return records[columns].rename(columns=lambda c: c[len(FEATURE_PREFIX) :])
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """What a check reads: the window's inference records, and every label that has arrived so far."""
+
+    window: Window
+    records: pd.DataFrame
+    skipped: int
+    files: int
+    labels: pd.DataFrame
+    labels_skipped: int
+
+
+def window_data(
+    log_dir: Path, labels_dir: Path, window: Window, numeric: list[str], categorical: list[str]
+) -> WindowData:
+    """The window's records, the features typed as the project declares them, and the labels."""
+    schema = {**dict.fromkeys(numeric, "numeric"), **dict.fromkeys(categorical, "categorical")}
+    log = read_log_window(log_dir, window, schema)
+    # Every label that has arrived by now: a label usually comes after its prediction's window closed.
+    labels, labels_skipped = read_labels(labels_dir)
+    return WindowData(window, log.records, log.skipped, log.files, labels, labels_skipped)

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flowship.adapters import drift as reports
+from flowship.adapters.alerts import Webhook
 from flowship.adapters.dvc_repo import DvcProject
-from flowship.adapters.tracking import TAG, Tracker
-from flowship.errors import FlowshipError, RegistryError
-from flowship.monitoring.alerts import Alert, append_alert_log, mark_sent
-from flowship.monitoring.checks import (
-    VersionCheck,
-    current_frame,
-    decide,
-    join_labels,
-    label_text,
-    model_quality,
-    sample_rows,
-)
+from flowship.adapters.tracking import Tracker
+from flowship.errors import AlertDeliveryError, RegistryError
+from flowship.monitoring import checks
+from flowship.monitoring.alerts import AlertDelivery, deliver_alerts, plan_alerts
+from flowship.monitoring.checks import VersionCheck
 from flowship.monitoring.labels import read_labels
 from flowship.monitoring.reference import (
     ModelSpec,
@@ -36,47 +26,39 @@ from flowship.monitoring.reference import (
     save_reference,
     spec_from_registry,
 )
-from flowship.monitoring.report import drift_table, summary_markdown
-from flowship.monitoring.window import Window, read_log_window, read_state, resolve_window, write_state
+from flowship.monitoring.report import (
+    MonitoringSummary,
+    drift_table,
+    run_metrics,
+    run_name,
+    run_tags,
+    summary_markdown,
+)
+from flowship.monitoring.report import write_summary as write_summary_file
+from flowship.monitoring.retraining import newer_split, rewrite_split
+from flowship.monitoring.window import Window, WindowData, read_state, resolve_window, window_data, write_state
 from flowship.tasks.common import Context, is_transient
-
-
-class AlertDeliveryError(FlowshipError):
-    """An alert could not be delivered to its channel (it is kept in the local alert log)."""
-
-
-@dataclass
-class WindowData:
-    window: Window
-    records: pd.DataFrame
-    skipped: int
-    files: int
-    labels: pd.DataFrame
-    labels_skipped: int
 
 
 @task(name="read_window")
 def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
     """The window's inference records (grouped later by model version) and the labels arrived so far."""
-    state = read_state(ctx.layout.monitoring_state)
-    window = resolve_window(state, start, end)
+    window = resolve_window(read_state(ctx.layout.monitoring_state), start, end)
     features = ctx.params.data.features
-    schema = {**dict.fromkeys(features.numeric, "numeric"), **dict.fromkeys(features.categorical, "categorical")}
-    log = read_log_window(ctx.layout.inference_log_dir, window, schema)
-    # Every label that has arrived by now: a label usually comes after its prediction's window closed.
-    labels, labels_skipped = read_labels(ctx.layout.labels_dir)
-    logger = get_run_logger()
-    versions = log.records["model_version"].value_counts().to_dict() if len(log.records) else {}
-    logger.info(
+    data = window_data(
+        ctx.layout.inference_log_dir, ctx.layout.labels_dir, window, features.numeric, features.categorical
+    )
+    versions = data.records["model_version"].value_counts().to_dict() if len(data.records) else {}
+    get_run_logger().info(
         "window %s: %d records %s from %d files, %d unreadable lines skipped; %d labels arrived",
         window.label(),
-        len(log.records),
+        len(data.records),
         versions,
-        log.files,
-        log.skipped,
-        len(labels),
+        data.files,
+        data.skipped,
+        len(data.labels),
     )
-    return WindowData(window, log.records, log.skipped, log.files, labels, labels_skipped)
+    return data
 
 
 @task(name="reference", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=is_transient)
@@ -89,8 +71,8 @@ def reference(ctx: Context, version: str) -> tuple[ModelSpec, Reference]:
         raise RegistryError(f"{name} v{version} has no MLflow run: its lineage is unknown")
     params, metrics = tracker.run_data(ref.run_id)
     spec = spec_from_registry(name, version, ref.tags, tracker.input_schema(ref.uri), params, metrics)
-    cfg = ctx.params.monitoring
-    key = reference_key(spec, cfg.reference_rows, ctx.params.project.seed)
+    rows, seed = ctx.params.monitoring.reference_rows, ctx.params.project.seed
+    key = reference_key(spec, rows, seed)
     cached = load_reference(ctx.layout.reference_cache, key)
     logger = get_run_logger()
     if cached is not None:
@@ -98,7 +80,7 @@ def reference(ctx: Context, version: str) -> tuple[ModelSpec, Reference]:
         return spec, cached
     path = DvcProject(ctx.root).object_path(spec.train_md5, f"the training data of v{version}")
     train = pd.read_parquet(path)
-    built = build_reference(train, spec, tracker.load_model(ref.uri), cfg.reference_rows, ctx.params.project.seed)
+    built = build_reference(train, spec, tracker.load_model(ref.uri), rows, seed)
     save_reference(built, ctx.layout.reference_cache, key)
     logger.info(
         "reference of v%s: %d of %d training rows (md5 %s)", version, len(built.frame), len(train), spec.train_md5
@@ -111,153 +93,75 @@ def check_version(
     ctx: Context, spec: ModelSpec, ref: Reference, records: pd.DataFrame, labels: pd.DataFrame, folder: Path
 ) -> VersionCheck:
     """Drift (features and prediction), data quality and, with enough labels, model quality: HTML + numbers."""
-    cfg = ctx.params.monitoring
-    seed = ctx.params.project.seed
-    current, absent, unexpected = current_frame(records, spec)
-    folder.mkdir(parents=True, exist_ok=True)
-    numeric = [c for c in spec.numeric if c not in absent]
-    categorical = [c for c in spec.categorical if c not in absent]
-    prediction_numeric = spec.task == "regression"
-    paths: dict[str, str] = {}
-    drift: list[reports.ColumnDrift] = []
-    sampled = min(len(current), cfg.sample_rows)
-    quality_rows: list[reports.ColumnQuality] = []
-    target_drift: reports.ColumnDrift | None = None
-    if len(current) >= cfg.min_records:
-        sample = sample_rows(current, cfg.sample_rows, seed)
-        drift = reports.drift_report(
-            ref.frame,
-            sample,
-            [*numeric, *(["prediction"] if prediction_numeric else [])],
-            [*categorical, *([] if prediction_numeric else ["prediction"])],
-            cfg.drift.num_method,
-            cfg.drift.cat_method,
-            cfg.drift.threshold,
-            folder / "drift.html",
-        )
-        paths["drift"] = str(folder / "drift.html")
-        quality_rows = reports.data_quality_report(
-            current, numeric, categorical, ref.ranges, ref.categories, folder / "data-quality.html"
-        )
-        paths["data_quality"] = str(folder / "data-quality.html")
-    labelled = join_labels(records, labels)
-    quality = model_quality(labelled, spec, ref, cfg, ctx.params.quality_metric)
-    if quality.metrics:
-        graded = pd.DataFrame(
-            {
-                "target": labelled["label"].map(label_text)
-                if spec.task == "classification"
-                else labelled["label"].astype(float),
-                "prediction": labelled["prediction"].astype(str)
-                if spec.task == "classification"
-                else pd.to_numeric(labelled["prediction"]),
-            }
-        )
-        method = cfg.drift.num_method if spec.task == "regression" else cfg.drift.cat_method
-        target_drift = reports.model_quality_report(
-            ref.frame,
-            graded,
-            spec.task,
-            ref.classes,
-            folder / "model-quality.html",
-            method,
-            cfg.drift.threshold,  # type: ignore[arg-type]
-        )
-        paths["model_quality"] = str(folder / "model-quality.html")
-    check = decide(spec.version, len(records), drift, absent, unexpected, quality, cfg, target_drift)
-    check.data_quality, check.sampled, check.reports = quality_rows, sampled, paths
+    check = checks.check_version(
+        spec, ref, records, labels, folder, ctx.params.monitoring, ctx.params.quality_metric, ctx.params.project.seed
+    )
     get_run_logger().info("v%s: %s %s", spec.version, check.verdict, "; ".join(check.reasons))
     return check
+
+
+@task(name="write_summary")
+def write_summary(summary: MonitoringSummary) -> Path:
+    """The run's summary as `summary.json` in its report folder."""
+    assert summary.report is not None, "a summary without checks has no report folder"
+    return write_summary_file(Path(summary.report), summary)
 
 
 @task(name="log_check", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
 def log_check(ctx: Context, window: Window, check: VersionCheck, folder: Path) -> str:
     """The check as a run of the monitoring experiment, tagged with the model version; returns its URL."""
-    tracker = Tracker(ctx.root)
     name = ctx.params.project.name
-    metrics: dict[str, float] = {"records": check.records, "drift_share": check.drift_share, "sampled": check.sampled}
-    metrics.update({f"drift.{d.column}": d.score for d in check.drift})
-    if check.prediction_drift is not None:
-        metrics["drift.prediction"] = check.prediction_drift.score
-    if check.target_drift is not None:
-        metrics["drift.target"] = check.target_drift.score
-    for q in check.data_quality:
-        metrics[f"missing_share.{q.column}"] = q.missing_share
-        if q.out_of_range:
-            metrics[f"out_of_range.{q.column}"] = q.out_of_range
-        if q.unseen:
-            metrics[f"unseen.{q.column}"] = q.unseen
-    if check.quality is not None:
-        metrics["labelled"] = check.quality.labelled
-        metrics.update({f"quality.{k}": v for k, v in check.quality.metrics.items()})
-    tags = {
-        f"{TAG}model_name": name,
-        f"{TAG}model_version": check.version,
-        f"{TAG}monitoring.verdict": check.verdict,
-        f"{TAG}monitoring.window_start": window.start.isoformat() if window.start else "",
-        f"{TAG}monitoring.window_end": window.end.isoformat(),
-        f"{TAG}monitoring.reasons": "; ".join(check.reasons)[:4000],
-    }
     files = [Path(p) for p in check.reports.values()] + [folder / "summary.json"]
-    _, url = tracker.log_check(
+    _, url = Tracker(ctx.root).log_check(
         f"{name}-monitoring",
-        f"v{check.version}-{window.end:%Y%m%dT%H%M%S}",
-        tags,
-        metrics,
+        run_name(window, check),
+        run_tags(name, window, check),
+        run_metrics(check),
         [f for f in files if f.exists()],
     )
     return url
 
 
 @task(name="publish")
-def publish(summary: dict[str, Any], checks: list[VersionCheck]) -> None:
+def publish(summary: MonitoringSummary) -> None:
     """The drift table and the verdict with its links, as Prefect artifacts."""
-    rows = [row for check in checks for row in drift_table(check)]
+    rows = [row for check in summary.versions for row in drift_table(check)]
     if rows:
         create_table_artifact(key="monitoring-drift", table=rows, description="per-feature drift, by model version")
     create_markdown_artifact(
         key="monitoring-summary",
         markdown=summary_markdown(summary),
-        description=f"monitoring: {summary['verdict']}",
+        description=f"monitoring: {summary.verdict}",
     )
 
 
 @task(name="send_alerts")
-def send_alerts(ctx: Context, alerts: list[Alert]) -> list[dict[str, Any]]:
-    """Each alert into the local alert log; new ones also to the webhook. A failed delivery fails the run
-    (after everything else is written) and is tried again by the next check: its cool-down is not started."""
+def send_alerts(ctx: Context, found: list[VersionCheck], window: Window, folder: Path) -> list[AlertDelivery]:
+    """An alert per version with a problem, into the local alert log; new ones also to the webhook. A failed
+    delivery fails the run (after everything else is written) and is tried again by the next check: its
+    cool-down is not started."""
     cfg = ctx.params.monitoring.alerts
     state = read_state(ctx.layout.monitoring_state)
     now = datetime.now(UTC)
+    alerts = plan_alerts(ctx.params.project.name, found, window, folder, state, cfg.cooldown_hours, now)
+    if not alerts:
+        return []
+    webhook = Webhook(cfg.webhook) if cfg.webhook else None
+    done = deliver_alerts(alerts, webhook, ctx.layout.alert_log, state.get("alerts", {}), cfg.cooldown_hours, now)
     logger = get_run_logger()
-    delivered: list[dict[str, Any]] = []
-    failures: list[str] = []
-    for alert in alerts:
-        if not alert.new:
-            delivery = f"within the {cfg.cooldown_hours:g} h cool-down of an earlier alert: logged only"
-        elif cfg.webhook:
-            try:
-                response = httpx.post(cfg.webhook, json=asdict(alert), timeout=10.0)
-                response.raise_for_status()
-                delivery = f"sent to {cfg.webhook}"
-                mark_sent(state, alert, now)
-            except httpx.HTTPError as exc:
-                delivery = f"webhook {cfg.webhook} failed: {exc}"
-                failures.append(delivery)
-        else:
-            delivery = f"logged to {ctx.layout.alert_log}"
-            mark_sent(state, alert, now)
-        append_alert_log(ctx.layout.alert_log, alert, delivery)
+    for alert, delivered in zip(alerts, done.deliveries, strict=True):
         logger.warning(
-            "ALERT %s v%s %s: %s (%s)", alert.model, alert.version, alert.verdict, "; ".join(alert.reasons), delivery
+            "ALERT %s v%s %s: %s (%s)",
+            alert.model,
+            alert.version,
+            alert.verdict,
+            "; ".join(alert.reasons),
+            delivered.delivery,
         )
-        delivered.append({"version": alert.version, "kinds": alert.kinds, "new": alert.new, "delivery": delivery})
-    write_state(
-        ctx.layout.monitoring_state, {**read_state(ctx.layout.monitoring_state), "alerts": state.get("alerts", {})}
-    )
-    if failures:
-        raise AlertDeliveryError("; ".join(failures) + f" (the alert is in {ctx.layout.alert_log})")
-    return delivered
+    write_state(ctx.layout.monitoring_state, {**read_state(ctx.layout.monitoring_state), "alerts": done.sent})
+    if done.failures:
+        raise AlertDeliveryError("; ".join(done.failures) + f" (the alert is in {ctx.layout.alert_log})")
+    return done.deliveries
 
 
 @task(name="advance_window")
@@ -268,3 +172,18 @@ def advance_window(ctx: Context, window: Window) -> None:
     state = read_state(ctx.layout.monitoring_state)
     state["last_end"] = window.end.isoformat()
     write_state(ctx.layout.monitoring_state, state)
+
+
+@task(name="move_training_window")
+def move_training_window(ctx: Context, params_file: Path) -> dict[str, str | None] | None:
+    """The training split moved up to the newest labelled data and written into `params_file` (comments kept);
+    None, and the file untouched, when no label is newer than the training window."""
+    labels, _ = read_labels(ctx.layout.labels_dir)
+    values = newer_split(ctx.params, labels)
+    logger = get_run_logger()
+    if values is None:
+        logger.info("retraining skipped: no label is newer than the training window")
+        return None
+    rewrite_split(params_file, values)
+    logger.info("retraining on the newer window %s (params.yaml split updated)", values)
+    return values

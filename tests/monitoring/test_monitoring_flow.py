@@ -12,20 +12,39 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
 from flowship.adapters.tracking import TAG
 from flowship.errors import RegistryError, StageError
+from flowship.monitoring.report import MonitoringSummary
 from tests.conftest import BIN, Project, run
 from tests.monitoring.conftest import log_predictions, production_month
 
 
-def monitor(project: Project, **kwargs: Any) -> dict[str, Any]:
-    from flowship.flows.monitoring import monitoring
+def monitor(project: Project, start: str | None = None, end: str | None = None) -> MonitoringSummary:
+    from flowship.flows.monitoring import run_monitoring
 
-    summary: dict[str, Any] = monitoring(params_path=str(project.params_path), **kwargs)
-    return summary
+    return run_monitoring(str(project.params_path), start, end)
+
+
+# summary.json's keys, in their order: its format stays as it is
+SUMMARY_KEYS = [
+    "verdict",
+    "window",
+    "window_start",
+    "window_end",
+    "records",
+    "skipped_lines",
+    "labels",
+    "labels_skipped_lines",
+    "report",
+    "versions",
+    "mlflow_runs",
+    "alerts",
+    "retraining",
+]
 
 
 def fresh(project: Project, **monitoring: Any) -> None:
@@ -54,24 +73,31 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
     log_predictions(project, july, "1")
 
     summary = monitor(project)
-    assert summary["verdict"] == "drift"
-    assert summary["records"] == len(july) and summary["skipped_lines"] == 0
-    (check,) = summary["versions"]
-    assert check["version"] == "1" and check["records"] == len(july)
-    drifted = {d["column"] for d in check["drift"] if d["drifted"]}
+    assert summary.verdict == "drift"
+    assert summary.records == len(july) and summary.skipped_lines == 0
+    (check,) = summary.versions
+    assert check.version == "1" and check.records == len(july)
+    drifted = {d.column for d in check.drift if d.drifted}
     assert {"temp", "dewp"} <= drifted  # summer against a January–June reference
     assert "carrier" not in drifted
-    months = next(q for q in check["data_quality"] if q["column"] == "month")
-    assert months["out_of_range"] == len(july)  # month 7 never occurred in training
-    quality = check["quality"]
-    assert quality["labelled"] == len(july) and 0.5 < quality["metrics"]["roc_auc"] < 1.0
-    target = check["target_drift"]  # the delay rate: about 32% in July against 24% in training
-    assert target["column"] == "target" and target["method"] == "jensenshannon" and target["score"] > 0.0
-    assert quality["holdout"] == pytest.approx(project.tracker().run_data(check_run_id(project))[1]["roc_auc"])
+    months = next(q for q in check.data_quality if q.column == "month")
+    assert months.out_of_range == len(july)  # month 7 never occurred in training
+    quality = check.quality
+    assert quality is not None
+    assert quality.labelled == len(july) and 0.5 < quality.metrics["roc_auc"] < 1.0
+    target = check.target_drift  # the delay rate: about 32% in July against 24% in training
+    assert target is not None
+    assert target.column == "target" and target.method == "jensenshannon" and target.score > 0.0
+    assert quality.holdout == pytest.approx(project.tracker().run_data(check_run_id(project))[1]["roc_auc"])
 
-    report = Path(summary["report"])
+    assert summary.report is not None
+    report = Path(summary.report)
     assert {p.name for p in (report / "v1").iterdir()} == {"drift.html", "data-quality.html", "model-quality.html"}
-    assert json.loads((report / "summary.json").read_text())["verdict"] == "drift"
+    saved = json.loads((report / "summary.json").read_text())
+    assert list(saved) == SUMMARY_KEYS and saved["verdict"] == "drift" and saved["report"] == str(report)
+    assert saved["mlflow_runs"] == dict(summary.mlflow_runs) and list(saved["mlflow_runs"]) == ["1"]
+    assert saved["alerts"] == [{"version": "1", "kinds": check.alert_kinds, "new": check.alert_kinds, "delivery": ANY}]
+    assert [v["version"] for v in saved["versions"]] == ["1"] and saved["retraining"] is None
     assert "temp" in (report / "v1" / "drift.html").read_text()
 
     tracker = project.tracker()
@@ -104,7 +130,7 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
 
     state = monitoring(params_path=str(project.params_path), return_state=True)
     assert state.is_completed() and state.name == "No data"
-    assert state.result()["verdict"] == "no_data"
+    assert state.result().verdict == "no_data"
 
     # The same drift again within the cool-down: recorded, not alerted a second time.
     last_end = json.loads((project.root / ".flowship" / "monitoring" / "state.json").read_text())["last_end"]
@@ -112,8 +138,8 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
         project, production_month(project, 8), "1", when=datetime.fromisoformat(last_end) + timedelta(seconds=1)
     )
     again = monitor(project)
-    assert again["verdict"] == "drift"
-    assert again["alerts"][0]["new"] == [] and "cool-down" in again["alerts"][0]["delivery"]
+    assert again.verdict == "drift"
+    assert again.alerts[0].new == [] and "cool-down" in again.alerts[0].delivery
     assert len(alert_lines(project)) == 2
 
 
@@ -128,10 +154,10 @@ def test_labels_that_never_arrive_leave_model_quality_out(trained_project: Proje
     fresh(project)
     log_predictions(project, production_month(project, 9), "1", labels=False)
     summary = monitor(project)
-    (check,) = summary["versions"]
-    assert check["quality"]["labelled"] == 0 and check["quality"]["metrics"] == {}
-    assert "model_quality" not in check["reports"]
-    assert not any("labelled records vs" in r for r in check["reasons"])
+    (check,) = summary.versions
+    assert check.quality is not None and check.quality.labelled == 0 and check.quality.metrics == {}
+    assert "model_quality" not in check.reports
+    assert not any("labelled records vs" in r for r in check.reasons)
 
 
 def test_records_of_several_versions_are_checked_against_their_own_reference(trained_project: Project) -> None:
@@ -148,13 +174,14 @@ def test_records_of_several_versions_are_checked_against_their_own_reference(tra
         # v2's records come from a client that renamed a feature: a schema change the check must name.
         log_predictions(project, july.iloc[600:], v2.version, rename={"temp": "temperature"})
         summary = monitor(project)
-        by_version = {c["version"]: c for c in summary["versions"]}
+        by_version = {c.version: c for c in summary.versions}
         assert set(by_version) == {"1", v2.version}
-        assert by_version["1"]["records"] == 600 and by_version[v2.version]["records"] == len(july) - 600
-        assert by_version["1"]["absent"] == [] and by_version["1"]["unexpected"] == []
-        assert by_version[v2.version]["absent"] == ["temp"] and by_version[v2.version]["unexpected"] == ["temperature"]
-        assert any(r.startswith("schema: no values logged for temp") for r in by_version[v2.version]["reasons"])
-        assert {p.name for p in Path(summary["report"]).iterdir()} == {"v1", f"v{v2.version}", "summary.json"}
+        assert by_version["1"].records == 600 and by_version[v2.version].records == len(july) - 600
+        assert by_version["1"].absent == [] and by_version["1"].unexpected == []
+        assert by_version[v2.version].absent == ["temp"] and by_version[v2.version].unexpected == ["temperature"]
+        assert any(r.startswith("schema: no values logged for temp") for r in by_version[v2.version].reasons)
+        assert summary.report is not None
+        assert {p.name for p in Path(summary.report).iterdir()} == {"v1", f"v{v2.version}", "summary.json"}
     finally:
         tracker.client.delete_model_version("flights-delay", v2.version)
         tracker.set_alias("flights-delay", "challenger", "1")
@@ -207,8 +234,9 @@ def test_alerts_go_to_the_webhook_and_a_dead_webhook_fails_the_run(trained_proje
     summary = monitor(project)
     (received,) = Hook.received
     assert received["model"] == "flights-delay" and received["version"] == "1" and "drift_share" in received["kinds"]
-    assert received["report"] == summary["report"]
+    assert received["report"] == summary.report
     assert alert_lines(project)[0]["delivery"] == f"sent to {webhook}"
+    assert [a.delivery for a in summary.alerts] == [f"sent to {webhook}"]
 
     dead = f"http://127.0.0.1:{free_port()}/alerts"
     fresh(project, alerts={"webhook": dead, "cooldown_hours": 24})
@@ -229,7 +257,7 @@ def test_reference_is_pulled_from_the_remote_and_a_lost_version_is_a_clear_error
     fresh(project)
     log_predictions(project, production_month(project, 7).iloc[:400], "1")
     shutil.rmtree(project.root / ".dvc" / "cache")
-    assert monitor(project)["verdict"] == "drift"  # training data fetched from the DVC remote by its md5
+    assert monitor(project).verdict == "drift"  # training data fetched from the DVC remote by its md5
 
     fresh(project)
     log_predictions(project, production_month(project, 7).iloc[:400], "1")
@@ -253,15 +281,16 @@ def test_retraining_on_drift_goes_through_the_gate_never_straight_to_production(
     log_predictions(project, production_month(project, 7), "1")
     try:
         summary = monitor(project)
-        retraining = summary["retraining"]
-        assert retraining["window"]["train_end"] == "2013-08-01"  # the newest label is from July 31st
+        retraining = summary.retraining
+        assert retraining is not None and retraining.window is not None
+        assert retraining.window["train_end"] == "2013-08-01"  # the newest label is from July 31st
         assert 'train_end: "2013-08-01"' in project.params_path.read_text()
         tracker = project.tracker()
         assert tracker.aliases("flights-delay")["champion"] == "1"  # never straight to production
-        if retraining["status"] == "registered":
-            assert tracker.aliases("flights-delay")["challenger"] == retraining["version"] != "1"
+        if retraining.status == "registered":
+            assert tracker.aliases("flights-delay")["challenger"] == retraining.version != "1"
         else:
-            assert retraining["status"] == "gate_failed"
+            assert retraining.status == "gate_failed"
     finally:
         project.params_path.write_text(before)
         for version in project.tracker().versions("flights-delay"):

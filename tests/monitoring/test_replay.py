@@ -3,6 +3,7 @@ model), labels written afterwards, joined back to the inference log on (request_
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ from typer.testing import CliRunner
 from flowship.config import parse_params
 from flowship.errors import ReplayError
 from flowship.monitoring.labels import read_labels
-from flowship.monitoring.replay import Columns, Replay, month_rows, months
+from flowship.monitoring.replay import Columns, Replay, ReplayBook, first_month, month_rows, months
 from flowship.serving.bundle import write_bundle
 from flowship.serving.inference_log import read_inference_log
 from tests.conftest import REPO, default_params
@@ -186,6 +187,30 @@ def test_replay_needs_a_time_column() -> None:
         Columns.of(parse_params(raw, check_estimator=False))
     columns = Columns.of(parse_params(default_params(), check_estimator=False))
     assert columns.time == "time_hour" and columns.target == "late" and "carrier" in columns.features
+
+
+def test_the_replay_book_keeps_the_months_replayed_across_runs(tmp_path: Path) -> None:
+    path = tmp_path / ".flowship" / "replayed.json"
+    book = ReplayBook(path)
+    wanted = months("2013-07", "2013-09")
+    assert book.pending(wanted) == (wanted, []) and book.replayed_at(JULY) is None
+    book.record(JULY, "abcd", "http://127.0.0.1:1", 30)
+    again = ReplayBook(path)  # a later run reads what the first one wrote
+    assert again.pending(wanted) == (wanted[1:], [JULY])
+    assert again.replayed_at(JULY) == json.loads(path.read_text())["2013-07"]["time"]
+    entry = json.loads(path.read_text())["2013-07"]
+    assert (entry["replay"], entry["url"], entry["sent"]) == ("abcd", "http://127.0.0.1:1", 30)
+
+
+def test_replay_starts_by_default_at_the_first_month_of_the_production_data(tmp_path: Path) -> None:
+    production = tmp_path / "production.parquet"
+    with pytest.raises(ReplayError, match="no production data: run `flowship train` first"):
+        first_month(production, "when")
+    pd.DataFrame({"when": pd.to_datetime(["2013-09-02", "2013-08-31"])}).to_parquet(production)
+    assert first_month(production, "when") == "2013-08"
+    pd.DataFrame({"when": pd.Series([None, None], dtype="datetime64[ns]")}).to_parquet(production)
+    with pytest.raises(ReplayError, match="the production data has no 'when' values to replay"):
+        first_month(production, "when")
 
 
 # --- real traffic ---
