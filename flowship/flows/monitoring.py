@@ -131,8 +131,10 @@ def retraining(params_path: str = "params.yaml", overrides: dict[str, Any] | Non
         trained = training(params_path=str(path), overrides=overrides)
     except QualityGateFailed as exc:
         return {"status": "gate_failed", "window": values, "reason": str(exc)}
-    result: dict[str, Any] = {"status": "registered", "window": values, "version": trained["registered"]["version"]}
-    if ctx.params.monitoring.retrain.deploy and trained["registered"]["new"]:
+    registered = trained.registered
+    assert registered is not None  # a failed gate raised QualityGateFailed above
+    result: dict[str, Any] = {"status": "registered", "window": values, "version": registered.version}
+    if ctx.params.monitoring.retrain.deploy and registered.new:
         try:
             released = release_flow(params_path=str(path), overrides=overrides)
             result["release"] = released.get("production", released)
