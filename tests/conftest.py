@@ -8,11 +8,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from flowship.pipeline.outcome import TrainingSummary
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -60,7 +63,7 @@ def flights_data(sample: Path) -> dict[str, Path | pd.DataFrame]:
 def trained_flights_project(base: Path, sample: Path, params: dict[str, Any]) -> Project:
     """A flights project in `base` whose first training registered v1."""
     project = build_project(base / "project", flights_data(sample), params, base / "remote")
-    assert project.train()["registered"]["version"] == "1"
+    assert project.train().registered.version == "1"
     return project
 
 
@@ -97,11 +100,10 @@ class Project:
         self.git("add", "-A")
         self.git("commit", "--quiet", "--allow-empty", "-m", message)
 
-    def train(self) -> dict[str, Any]:
+    def train(self) -> TrainingSummary:
         from flowship.flows.training import training
 
-        result: dict[str, Any] = training(params_path=str(self.params_path))
-        return result
+        return training(params_path=str(self.params_path))
 
     def tracker(self) -> Any:
         from flowship.adapters.tracking import Tracker

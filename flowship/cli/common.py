@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from flowship.errors import FlowshipError
+
+if TYPE_CHECKING:
+    from flowship.config import Params
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", "-p", help="The params.yaml to use; its folder is the project root.")
@@ -50,19 +53,26 @@ def environment(root: Path, use_services: bool = True) -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     typer.secho(f"flowship: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
 
 
-def check_params(params: Path, check_estimator: bool = True) -> Path:
+def read_params(path: Path, check_estimator: bool = True) -> Params:
+    """The typed params, read once for the command: a bad file ends it, naming every problem found.
+    `check_estimator=False` leaves out the estimator check, which imports scikit-learn."""
     from flowship.config import load_params
 
-    path = params.resolve()
     try:
-        load_params(path, check_estimator)
+        return load_params(path, check_estimator)
     except FlowshipError as exc:
         fail(str(exc))
+
+
+def check_params(params: Path, check_estimator: bool = True) -> Path:
+    """The resolved path of a params.yaml that is valid (see `read_params`); its folder is the project root."""
+    path = params.resolve()
+    read_params(path, check_estimator)
     return path
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
-from flowship.cli.common import ParamsOption, check_params, environment, fail, runtimes
+from flowship.cli.common import ParamsOption, environment, fail, read_params, runtimes
 from flowship.errors import FlowshipError
 from flowship.release.runtime import ROLES
+
+if TYPE_CHECKING:
+    from flowship.config import Params
+    from flowship.pipeline.outcome import TrainingSummary
 
 
 def train(
@@ -24,62 +28,65 @@ def train(
     With nothing changed since the last run (data, params and code as recorded in dvc.lock, the gate's
     settings and the champion as when it last decided), it says so and does not start the flow.
     """
-    # The estimator check imports scikit-learn: it waits until there is work to do.
-    path = check_params(params, check_estimator=False)
+    path = params.resolve()
+    # Read once, here, and handed down. The estimator check imports scikit-learn: it waits until there is work to do.
+    cfg = read_params(path, check_estimator=False)
     environment(path.parent)
     os.chdir(path.parent)
-    from flowship.config import load_params
-
-    summary: dict[str, Any] | None = None
     try:
-        compute = load_params(path, check_estimator=False).compute
-        if compute.engine == "dask":  # (imports Prefect, which makes its home folder: only when needed)
-            from flowship.flows.compute import require_server
-
-            # Before Prefect starts: on Dask without a server, each worker would start its own temporary API.
-            require_server(compute)
-        if not full:
-            from flowship.pipeline.rerun import last_outcome_if_unchanged
-
-            summary = last_outcome_if_unchanged(load_params(path, check_estimator=False), path.parent)
-        if summary is None:
-            check_params(path)
-            from flowship.flows.training import training
-
-            summary = training(params_path=str(path))
+        summary = _train(path, cfg, full)
     except FlowshipError as exc:
         fail(str(exc))
-    assert summary is not None
     _print_training(summary)
-    if summary["decision"]["verdict"] != "passed":
-        fail("quality gate failed, unchanged since the last run: " + "; ".join(summary["decision"]["reasons"]))
+    if not summary.decision.passed:
+        fail("quality gate failed, unchanged since the last run: " + "; ".join(summary.decision.reasons))
 
 
-def _print_training(summary: dict[str, Any]) -> None:
-    stages_line = ", ".join(f"{n} {'ran' if did else 'unchanged'}" for n, did in summary["stages"].items())
+def _train(path: Path, cfg: Params, full: bool) -> TrainingSummary:
+    """The last run's summary when nothing changed (unless `full`), else a run of the training flow."""
+    if cfg.compute.engine == "dask":  # (imports Prefect, which makes its home folder: only when needed)
+        from flowship.flows.compute import require_server
+
+        # Before Prefect starts: on Dask without a server, each worker would start its own temporary API.
+        require_server(cfg.compute)
+    if not full:
+        from flowship.pipeline.rerun import last_outcome_if_unchanged
+
+        summary = last_outcome_if_unchanged(cfg, path.parent)
+        if summary is not None:
+            return summary
+    from flowship.estimators import check_estimator_config
+
+    check_estimator_config(cfg)
+    from flowship.flows.training import training
+
+    return training(params_path=str(path), params=cfg)
+
+
+def _print_training(summary: TrainingSummary) -> None:
+    stages_line = ", ".join(f"{n} {'ran' if did else 'unchanged'}" for n, did in summary.stages.items())
     typer.echo(f"stages:        {stages_line}")
-    if not any(summary["stages"].values()):
+    if not any(summary.stages.values()):
         typer.echo("               nothing changed since the last run (dvc.lock matches): no training was done")
-    typer.echo(f"data version:  data/raw {summary['data_version']}")
-    typer.echo(f"MLflow run:    {summary['candidate']['run_id']}")
-    typer.echo(f"               {summary['candidate']['url']}")
-    typer.echo(f"gate:          {summary['decision']['verdict']} ({'; '.join(summary['decision']['reasons'])})")
-    version = summary["registered"]
+    typer.echo(f"data version:  data/raw {summary.data_version}")
+    typer.echo(f"MLflow run:    {summary.candidate.run_id}")
+    typer.echo(f"               {summary.candidate.url}")
+    typer.echo(f"gate:          {summary.decision.verdict} ({'; '.join(summary.decision.reasons)})")
+    version = summary.registered
     if version is not None:
-        state = "new, alias challenger" if version["new"] else "already registered"
-        typer.echo(f"registered:    {version['name']} v{version['version']} ({state})")
+        state = "new, alias challenger" if version.new else "already registered"
+        typer.echo(f"registered:    {version.name} v{version.version} ({state})")
 
 
 def status(
     params: ParamsOption = Path("params.yaml"), runs: int = typer.Option(5, min=1, help="How many recent runs to list.")
 ) -> None:
     """The champion, the challenger and the last runs with their verdicts."""
-    path = check_params(params)
+    path = params.resolve()
+    cfg = read_params(path)
     environment(path.parent)
     from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker
-    from flowship.config import load_params
 
-    cfg = load_params(path)
     tracker = Tracker(path.parent)
     try:
         tracker.check_available()

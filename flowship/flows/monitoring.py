@@ -99,8 +99,10 @@ def retraining(params_path: str = "params.yaml", overrides: dict[str, Any] | Non
         trained = training(params_path=str(path), overrides=overrides)
     except QualityGateFailed as exc:
         return RetrainingResult("gate_failed", window=values, reason=str(exc))
-    registered = RetrainingResult("registered", window=values, version=trained["registered"]["version"])
-    if not (ctx.params.monitoring.retrain.deploy and trained["registered"]["new"]):
+    trained_version = trained.registered
+    assert trained_version is not None  # a failed gate raised QualityGateFailed above
+    registered = RetrainingResult("registered", window=values, version=trained_version.version)
+    if not (ctx.params.monitoring.retrain.deploy and trained_version.new):
         return registered
     try:
         released = release_flow(params_path=str(path), overrides=overrides)

@@ -8,20 +8,20 @@ champion, and (when it passed) it is registered. Anything else goes through the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import CHAMPION, TAG, Tracker
 from flowship.config import Params
 from flowship.paths import RAW_DATA, STAGES
 from flowship.pipeline.lineage import candidate_key, gate_hash
+from flowship.pipeline.outcome import RecordedDecision, Registration, RunLink, TrainingSummary
 
 MODEL_OUT = "models/candidate"
 HOLDOUT_OUT = "data/prepared/holdout.parquet"
 
 
-def last_outcome_if_unchanged(params: Params, root: Path) -> dict[str, Any] | None:
-    """The previous run's summary (same shape as the training flow's) when a re-run would change nothing."""
+def last_outcome_if_unchanged(params: Params, root: Path) -> TrainingSummary | None:
+    """The previous run's summary (as the training flow returns it) when a re-run would change nothing."""
     dvc = DvcProject(root)
     if not (root / f"{RAW_DATA}.dvc").exists() or not (root / "dvc.lock").exists():
         return None
@@ -40,24 +40,23 @@ def last_outcome_if_unchanged(params: Params, root: Path) -> dict[str, Any] | No
     if run_id is None:
         return None
     tags = tracker.run_tags(run_id)
-    verdict = tags.get(f"{TAG}gate.verdict")
-    if verdict is None or tags.get(f"{TAG}gate.config_hash") != gate_hash(params):
+    decision = RecordedDecision.from_tags(tags)
+    if decision is None or tags.get(f"{TAG}gate.config_hash") != gate_hash(params):
         return None
     champion = tracker.version_by_alias(name, CHAMPION)
     own_champion = champion is not None and champion.run_id == run_id  # released since: no other model to beat
-    compared_with = tags.get(f"{TAG}gate.champion_version", "none")
-    if not own_champion and compared_with != (champion.version if champion else "none"):
+    if not own_champion and decision.champion_version != (champion.version if champion else None):
         return None  # the champion moved since: the gate must be run again
     registered = None
-    if verdict == "passed":
+    if decision.passed:
         versions = tracker.versions_of_run(name, run_id)
         if not versions:
             return None
-        registered = {"name": name, "version": versions[-1].version, "new": False}
-    return {
-        "data_version": dvc.tracked_hash(RAW_DATA),
-        "stages": dict.fromkeys(STAGES, False),
-        "candidate": {"run_id": run_id, "url": tracker.run_url(str(experiment.experiment_id), run_id)},
-        "decision": {"verdict": verdict, "reasons": tags.get(f"{TAG}gate.reasons", "").split("; ")},
-        "registered": registered,
-    }
+        registered = Registration(versions[-1], new=False)
+    return TrainingSummary(
+        data_version=dvc.tracked_hash(RAW_DATA),
+        stages=dict.fromkeys(STAGES, False),
+        candidate=RunLink(run_id, tracker.run_url(str(experiment.experiment_id), run_id)),
+        decision=decision,
+        registered=registered,
+    )

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import Task
+from prefect import State, Task
 from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 
 from flowship.config import Params
 from flowship.errors import DockerUnavailable, RemoteUnavailable, TrackingUnavailable

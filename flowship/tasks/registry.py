@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -14,6 +11,7 @@ from flowship.errors import QualityGateFailed
 from flowship.pipeline import evaluation
 from flowship.pipeline.gate import Decision, decide, markdown_table
 from flowship.pipeline.lineage import gate_hash
+from flowship.pipeline.outcome import Candidate, Registration, decision_tags
 from flowship.tasks.common import Context, is_transient
 
 
@@ -37,15 +35,13 @@ def _champion_metrics(
 
 
 @task(name="gate", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def gate(ctx: Context, candidate: dict[str, Any]) -> dict[str, Any]:
+def gate(ctx: Context, candidate: Candidate) -> Decision:
     """Compare with the champion on the same holdout; record the decision; raise if it failed."""
     tracker = Tracker(ctx.root)
     holdout = pd.read_parquet(ctx.layout.holdout_split)
     champion, champion_version, notes = _champion_metrics(ctx, tracker, holdout)
-    decision = decide(candidate["metrics"], champion, ctx.params.gate, champion_version, notes)
-    tracker.set_run_tags(
-        candidate["run_id"], {**_decision_tags(decision.as_dict()), f"{TAG}gate.config_hash": gate_hash(ctx.params)}
-    )
+    decision = decide(candidate.metrics, champion, ctx.params.gate, champion_version, notes)
+    tracker.set_run_tags(candidate.run_id, {**decision_tags(decision), f"{TAG}gate.config_hash": gate_hash(ctx.params)})
     create_markdown_artifact(
         key="training-gate",
         markdown=_gate_markdown(decision, candidate),
@@ -54,38 +50,29 @@ def gate(ctx: Context, candidate: dict[str, Any]) -> dict[str, Any]:
     get_run_logger().info("gate %s: %s", decision.verdict, "; ".join(decision.reasons))
     if not decision.passed:
         raise QualityGateFailed(decision)
-    return decision.as_dict()
+    return decision
 
 
-def _decision_tags(decision: dict[str, Any]) -> dict[str, str]:
-    return {
-        f"{TAG}gate.verdict": decision["verdict"],
-        f"{TAG}gate.reasons": "; ".join(decision["reasons"])[:4000],
-        f"{TAG}gate.champion_version": decision["champion_version"] or "none",
-        f"{TAG}gate.decision": json.dumps(decision, default=str)[:4900],
-    }
-
-
-def _gate_markdown(decision: Decision, candidate: dict[str, Any]) -> str:
+def _gate_markdown(decision: Decision, candidate: Candidate) -> str:
     notes = "\n".join(f"- {n}" for n in decision.notes)
     return (
         f"# Evaluation gate: {decision.verdict.upper()}\n\n{markdown_table(decision)}\n\n{notes}\n\n"
-        f"MLflow run: [{candidate['run_id']}]({candidate['url']})\n"
+        f"MLflow run: [{candidate.run_id}]({candidate.url})\n"
     )
 
 
 @task(name="register", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def register(ctx: Context, candidate: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+def register(ctx: Context, candidate: Candidate, decision: Decision) -> Registration:
     """A new version with alias `challenger`; a re-run of the same model registers nothing new."""
     tracker = Tracker(ctx.root)
     name = ctx.params.project.name
     log = get_run_logger()
-    existing = tracker.versions_of_run(name, candidate["run_id"])
+    existing = tracker.versions_of_run(name, candidate.run_id)
     if existing:
         version = existing[-1]
         log.info("model already registered as %s v%s: nothing to register", name, version.version)
-        return {"name": name, "version": version.version, "new": False}
-    tags = {**candidate["tags"], **_decision_tags(decision), f"{TAG}mlflow.run_id": candidate["run_id"]}
-    version = tracker.register(name, candidate["model_uri"], candidate["run_id"], tags, alias=CHALLENGER)
+        return Registration(version, new=False)
+    tags = {**candidate.tags, **decision_tags(decision), f"{TAG}mlflow.run_id": candidate.run_id}
+    version = tracker.register(name, candidate.model_uri, candidate.run_id, tags, alias=CHALLENGER)
     log.info("registered %s v%s with alias %r", name, version.version, CHALLENGER)
-    return {"name": name, "version": version.version, "new": True}
+    return Registration(version, new=True)

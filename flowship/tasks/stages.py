@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
-from prefect import get_run_logger, task
+from prefect import State, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Completed, State
+from prefect.states import Completed
 
 from flowship import estimators
 from flowship.adapters.dvc_repo import DvcProject, describe_changes
 from flowship.errors import DataValidationError
 from flowship.paths import RAW_DATA, Layout
 from flowship.pipeline import search, stages
+from flowship.pipeline.outcome import DataPush, StageRun
 from flowship.tasks.common import Context, is_transient
 
 
@@ -25,21 +26,25 @@ def version_data(ctx: Context) -> str:
     return digest
 
 
-def _run_stage(name: str, ctx: Context, body: Callable[[], Any]) -> Any:
+# A stage task returns its run, or a Completed state named "Skipped" (so the UI tells the two apart) that holds it.
+StageResult: TypeAlias = "StageRun | State[StageRun]"
+
+
+def _run_stage(name: str, ctx: Context, body: Callable[[], dict[str, Any]]) -> StageResult:
     log = get_run_logger()
     dvc = DvcProject(ctx.root)
     changes = dvc.stage_changes(name)
     if not changes:
         log.info("stage %r unchanged since its last run (dvc.lock matches): skipped", name)
-        return Completed(name="Skipped", message=f"stage {name!r} unchanged", data={"stage": name, "ran": False})
+        return Completed(name="Skipped", message=f"stage {name!r} unchanged", data=StageRun(name, ran=False))
     log.info("stage %r runs: %s", name, describe_changes(changes))
     summary = body()
     dvc.commit(name)
-    return {"stage": name, "ran": True, "summary": summary}
+    return StageRun(name, ran=True, summary=summary)
 
 
 @task(name="ingest")
-def ingest(ctx: Context) -> Any:
+def ingest(ctx: Context) -> StageResult:
     return _run_stage("ingest", ctx, lambda: stages.run_ingest(ctx.params, ctx.layout))
 
 
@@ -51,7 +56,7 @@ def _failure_table(report: dict[str, Any]) -> str:
 
 
 @task(name="validate")
-def validate(ctx: Context) -> Any:
+def validate(ctx: Context) -> StageResult:
     try:
         return _run_stage("validate", ctx, lambda: stages.run_validate(ctx.params, ctx.layout))
     except DataValidationError as exc:
@@ -65,7 +70,7 @@ def validate(ctx: Context) -> Any:
 
 
 @task(name="prepare")
-def prepare(ctx: Context) -> Any:
+def prepare(ctx: Context) -> StageResult:
     return _run_stage("prepare", ctx, lambda: stages.run_prepare(ctx.params, ctx.layout))
 
 
@@ -88,30 +93,30 @@ def score_trial(ctx: Context, index: int, hyperparams: dict[str, Any]) -> search
 
 
 @task(name="train")
-def train(ctx: Context, trial_results: list[search.TrialResult]) -> Any:
+def train(ctx: Context, trial_results: list[search.TrialResult]) -> StageResult:
     return _run_stage("train", ctx, lambda: stages.run_train(ctx.params, ctx.layout, trial_results))
 
 
 @task(name="evaluate")
-def evaluate(ctx: Context) -> Any:
+def evaluate(ctx: Context) -> StageResult:
     return _run_stage("evaluate", ctx, lambda: stages.run_evaluate(ctx.params, ctx.layout))
 
 
 @task(name="push_data", retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=is_transient)
-def push_data(ctx: Context) -> dict[str, Any]:
+def push_data(ctx: Context) -> DataPush:
     """Send the data and artifact versions to the DVC remote, so any version can be pulled back later."""
     log = get_run_logger()
     dvc = DvcProject(ctx.root)
     remote = dvc.default_remote()
     if remote is None:
         log.warning("no default DVC remote configured: data versions stay in this machine's cache only")
-        return {"remote": None, "pushed": 0}
+        return DataPush(remote=None, pushed=0)
     pushed = dvc.push()
     log.info("DVC remote %r: %d file(s) pushed", remote, pushed)
-    return {"remote": remote, "pushed": pushed}
+    return DataPush(remote=remote, pushed=pushed)
 
 
-def ran(result: Any) -> bool:
-    """Whether a stage task did work (a Skipped state carries ran=False)."""
-    data = result.result() if isinstance(result, State) else result
-    return bool(data["ran"])
+def ran(result: StageResult) -> bool:
+    """Whether a stage task did work (a Skipped state carries a run with ran=False)."""
+    run = result.result() if isinstance(result, State) else result
+    return run.ran

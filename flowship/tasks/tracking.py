@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
@@ -13,6 +12,7 @@ from prefect.runtime import flow_run
 from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import TAG, Tracker
 from flowship.pipeline import lineage, stages
+from flowship.pipeline.outcome import Candidate
 from flowship.pipeline.training import coerce_features, split_xy
 from flowship.tasks.common import Context, is_transient
 
@@ -70,7 +70,7 @@ def _run_params(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(name="log_candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def log_candidate(ctx: Context, data_version: str) -> dict[str, Any]:
+def log_candidate(ctx: Context, data_version: str) -> Candidate:
     layout = ctx.layout
     tags = lineage_tags(ctx, data_version)
     key = lineage.candidate_key(tags[f"{TAG}model.md5"], tags[f"{TAG}data.holdout_md5"])
@@ -82,7 +82,7 @@ def log_candidate(ctx: Context, data_version: str) -> dict[str, Any]:
     x, _ = split_xy(holdout.head(5), ctx.params)
     features = ctx.params.data.features
     tracker = Tracker(ctx.root)
-    candidate = tracker.log_candidate(
+    run = tracker.log_candidate(
         experiment=ctx.params.project.name,
         run_key=key,
         run_name=f"{ctx.params.train.estimator}-{tags[f'{TAG}model.md5'][:8]}",
@@ -95,13 +95,16 @@ def log_candidate(ctx: Context, data_version: str) -> dict[str, Any]:
         model_files=[layout.golden_file],
     )
     log = get_run_logger()
-    if candidate.reused:
-        log.info("model unchanged: reusing MLflow run %s", candidate.run_id)
+    if run.reused:
+        log.info("model unchanged: reusing MLflow run %s", run.run_id)
     else:
-        log.info("logged MLflow run %s (%s)", candidate.run_id, candidate.model_uri)
-    return {
-        **asdict(candidate),
-        "metrics": json.loads(layout.metrics_file.read_text()),
-        "tags": tags,
-        "url": tracker.run_url(candidate.experiment_id, candidate.run_id),
-    }
+        log.info("logged MLflow run %s (%s)", run.run_id, run.model_uri)
+    return Candidate(
+        run_id=run.run_id,
+        model_uri=run.model_uri,
+        experiment_id=run.experiment_id,
+        reused=run.reused,
+        url=tracker.run_url(run.experiment_id, run.run_id),
+        metrics=json.loads(layout.metrics_file.read_text()),
+        tags=tags,
+    )

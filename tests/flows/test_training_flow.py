@@ -27,18 +27,20 @@ def latest_artifact(key: str) -> str:
 
 def test_first_run_registers_a_challenger_with_lineage_and_a_rerun_does_nothing(flights_project):
     first = flights_project.train()
-    assert all(first["stages"].values())
-    assert first["decision"]["verdict"] == "passed"
-    assert first["decision"]["champion_version"] is None  # no champion yet: the thresholds decided
-    assert first["registered"] == {"name": NAME, "version": "1", "new": True}
+    assert all(first.stages.values())
+    assert first.decision.verdict == "passed"
+    assert first.decision.champion_version is None  # no champion yet: the thresholds decided
+    assert first.registered is not None
+    assert (first.registered.name, first.registered.version, first.registered.new) == (NAME, "1", True)
+    assert first.registered.ref.tags["flowship.mlflow.run_id"] == first.candidate.run_id
 
     tracker = flights_project.tracker()
     assert tracker.aliases(NAME) == {"challenger": "1"}
     version = tracker.versions(NAME)[0]
     assert version.tags["flowship.gate.verdict"] == "passed"
-    mlflow_run = tracker.client.get_run(first["candidate"]["run_id"])
+    mlflow_run = tracker.client.get_run(first.candidate.run_id)
     tags, metrics = mlflow_run.data.tags, mlflow_run.data.metrics
-    assert tags["flowship.data.raw_md5"] == first["data_version"]
+    assert tags["flowship.data.raw_md5"] == first.data_version
     assert tags["flowship.data.holdout_md5"] != "unknown"
     assert tags["flowship.git.commit"] == flights_project.git("rev-parse", "HEAD").strip()
     assert tags["flowship.git.dirty"] == "false"
@@ -64,16 +66,17 @@ def test_first_run_registers_a_challenger_with_lineage_and_a_rerun_does_nothing(
     }
 
     gate_md = latest_artifact("training-gate")
-    assert "| roc_auc |" in gate_md and "PASSED" in gate_md and first["candidate"]["run_id"] in gate_md
+    assert "| roc_auc |" in gate_md and "PASSED" in gate_md and first.candidate.run_id in gate_md
 
     # The data and artifact versions are on the DVC remote, and dvc agrees the pipeline is up to date.
-    assert first["remote"]["pushed"] > 0
+    assert first.remote.pushed > 0
     assert "up to date" in run(["dvc", "status"], flights_project.root).stdout.lower()
 
     second = flights_project.train()
-    assert not any(second["stages"].values())
-    assert second["candidate"]["run_id"] == first["candidate"]["run_id"]
-    assert second["registered"] == {"name": NAME, "version": "1", "new": False}
+    assert not any(second.stages.values())
+    assert second.candidate.run_id == first.candidate.run_id
+    assert second.registered is not None
+    assert (second.registered.name, second.registered.version, second.registered.new) == (NAME, "1", False)
     assert [v.version for v in tracker.versions(NAME)] == ["1"]
     assert "skipped (unchanged)" in latest_artifact("training-summary")
 
@@ -85,8 +88,8 @@ def test_dvc_repro_and_the_flow_agree_and_versions_come_back_from_the_remote(fli
     assert json.loads((root / "metrics" / "holdout.json").read_text())["roc_auc"] > 0.6
 
     result = flights_project.train()
-    assert not any(result["stages"].values()), "the flow re-ran stages that dvc repro had just produced"
-    assert result["registered"]["version"] == "1"
+    assert not any(result.stages.values()), "the flow re-ran stages that dvc repro had just produced"
+    assert result.registered.version == "1"
     lock = (root / "dvc.lock").read_text()
 
     # Lose the local cache and the outputs: the remote gives them back, byte for byte.
@@ -164,9 +167,9 @@ def test_multiclass_on_iris_with_a_parallel_search(make_project, prefect_harness
     }
     project = make_project({"iris.csv": frame}, params)
     result = project.train()
-    assert result["decision"]["verdict"] == "passed"
-    assert result["registered"]["version"] == "1"
-    run_data = project.tracker().client.get_run(result["candidate"]["run_id"]).data
+    assert result.decision.verdict == "passed"
+    assert result.registered.version == "1"
+    run_data = project.tracker().client.get_run(result.candidate.run_id).data
     assert {"trial_accuracy_0", "trial_accuracy_1", "trial_accuracy_2"} <= set(run_data.metrics)
     best = max(range(3), key=lambda i: run_data.metrics[f"trial_accuracy_{i}"])
     assert run_data.params["hp.C"] == str([0.01, 1.0, 10.0][best])
@@ -198,8 +201,8 @@ def test_regression_on_diabetes_from_parquet(make_project, prefect_harness):
     }
     project = make_project({"diabetes.parquet": frame}, params)
     result = project.train()
-    assert result["registered"]["version"] == "1"
-    metrics = project.tracker().client.get_run(result["candidate"]["run_id"]).data.metrics
+    assert result.registered.version == "1"
+    metrics = project.tracker().client.get_run(result.candidate.run_id).data.metrics
     assert metrics["r2"] > 0.2 and 0 < metrics["mae"] < metrics["rmse"] < 80
     assert (project.root / "reports/evaluation/residuals.png").exists()
     golden = json.loads((project.root / "reports/evaluation/golden.json").read_text())
@@ -211,9 +214,9 @@ def test_search_trials_are_skipped_with_the_train_stage(flights_project):
     params["train"]["search"].update(enabled=True, n_trials=2, space={"max_leaf_nodes": [7, 15]})
     flights_project.write_params(params)
     first = flights_project.train()
-    assert first["stages"]["train"]
+    assert first.stages["train"]
     second = flights_project.train()
-    assert not second["stages"]["train"]
-    assert second["candidate"]["run_id"] == first["candidate"]["run_id"]
+    assert not second.stages["train"]
+    assert second.candidate.run_id == first.candidate.run_id
     trials = json.loads((flights_project.root / "models/candidate/search.json").read_text())["search"]["trials"]
     assert [t["params"]["max_leaf_nodes"] for t in trials] == [7, 15]

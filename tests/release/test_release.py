@@ -61,7 +61,7 @@ def train_v2(project: Project) -> None:
     params["train"]["params"]["max_iter"] = 41
     params["gate"]["max_regression"] = {"roc_auc": 0.05}
     project.write_params(params)
-    assert project.train()["registered"]["version"] == "2"
+    assert project.train().registered.version == "2"
 
 
 def test_release_fail_promote_and_roll_back(trained_project: Project, docker_engine) -> None:  # noqa: ANN001
