@@ -135,7 +135,7 @@ def retraining(params_path: str = "params.yaml", overrides: dict[str, Any] | Non
     if ctx.params.monitoring.retrain.deploy and trained["registered"]["new"]:
         try:
             released = release_flow(params_path=str(path), overrides=overrides)
-            result["release"] = released.get("production", released)
+            result["release"] = released.as_dict()["production"]
         except FlowshipError as exc:
             result["release"] = f"not released: {exc}"
     return result
