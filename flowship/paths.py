@@ -71,10 +71,19 @@ class Layout:
     def mlruns(self) -> Path:
         return self.root / "mlruns"
 
+    def bundle_dir(self, project: str, version: str) -> Path:
+        """The serving bundle of one model version (`model.pkl`, `metadata.json`, `golden.json`), as exported."""
+        return self.root / "build" / f"{project}-v{version}" / "model"
+
     @property
     def inference_log_dir(self) -> Path:
         """Production's inference log (`inference-<YYYYMMDD>.jsonl`), bind-mounted into the container."""
         return self.root / "logs" / "inference"
+
+    @property
+    def staging_inference_log_dir(self) -> Path:
+        """Staging's inference log: its checks' requests never mix with production traffic."""
+        return self.root / "logs" / "inference-staging"
 
     @property
     def labels_dir(self) -> Path:

@@ -246,9 +246,16 @@ class Tracker:
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(name, alias, version)
 
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(name, alias)
+
     def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, value)
+
+    def delete_version_tags(self, name: str, version: str, keys: list[str]) -> None:
+        for key in keys:
+            self.client.delete_model_version_tag(name, version, key)
 
     def register(self, name: str, model_uri: str, run_id: str, tags: dict[str, str], alias: str) -> VersionRef:
         """A new version with its tags and alias, or nothing at all: a half-done version is deleted."""

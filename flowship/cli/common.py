@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -12,6 +12,7 @@ from flowship.errors import FlowshipError
 
 if TYPE_CHECKING:
     from flowship.config import Params
+    from flowship.release.runtime import Runtime
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", "-p", help="The params.yaml to use; its folder is the project root.")
@@ -76,18 +77,9 @@ def check_params(params: Path, check_estimator: bool = True) -> Path:
     return path
 
 
-def runtimes(path: Path) -> list[Any]:
+def runtimes(path: Path) -> list[Runtime]:
     """Every runtime that may hold a deployment of this project: Docker (when a daemon answers) and processes."""
     from flowship.config import load_params
-    from flowship.release.runtime import ProcessRuntime
+    from flowship.release.discovery import runtimes as project_runtimes
 
-    cfg = load_params(path, check_estimator=False)
-    wanted = os.environ.get("FLOWSHIP_RUNTIME", "auto")
-    runtimes: list[Any] = [] if wanted == "docker" else [ProcessRuntime(path.parent, cfg.project.name)]
-    from flowship.adapters.docker_engine import DockerEngine
-
-    if wanted != "process" and DockerEngine().available():
-        from flowship.release.docker_runtime import DockerRuntime
-
-        runtimes.insert(0, DockerRuntime(path.parent, cfg.project.name, {}))
-    return runtimes
+    return project_runtimes(path.parent, load_params(path, check_estimator=False).project.name)

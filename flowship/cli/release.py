@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from flowship.cli.common import ParamsOption, check_params, environment, fail, runtimes
 from flowship.errors import FlowshipError
-from flowship.release.runtime import ROLES
+from flowship.release.runtime import ROLES, Deployed
 
 
 def deploy(
@@ -34,30 +33,29 @@ def deploy(
     from flowship.flows.release import release_flow
 
     try:
-        result: dict[str, Any] = release_flow(params_path=str(path), version=version)
+        result = release_flow(params_path=str(path), version=version)
     except FlowshipError as exc:
         fail(str(exc))
-    production = result["production"]
-    if result["runtime"] == "process":
+    production = result.production
+    if result.runtime == "process":
         typer.echo("runtime:       no Docker daemon answers: serving as a local process (no image built)")
-    if not result["released"]:
-        typer.echo(f"production:    v{result['version']} already serves at {production['url']}: nothing to release")
+    if not result.released:
+        typer.echo(f"production:    v{result.version} already serves at {production.url}: nothing to release")
     else:
-        for c in result["checks"]:
-            typer.echo(f"check:         {c['name']:<11} {'passed' if c['passed'] else 'FAILED'}  {c['detail']}")
-        was = _was(production["from_version"])
-        typer.echo(f"production:    v{result['version']} at {production['url']} (was {was})")
-        if production.get("image"):
-            typer.echo(f"image:         {production['image']}")
-    typer.echo(f"try:           {_example_request(path, production['url'], result['version'])}")
+        for c in result.checks:
+            typer.echo(f"check:         {c.name:<11} {'passed' if c.passed else 'FAILED'}  {c.detail}")
+        typer.echo(f"production:    v{result.version} at {production.url} (was {_was(result.from_version)})")
+        if production.image:
+            typer.echo(f"image:         {production.image}")
+    typer.echo(f"try:           {_example_request(path, production.url, result.version)}")
 
 
 def _example_request(path: Path, url: str, version: str) -> str:
-
     from flowship.config import load_params
+    from flowship.paths import Layout
 
     cfg = load_params(path, check_estimator=False)
-    golden = path.parent / "build" / f"{cfg.project.name}-v{version}" / "model" / "golden.json"
+    golden = Layout(path.parent).bundle_dir(cfg.project.name, version) / "golden.json"
     record = json.loads(golden.read_text())[0]["features"] if golden.exists() else {}
     return f"curl -s {url}/predict -H 'Content-Type: application/json' -d '{json.dumps(record)}'"
 
@@ -66,7 +64,7 @@ def _was(version: str | None) -> str:
     return f"v{version}" if version else "nothing served before"
 
 
-def _challenger_already_serving(path: Path) -> Any:
+def _challenger_already_serving(path: Path) -> Deployed | None:
     """The production deployment when it runs the version that is both champion and challenger, else None."""
     from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker
     from flowship.config import load_params
@@ -99,12 +97,10 @@ def rollback(
     from flowship.flows.release import rollback_flow
 
     try:
-        result: dict[str, Any] = rollback_flow(params_path=str(path), to_version=to)
+        result = rollback_flow(params_path=str(path), to_version=to)
     except FlowshipError as exc:
         fail(str(exc))
-    production = result["production"]
-    was = _was(production["from_version"])
-    typer.echo(f"production:    v{result['version']} at {production['url']} (was {was})")
+    typer.echo(f"production:    v{result.version} at {result.production.url} (was {_was(result.from_version)})")
 
 
 def history(params: ParamsOption = Path("params.yaml")) -> None:

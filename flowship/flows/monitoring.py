@@ -108,4 +108,4 @@ def retraining(params_path: str = "params.yaml", overrides: dict[str, Any] | Non
         released = release_flow(params_path=str(path), overrides=overrides)
     except FlowshipError as exc:
         return replace(registered, release=f"not released: {exc}")
-    return replace(registered, release=released.get("production", released))
+    return replace(registered, release=released.as_dict()["production"])

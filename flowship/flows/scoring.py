@@ -50,7 +50,7 @@ def batch_scoring(
     finally:
         library.remove_work_folder(folder)
     summary = {
-        "model": {"name": ref["name"], "version": ref["version"], "uri": ref["uri"]},
+        "model": {"name": ref.name, "version": ref.version, "uri": ref.uri},
         "input": str(source),
         "output": str(destination),
         "rows": rows,

@@ -7,9 +7,9 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from flowship.adapters import docker_engine
+from flowship.adapters.tracking import VersionRef
 from flowship.release.runtime import Deployed, Release
 
 DEFAULT_BASE = "python:3.11-slim-bookworm"
@@ -24,12 +24,12 @@ def wheelhouse_dir() -> Path:
     return Path(os.environ.get("FLOWSHIP_WHEELHOUSE", Path.home() / ".cache" / "flowship" / "wheelhouse"))
 
 
-def build_release_image(root: Path, ref: dict[str, Any], bundle: Path, on_log: Callable[[str], None]) -> str:
+def build_release_image(ref: VersionRef, bundle: Path, on_log: Callable[[str], None]) -> str:
     """Build (or reuse) the image of this model version, labelled with its lineage."""
     engine = docker_engine.DockerEngine()
-    tags = ref["tags"]
+    tags = ref.tags
     commit = tags.get("flowship.git.commit", "unknown")
-    tag = image_tag(ref["name"], ref["version"], commit)
+    tag = image_tag(ref.name, ref.version, commit)
     if engine.image_exists(tag):
         on_log(f"image {tag} exists: reused")
         return tag
@@ -37,8 +37,8 @@ def build_release_image(root: Path, ref: dict[str, Any], bundle: Path, on_log: C
     wheelhouse = docker_engine.prepare_wheelhouse(wheelhouse_dir(), requirements)
     base = engine.ensure_base_image(DEFAULT_BASE)
     labels = {
-        "io.flowship.model.name": ref["name"],
-        "io.flowship.model.version": ref["version"],
+        "io.flowship.model.name": ref.name,
+        "io.flowship.model.version": ref.version,
         "io.flowship.git.commit": commit,
         "io.flowship.data.hash": tags.get("flowship.data.raw_md5", "unknown"),
     }
@@ -50,8 +50,8 @@ def build_release_image(root: Path, ref: dict[str, Any], bundle: Path, on_log: C
             labels=labels,
             buildargs={
                 "BASE_IMAGE": base,
-                "MODEL_NAME": ref["name"],
-                "MODEL_VERSION": ref["version"],
+                "MODEL_NAME": ref.name,
+                "MODEL_VERSION": ref.version,
                 "GIT_COMMIT": commit,
                 "DATA_HASH": labels["io.flowship.data.hash"],
             },

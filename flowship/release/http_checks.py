@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from flowship.config import ReleaseConfig
 from flowship.release.checks import Check, golden_check, latency_check, status_check
+
+
+def verify_staging(url: str, bundle: Path, cfg: ReleaseConfig, token: str | None, full: bool = True) -> list[Check]:
+    """Health, then (when `full`) the golden set, a bad record and p95 latency: every check runs and is reported."""
+    checks = [wait_ready(url, cfg.health_timeout_s)]
+    if not checks[0].passed or not full:
+        return checks
+    golden_file = bundle / "golden.json"
+    if not golden_file.exists():
+        return [*checks, Check("golden_set", False, "this model version carries no golden set to replay")]
+    golden = json.loads(golden_file.read_text())
+    example = golden[0]["features"]
+    return [
+        *checks,
+        replay_golden(url, golden, cfg.golden_tolerance, token),
+        bad_record(url, example, token),
+        measure_latency(url, example, cfg.latency_requests, cfg.latency_p95_ms, token),
+    ]
 
 
 def wait_ready(base_url: str, timeout_s: float) -> Check:

@@ -1,34 +1,28 @@
-"""Release tasks: export the challenger, build its image, stage it, verify it, promote it, roll back."""
+"""Release tasks: export the challenger, build its image, stage it, verify it, promote it, roll back.
+
+Promotion is four steps, each with a rollback hook: run inside one Prefect transaction (as the release flow does),
+a failure in a later step undoes the earlier ones, newest first, so production, `champion` and the version's tags
+are as they were and the history records nothing.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.transactions import Transaction, get_transaction
 
-from flowship.adapters.tracking import CHALLENGER, CHAMPION, TAG, Tracker
+from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
 from flowship.errors import ReleaseCheckFailed, ReleaseError
-from flowship.release import history
-from flowship.release import http_checks as probe
-from flowship.release.checks import Check, summary
-from flowship.release.runtime import Deployed, ProcessRuntime, Release, Runtime
+from flowship.release import discovery, history, http_checks, promotion
+from flowship.release.checks import Check
+from flowship.release.export import already_exported, export_version
+from flowship.release.promotion import PRODUCTION, STAGING, Promotion, ReleaseTarget
+from flowship.release.runtime import Deployed, Release, Runtime
 from flowship.tasks.common import Context, is_transient
-
-STAGING, PRODUCTION = "staging", "production"
-
-
-def bundle_dir(ctx: Context, version: str) -> Path:
-    return ctx.root / "build" / f"{ctx.params.project.name}-v{version}" / "model"
-
-
-def inference_log_dir(ctx: Context, role: str) -> Path:
-    return ctx.root / "logs" / ("inference" if role == PRODUCTION else "inference-staging")
 
 
 def serving_env(ctx: Context) -> dict[str, str]:
@@ -39,40 +33,34 @@ def serving_env(ctx: Context) -> dict[str, str]:
 
 
 def runtime_for(ctx: Context, kind: str) -> Runtime:
-    if kind == "docker":
-        from flowship.release.docker_runtime import DockerRuntime
+    return discovery.runtime_for(kind, ctx.root, ctx.params.project.name, serving_env(ctx))
 
-        return DockerRuntime(ctx.root, ctx.params.project.name, serving_env(ctx))
-    return ProcessRuntime(ctx.root, ctx.params.project.name, serving_env(ctx))
+
+def bundle_dir(ctx: Context, version: str) -> Path:
+    return ctx.layout.bundle_dir(ctx.params.project.name, version)
+
+
+def _remember(**values: Any) -> None:
+    """Keep what a rollback hook needs in this task's transaction (none when the task runs outside a flow)."""
+    txn = get_transaction()
+    if txn is not None:
+        for name, value in values.items():
+            txn.set(name, value)
 
 
 @task(name="choose_runtime")
 def choose_runtime(ctx: Context) -> str:
-    """Docker when a daemon answers; otherwise say so plainly and serve as a local process.
-
-    FLOWSHIP_RUNTIME=docker|process forces one (docker then fails when no daemon answers).
-    """
-    from flowship.adapters.docker_engine import DockerEngine
-
-    wanted = os.environ.get("FLOWSHIP_RUNTIME", "auto")
-    if wanted not in ("auto", "docker", "process"):
-        raise ReleaseError(f"FLOWSHIP_RUNTIME={wanted!r}: allowed values are auto, docker, process")
-    if wanted == "process":
-        get_run_logger().info("FLOWSHIP_RUNTIME=process: serving as a local process")
-        return "process"
-    if DockerEngine().available():
-        return "docker"
-    if wanted == "docker" or os.environ.get("FLOWSHIP_REQUIRE_DOCKER") == "1":
-        raise ReleaseError("no Docker daemon answers (FLOWSHIP_RUNTIME=docker or FLOWSHIP_REQUIRE_DOCKER=1 wants one)")
-    get_run_logger().warning(
-        "no Docker daemon answers: serving the same app as a local process instead (no image is built)"
-    )
-    return "process"
+    """Docker when a daemon answers; otherwise say so plainly and serve as a local process."""
+    choice = discovery.choose_runtime()
+    if choice.note is not None:
+        log = get_run_logger()
+        (log.warning if choice.fallback else log.info)(choice.note)
+    return choice.kind
 
 
 @task(name="resolve_release", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def resolve_release(ctx: Context, version: str | None) -> dict[str, Any]:
-    """The version to release: the challenger unless one is named."""
+def resolve_release(ctx: Context, version: str | None) -> ReleaseTarget:
+    """The version to release: the challenger unless one is named; and the champion it would replace."""
     tracker = Tracker(ctx.root)
     tracker.check_available()
     name = ctx.params.project.name
@@ -83,103 +71,53 @@ def resolve_release(ctx: Context, version: str | None) -> dict[str, Any]:
     else:
         ref = tracker.version(name, version)
     champion = tracker.version_by_alias(name, CHAMPION)
-    return {
-        "name": name,
-        "version": ref.version,
-        "run_id": ref.run_id,
-        "uri": ref.uri,
-        "tags": ref.tags,
-        "champion": champion.version if champion else None,
-    }
+    return ReleaseTarget(ref, champion.version if champion else None)
 
 
 @task(name="export_bundle", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def export_bundle(ctx: Context, ref: dict[str, Any]) -> str:
+def export_bundle(ctx: Context, ref: VersionRef) -> str:
     """The registered model as a serving bundle: the fitted pipeline, its metadata and golden set."""
-    from flowship.serving.bundle import write_bundle
-
-    dest = bundle_dir(ctx, ref["version"])
-    meta_file = dest / "metadata.json"
-    if meta_file.exists() and json.loads(meta_file.read_text()).get("version") == ref["version"]:
-        get_run_logger().info("bundle for v%s already exported: %s", ref["version"], dest)
+    dest = bundle_dir(ctx, ref.version)
+    if already_exported(dest, ref.version):
+        get_run_logger().info("bundle for v%s already exported: %s", ref.version, dest)
         return str(dest)
-    tracker = Tracker(ctx.root)
-    model = tracker.load_model(ref["uri"])
-    with tempfile.TemporaryDirectory() as tmp:
-        golden_path = tracker.download(ref["uri"], Path(tmp))
-        found = sorted(golden_path.rglob("golden.json"))
-        golden = json.loads(found[0].read_text()) if found else None
-    # From the version itself, not today's params: a rollback may serve a model trained on other features.
-    schema = tracker.input_schema(ref["uri"])
-    metadata = {
-        "name": ref["name"],
-        "version": ref["version"],
-        "task": ref["tags"].get(f"{TAG}task", ctx.params.data.task),
-        "features": {
-            "numeric": [f["name"] for f in schema if f["type"] != "string"],
-            "categorical": [f["name"] for f in schema if f["type"] == "string"],
-        },
-        "classes": [c.item() if hasattr(c, "item") else c for c in model.classes_]
-        if hasattr(model, "classes_")
-        else None,
-        "lineage": {k: v for k, v in ref["tags"].items() if k.startswith(TAG) and not k.startswith(f"{TAG}gate.")},
-        "input_schema": schema,
-    }
-    if dest.exists():
-        shutil.rmtree(dest)
-    write_bundle(dest, model, metadata, golden)
-    get_run_logger().info("exported %s v%s to %s", ref["name"], ref["version"], dest)
+    export_version(Tracker(ctx.root), ref, dest, ctx.params.data.task)
+    get_run_logger().info("exported %s v%s to %s", ref.name, ref.version, dest)
     return str(dest)
 
 
 @task(name="build_image", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def build_image(ctx: Context, ref: dict[str, Any], bundle: str) -> str:
+def build_image(ctx: Context, ref: VersionRef, bundle: str) -> str:
     """The image for this version (reused when its tag exists); the build log goes to the Prefect log."""
     from flowship.release.docker_runtime import build_release_image
 
     log = get_run_logger()
-    return build_release_image(ctx.root, ref, Path(bundle), on_log=lambda line: log.info("build: %s", line))
+    return build_release_image(ref, Path(bundle), on_log=lambda line: log.info("build: %s", line))
 
 
-def _release(ref: dict[str, Any], bundle: str, image: str | None) -> Release:
-    return Release(name=ref["name"], version=ref["version"], bundle_dir=Path(bundle), image=image)
+@task(name="production_now")
+def production_now(ctx: Context, kind: str) -> Deployed | None:
+    return runtime_for(ctx, kind).deployed(PRODUCTION)
 
 
 @task(name="start_staging")
-def start_staging(ctx: Context, kind: str, ref: dict[str, Any], bundle: str, image: str | None) -> dict[str, Any]:
-    runtime = runtime_for(ctx, kind)
-    deployed = runtime.start(
-        STAGING,
-        _release(ref, bundle, image),
-        ctx.params.release.staging_port,
-        inference_log_dir(ctx, STAGING),
-        restart=False,
-    )
-    get_run_logger().info("staging: v%s at %s (%s)", ref["version"], deployed.url, deployed.ref)
-    return deployed.as_dict()
+def start_staging(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: str | None) -> Deployed:
+    release = Release(ref.name, ref.version, Path(bundle), image)
+    log_dir = promotion.inference_log_dir(ctx.layout, STAGING)
+    deployed = runtime_for(ctx, kind).start(STAGING, release, ctx.params.release.staging_port, log_dir, restart=False)
+    get_run_logger().info("staging: v%s at %s (%s)", ref.version, deployed.url, deployed.ref)
+    return deployed
 
 
 @task(name="verify_staging")
-def verify_staging(ctx: Context, staging: dict[str, Any], bundle: str, full: bool = True) -> list[dict[str, Any]]:
+def verify_staging(ctx: Context, staging: Deployed, bundle: str, full: bool = True) -> tuple[Check, ...]:
     """Health, the golden set over HTTP, a bad record, p95 latency: every check runs and is reported."""
-    cfg = ctx.params.release
-    url = staging["url"]
     token = os.environ.get("FLOWSHIP_API_TOKEN")
-    checks: list[Check] = [probe.wait_ready(url, cfg.health_timeout_s)]
-    golden_file = Path(bundle) / "golden.json"
-    if checks[0].passed and full and not golden_file.exists():
-        checks.append(Check("golden_set", False, "this model version carries no golden set to replay"))
-    elif checks[0].passed and full:
-        golden = json.loads(golden_file.read_text())
-        checks.append(probe.replay_golden(url, golden, cfg.golden_tolerance, token))
-        checks.append(probe.bad_record(url, golden[0]["features"], token))
-        checks.append(
-            probe.measure_latency(url, golden[0]["features"], cfg.latency_requests, cfg.latency_p95_ms, token)
-        )
+    checks = http_checks.verify_staging(staging.url, Path(bundle), ctx.params.release, token, full)
     log = get_run_logger()
     for c in checks:
         log.info("check %s: %s (%s)", c.name, "passed" if c.passed else "FAILED", c.detail)
-    return [c.as_dict() for c in checks]
+    return tuple(checks)
 
 
 @task(name="teardown_staging")
@@ -187,119 +125,100 @@ def teardown_staging(ctx: Context, kind: str) -> None:
     runtime_for(ctx, kind).stop(STAGING)
 
 
-def _checks_markdown(title: str, version: str, checks: list[dict[str, Any]], outcome: str) -> str:
-    lines = [f"# {title}: v{version} {outcome}", "", "| check | verdict | detail |", "| --- | --- | --- |"]
-    lines += [f"| {c['name']} | {'pass' if c['passed'] else '**fail**'} | {c['detail']} |" for c in checks]
-    return "\n".join(lines) + "\n"
-
-
 @task(name="record_failure", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def record_failure(ctx: Context, kind: str, ref: dict[str, Any], checks: list[dict[str, Any]], action: str) -> None:
+def record_failure(ctx: Context, kind: str, target: ReleaseTarget, checks: tuple[Check, ...], action: str) -> None:
     """A failed release leaves its numbers in MLflow, a Prefect artifact and the history; then it raises."""
-    passed, reasons = summary([Check(**c) for c in checks])
-    assert not passed
-    Tracker(ctx.root).set_version_tags(
-        ref["name"],
-        ref["version"],
-        {
-            f"{TAG}release.verdict": "failed",
-            f"{TAG}release.failed_checks": reasons[:4000],
-            f"{TAG}release.checks": json.dumps(checks, default=str)[:4900],
-        },
-    )
+    assert not all(c.passed for c in checks)
+    Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.failure_tags(checks))
     create_markdown_artifact(
         key=f"{action}-checks",
-        markdown=_checks_markdown(action.capitalize(), ref["version"], checks, "stopped in staging"),
-        description=f"{action} of v{ref['version']}: failed",
+        markdown=promotion.checks_markdown(action.capitalize(), target.version, checks, "stopped in staging"),
+        description=f"{action} of v{target.version}: failed",
     )
     production = runtime_for(ctx, kind).deployed(PRODUCTION)
-    history.record(
-        ctx.root,
-        {
-            "action": action,
-            "outcome": "failed",
-            "from_version": production.version if production else ref.get("champion"),
-            "to_version": ref["version"],
-            "image": None,
-            "runtime": kind,
-            "checks": checks,
-            "reason": reasons,
-        },
-    )
-    raise ReleaseCheckFailed(ref["version"], checks)
+    history.record(ctx.root, promotion.failure_event(action, target, production, kind, checks))
+    raise ReleaseCheckFailed(target.version, [c.as_dict() for c in checks])
 
 
-@task(name="promote", retries=0)
-def promote(
-    ctx: Context,
-    kind: str,
-    ref: dict[str, Any],
-    bundle: str,
-    image: str | None,
-    checks: list[dict[str, Any]],
-    action: str,
-) -> dict[str, Any]:
-    """Production runs the new version, then `champion` moves to it; a failed start brings the old one back."""
-    log = get_run_logger()
+# --- promotion: each step undoes itself when a later step of the same transaction fails ---
+
+
+@task(name="start_production", retries=0)
+def start_production(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: str | None) -> Deployed:
+    """Production runs the new version and answers; a failed start brings the old one back."""
     runtime = runtime_for(ctx, kind)
+    previous = promotion.previous_release(ctx.layout, runtime.deployed(PRODUCTION))
+    _remember(ctx=ctx, kind=kind, previous=previous)
     cfg = ctx.params.release
-    previous = runtime.deployed(PRODUCTION)
-    new = runtime.start(
-        PRODUCTION, _release(ref, bundle, image), cfg.production_port, inference_log_dir(ctx, PRODUCTION), restart=True
+    return promotion.start_production(
+        runtime,
+        Release(ref.name, ref.version, Path(bundle), image),
+        previous,
+        cfg.production_port,
+        promotion.inference_log_dir(ctx.layout, PRODUCTION),
+        cfg.health_timeout_s,
     )
-    ready = probe.wait_ready(new.url, cfg.health_timeout_s)
-    if not ready.passed:
-        runtime.stop(PRODUCTION)
-        if previous is not None:
-            old_bundle = bundle_dir(ctx, previous.version)
-            runtime.start(
-                PRODUCTION,
-                Release(previous.name, previous.version, old_bundle, previous.image),
-                cfg.production_port,
-                inference_log_dir(ctx, PRODUCTION),
-                restart=True,
-            )
-            probe.wait_ready(previous.url, cfg.health_timeout_s)
-        back = f"v{previous.version} serves again" if previous else "nothing served before"
-        raise ReleaseError(f"production did not come up with v{ref['version']} ({ready.detail}); {back}")
-    tracker = Tracker(ctx.root)
-    from_version = ref.get("champion")
-    tracker.set_alias(ref["name"], CHAMPION, ref["version"])
-    tracker.set_version_tags(
-        ref["name"],
-        ref["version"],
-        {
-            f"{TAG}release.verdict": "passed",
-            f"{TAG}release.failed_checks": "none",
-            f"{TAG}release.image": image or "none (local process)",
-            f"{TAG}release.previous_champion": from_version or "none",
-            f"{TAG}release.checks": json.dumps(checks, default=str)[:4900],
-        },
-    )
-    entry = history.record(
-        ctx.root,
-        {
-            "action": action,
-            "outcome": "done",
-            "from_version": from_version,
-            "to_version": ref["version"],
-            "image": image,
-            "runtime": kind,
-            "url": new.url,
-            "checks": checks,
-        },
-    )
+
+
+@start_production.on_rollback
+def _restore_production(txn: Transaction) -> None:
+    ctx: Context = txn.get("ctx")
+    previous: Release | None = txn.get("previous")
+    cfg = ctx.params.release
+    log_dir = promotion.inference_log_dir(ctx.layout, PRODUCTION)
+    runtime = runtime_for(ctx, txn.get("kind"))
+    promotion.restore_production(runtime, previous, cfg.production_port, log_dir, cfg.health_timeout_s)
+
+
+@task(name="move_champion", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
+def move_champion(ctx: Context, target: ReleaseTarget) -> None:
+    _remember(ctx=ctx, target=target)
+    promotion.move_champion(Tracker(ctx.root), target)
+
+
+@move_champion.on_rollback
+def _restore_champion(txn: Transaction) -> None:
+    ctx: Context = txn.get("ctx")
+    promotion.restore_champion(Tracker(ctx.root), txn.get("target"))
+
+
+@task(name="tag_release", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
+def tag_release(ctx: Context, target: ReleaseTarget, image: str | None, checks: tuple[Check, ...]) -> None:
+    """The verdict, the image and the checks on the version, for the registry to show."""
+    tags = promotion.release_tags(target, image, checks)
+    before = promotion.set_tags(Tracker(ctx.root), target.ref, tags)
+    _remember(ctx=ctx, ref=target.ref, before=before)
+
+
+@tag_release.on_rollback
+def _restore_tags(txn: Transaction) -> None:
+    ctx: Context = txn.get("ctx")
+    promotion.restore_tags(Tracker(ctx.root), txn.get("ref"), txn.get("before"))
+
+
+@task(name="record_release")
+def record_release(
+    ctx: Context, target: ReleaseTarget, production: Deployed, image: str | None, checks: tuple[Check, ...], action: str
+) -> Promotion:
+    """The history entry: the last step, so the history names only promotions that stand."""
+    entry = history.record(ctx.root, promotion.release_event(action, target, production, image, checks))
+    return Promotion(production, target.champion, str(entry["time"]))
+
+
+@task(name="publish_release")
+def publish_release(
+    ctx: Context, target: ReleaseTarget, promoted: Promotion, checks: tuple[Check, ...], action: str
+) -> None:
+    """The checks as a Prefect artifact, once the promotion stands."""
+    url = promoted.production.url
     create_markdown_artifact(
         key=f"{action}-checks",
-        markdown=_checks_markdown(action.capitalize(), ref["version"], checks, f"in production at {new.url}"),
-        description=f"{action} of v{ref['version']}: done",
+        markdown=promotion.checks_markdown(action.capitalize(), target.version, checks, f"in production at {url}"),
+        description=f"{action} of v{target.version}: done",
     )
-    log.info("production: v%s at %s; champion v%s (was %s)", ref["version"], new.url, ref["version"], from_version)
-    return {**new.as_dict(), "from_version": from_version, "time": entry["time"]}
-
-
-def production_now(ctx: Context, kind: str) -> Deployed | None:
-    return runtime_for(ctx, kind).deployed(PRODUCTION)
+    get_run_logger().info(
+        "production: v%s at %s; champion v%s (was %s)", target.version, url, target.version, promoted.from_version
+    )
 
 
 @task(name="rollback_target")

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from flowship.adapters.tracking import CHAMPION, Tracker
+from flowship.adapters.tracking import CHAMPION, Tracker, VersionRef
 from flowship.errors import RegistryError
 from flowship.pipeline import scoring
 from flowship.serving.bundle import BundleMetadata, load_bundle
@@ -17,7 +17,7 @@ from flowship.tasks.common import Context, is_transient
 
 
 @task(name="resolve_model", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def resolve_model(ctx: Context, version: str | None) -> dict[str, Any]:
+def resolve_model(ctx: Context, version: str | None) -> VersionRef:
     """The registered version to score with: the champion unless one is named (as the release flow's ref)."""
     tracker = Tracker(ctx.root)
     tracker.check_available()
@@ -31,7 +31,7 @@ def resolve_model(ctx: Context, version: str | None) -> dict[str, Any]:
     else:
         ref = tracker.version(name, version)
     get_run_logger().info("scoring with %s v%s (%s)", name, ref.version, ref.uri)
-    return {"name": name, "version": ref.version, "run_id": ref.run_id, "uri": ref.uri, "tags": ref.tags}
+    return ref
 
 
 def model_inputs(metadata: BundleMetadata) -> scoring.ModelInputs:

@@ -11,6 +11,7 @@ import pytest
 from flowship.errors import ReleaseCheckFailed
 from flowship.release import history
 from flowship.release.docker_runtime import container_name
+from flowship.release.promotion import ReleaseResult
 from tests.conftest import Project
 from tests.release.conftest import NAME
 
@@ -19,18 +20,16 @@ pytestmark = pytest.mark.integration
 PRODUCTION = "http://127.0.0.1:18400"
 
 
-def release(project: Project, version: str | None = None) -> dict[str, object]:
+def release(project: Project, version: str | None = None) -> ReleaseResult:
     from flowship.flows.release import release_flow
 
-    result: dict[str, object] = release_flow(params_path=str(project.params_path), version=version)
-    return result
+    return release_flow(params_path=str(project.params_path), version=version)
 
 
-def rollback(project: Project, to: str | None = None) -> dict[str, object]:
+def rollback(project: Project, to: str | None = None) -> ReleaseResult:
     from flowship.flows.release import rollback_flow
 
-    result: dict[str, object] = rollback_flow(params_path=str(project.params_path), to_version=to)
-    return result
+    return rollback_flow(params_path=str(project.params_path), to_version=to)
 
 
 def production_name(project: Project) -> str:
@@ -69,8 +68,9 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
     tracker = project.tracker()
 
     first = release(project)
-    assert first["released"] and first["runtime"] == "docker"
-    assert {c["name"] for c in first["checks"] if c["passed"]} == {"health", "golden_set", "bad_input", "latency"}
+    assert first.released and first.runtime == "docker" and first.from_version is None
+    assert {c.name for c in first.checks if c.passed} == {"health", "golden_set", "bad_input", "latency"}
+    assert first.production.version == "1" and first.production.url == PRODUCTION
     assert serving_version() == "1"
     assert tracker.aliases(NAME)["champion"] == "1"
     production = docker_engine.container(production_name(project))
@@ -96,7 +96,7 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
 
     set_release(project, latency_p95_ms=500)
     second = release(project)
-    assert second["released"] and serving_version() == "2"
+    assert second.released and second.from_version == "1" and serving_version() == "2"
     assert tracker.aliases(NAME) == {"champion": "2", "challenger": "2"}
     assert tracker.version(NAME, "2").tags["flowship.release.previous_champion"] == "1"
 
@@ -106,7 +106,7 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
     back = rollback(project)
     assert docker_engine.image_exists(v1_image)
     assert docker_engine.container(production_name(project)).image == v1_image
-    assert back["version"] == "1" and serving_version() == "1"
+    assert back.version == "1" and back.from_version == "2" and serving_version() == "1"
     assert tracker.aliases(NAME)["champion"] == "1"
     events = history.read(project.root)
     assert [(e["action"], e["outcome"], e["from_version"], e["to_version"]) for e in events] == [
@@ -115,6 +115,52 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
         ("release", "done", "1", "2"),
         ("rollback", "done", "2", "1"),
     ]
+
+
+@pytest.mark.parametrize("failing_step", ["move_champion", "record_release"])
+def test_a_promotion_that_fails_half_way_is_undone(
+    trained_project: Project,
+    docker_engine,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    failing_step: str,
+) -> None:
+    """A step fails after v2 started in production (and, for the history write, after `champion` moved and v2 was
+    tagged): v1 serves again from its own container image; aliases, tags and history are as before."""
+    from flowship.errors import RegistryError
+    from flowship.release import promotion
+
+    project = trained_project
+    tracker = project.tracker()
+    aliases, tags, events = tracker.aliases(NAME), tracker.version(NAME, "2").tags, history.read(project.root)
+    image = docker_engine.container(production_name(project)).image
+    assert serving_version() == "1" and aliases["champion"] == "1"
+
+    def registry_down(*args: object) -> None:
+        assert serving_version() == "2"  # the new container started and answered
+        raise RegistryError("the registry refused the alias")
+
+    def disk_full(*args: object) -> None:
+        assert serving_version() == "2" and tracker.aliases(NAME)["champion"] == "2"
+        assert tracker.version(NAME, "2").tags["flowship.release.verdict"] == "passed"
+        raise OSError(28, "No space left on device")
+
+    if failing_step == "move_champion":
+        monkeypatch.setattr(promotion, "move_champion", registry_down)
+        expected: tuple[type[Exception], str] = (RegistryError, "refused the alias")
+    else:
+        monkeypatch.setattr(history, "record", disk_full)
+        expected = (OSError, "No space left on device")
+    with pytest.raises(expected[0], match=expected[1]):
+        release(project, version="2")
+    monkeypatch.undo()
+
+    assert serving_version() == "1"
+    production = docker_engine.container(production_name(project))
+    assert production.image == image and production.status == "running"
+    assert production.restart_policy == "unless-stopped"
+    assert tracker.aliases(NAME) == aliases
+    assert tracker.version(NAME, "2").tags == tags
+    assert history.read(project.root) == events
 
 
 def test_a_golden_set_mismatch_stops_the_release(trained_project: Project, docker_engine) -> None:  # noqa: ANN001

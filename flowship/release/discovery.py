@@ -1,0 +1,68 @@
+"""Which runtime serves a project: the one a release uses, and every one that may hold its deployments."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowship.adapters.docker_engine import DockerEngine
+from flowship.errors import ReleaseError
+from flowship.release.docker_runtime import DockerRuntime
+from flowship.release.runtime import ProcessRuntime, Runtime
+
+WANTED = ("auto", "docker", "process")
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime a release uses; `note` says why when it is not Docker, `fallback` when Docker was wanted."""
+
+    kind: str
+    note: str | None = None
+    fallback: bool = False
+
+
+def choose_runtime(
+    wanted: str | None = None, require_docker: bool | None = None, docker_answers: Callable[[], bool] | None = None
+) -> RuntimeChoice:
+    """Docker when a daemon answers; otherwise a local process, said plainly.
+
+    FLOWSHIP_RUNTIME=docker|process forces one (docker then fails when no daemon answers);
+    FLOWSHIP_REQUIRE_DOCKER=1 refuses the fallback.
+    """
+    wanted = os.environ.get("FLOWSHIP_RUNTIME", "auto") if wanted is None else wanted
+    if require_docker is None:
+        require_docker = os.environ.get("FLOWSHIP_REQUIRE_DOCKER") == "1"
+    if wanted not in WANTED:
+        raise ReleaseError(f"FLOWSHIP_RUNTIME={wanted!r}: allowed values are {', '.join(WANTED)}")
+    if wanted == "process":
+        return RuntimeChoice("process", "FLOWSHIP_RUNTIME=process: serving as a local process")
+    if (docker_answers or DockerEngine().available)():
+        return RuntimeChoice("docker")
+    if wanted == "docker" or require_docker:
+        raise ReleaseError("no Docker daemon answers (FLOWSHIP_RUNTIME=docker or FLOWSHIP_REQUIRE_DOCKER=1 wants one)")
+    note = "no Docker daemon answers: serving the same app as a local process instead (no image is built)"
+    return RuntimeChoice("process", note, fallback=True)
+
+
+def runtime_for(kind: str, root: Path, project: str, env: dict[str, str] | None = None) -> Runtime:
+    """The runtime of this kind for the project; `env` goes to the serving app it starts."""
+    if kind == "docker":
+        return DockerRuntime(root, project, env)
+    if kind == "process":
+        return ProcessRuntime(root, project, env)
+    raise ReleaseError(f"runtime {kind!r}: allowed values are docker, process")
+
+
+def runtimes(root: Path, project: str) -> list[Runtime]:
+    """Every runtime that may hold a deployment of this project: Docker (when a daemon answers) and processes.
+
+    FLOWSHIP_RUNTIME narrows it to one, as it does for a release.
+    """
+    wanted = os.environ.get("FLOWSHIP_RUNTIME", "auto")
+    found: list[Runtime] = [] if wanted == "docker" else [ProcessRuntime(root, project)]
+    if wanted != "process" and DockerEngine().available():
+        found.insert(0, DockerRuntime(root, project))
+    return found
