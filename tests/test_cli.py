@@ -79,6 +79,31 @@ def test_missing_params_file_and_a_key_dvc_tracks(tmp_path: Path) -> None:
     assert "data.time_column: required key is missing (dvc.yaml tracks it for stage 'prepare'" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["nothing.csv", "out.parquet"], "flowship: INPUT {root}/nothing.csv: no such file\n"),
+        (
+            ["records.csv", "records.csv"],
+            "flowship: OUTPUT {root}/records.csv is the INPUT file: write the scored records elsewhere\n",
+        ),
+        (
+            ["records.csv", "out.parquet", "--version", "v1"],
+            "flowship: --version 'v1': expected a registered version number such as 3\n",
+        ),
+    ],
+)
+def test_score_refuses_arguments_that_cannot_work_before_prefect_starts(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    params = bare_project(tmp_path)
+    (tmp_path / "records.csv").write_text("x1,x2\n1,2\n")
+    done = run([FLOWSHIP, "score", *args, "--params", str(params)], tmp_path, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr == expected.format(root=tmp_path) and done.stdout == ""
+    assert not (tmp_path / ".prefect").exists() and not (tmp_path / "out.parquet").exists()
+
+
 @pytest.mark.integration
 def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> None:
     root, params = flights_project.root, str(flights_project.params_path)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from flowship.cli.common import ParamsOption, check_params, environment, fail
-from flowship.errors import FlowshipError
-
-SCORABLE = (".csv", ".tsv", ".parquet", ".pq")
+from flowship.errors import ConfigError, FlowshipError
 
 
 def score(
@@ -36,17 +34,13 @@ def score(
     """Score a file of records with a registered version, chunk by chunk on threads or a Dask cluster (params.yaml
     `compute`), into one Parquet file that appears only when complete."""
     path = check_params(params, check_estimator=False)
-    source, destination = input_file.resolve(), output.resolve()
-    if not source.is_file():
-        fail(f"INPUT {source}: no such file")
-    if not any(s.lower() in SCORABLE for s in source.suffixes):
-        fail(f"INPUT {source}: expected a CSV or Parquet file (.csv, .tsv, .parquet or .pq, maybe compressed)")
-    if destination == source:
-        fail(f"OUTPUT {destination} is the INPUT file: write the scored records elsewhere")
-    if destination.is_dir():
-        fail(f"OUTPUT {destination} is a directory: name the Parquet file to write")
-    if version is not None and not version.isdigit():
-        fail(f"--version {version!r}: expected a registered version number such as 3")
+    from flowship.pipeline.scoring import RequestNames, check_request
+
+    names = RequestNames(input="INPUT", output="OUTPUT", version="--version", chunk_rows="--chunk-rows")
+    try:
+        source, destination = check_request(Path.cwd(), str(input_file), str(output), version, chunk_rows, names)
+    except ConfigError as exc:
+        fail("; ".join(exc.problems))
     environment(path.parent)
     from flowship.config import load_params
     from flowship.flows.compute import describe, require_server
@@ -61,14 +55,12 @@ def score(
     from flowship.flows.scoring import batch_scoring
 
     try:
-        summary: dict[str, Any] = batch_scoring(
+        summary = batch_scoring(
             params_path=str(path), input=str(source), output=str(destination), version=version, chunk_rows=chunk_rows
         )
     except FlowshipError as exc:
         fail(str(exc))
-    model = summary["model"]
-    ran_on = sorted({c["where"] for c in summary["chunks"]})
-    typer.echo(f"model:         {model['name']} v{model['version']}")
-    typer.echo(f"scored:        {summary['rows']} records in {len(summary['chunks'])} chunk(s), {describe(compute)}")
-    typer.echo(f"ran on:        {', '.join(ran_on)}")
-    typer.echo(f"output:        {summary['output']}")
+    typer.echo(f"model:         {summary.model.name} v{summary.model.version}")
+    typer.echo(f"scored:        {summary.rows} records in {len(summary.chunks)} chunk(s), {describe(compute)}")
+    typer.echo(f"ran on:        {', '.join(summary.ran_on)}")
+    typer.echo(f"output:        {summary.output}")

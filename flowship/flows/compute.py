@@ -7,6 +7,9 @@ is picked here at run time, from the params: runs started from the CLI and from 
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flowship.config import ComputeConfig
@@ -33,21 +36,30 @@ def require_server(cfg: ComputeConfig) -> None:
     )
 
 
-def task_runner(cfg: ComputeConfig, max_threads: int | None = None) -> TaskRunner:  # type: ignore[type-arg]
+# What `Flow.with_options(task_runner=...)` is annotated to take. TaskRunner is invariant in its future type, so
+# neither the thread pool's runner (PrefectConcurrentFuture) nor Dask's fits that annotation, though the flow runs
+# any runner: the runners below are cast to it, in this one place.
+AnyTaskRunner = TaskRunner[PrefectFuture[Any]]
+
+
+def task_runner(cfg: ComputeConfig, max_threads: int | None = None) -> AnyTaskRunner:
     """The runner for a subflow's mapped tasks; `max_threads` bounds the thread pool (None: one per task)."""
     if cfg.engine == "threads":
-        return ThreadPoolTaskRunner(max_workers=max_threads)
+        return cast(AnyTaskRunner, ThreadPoolTaskRunner(max_workers=max_threads))
     require_server(cfg)
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask.task_runners import DaskTaskRunner
 
     if cfg.dask.address is not None:
-        return DaskTaskRunner(address=cfg.dask.address)
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": cfg.dask.workers,
-            "threads_per_worker": cfg.dask.threads_per_worker,
-            "dashboard_address": None,
-        }
+        return cast(AnyTaskRunner, DaskTaskRunner(address=cfg.dask.address))
+    return cast(
+        AnyTaskRunner,
+        DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": cfg.dask.workers,
+                "threads_per_worker": cfg.dask.threads_per_worker,
+                "dashboard_address": None,
+            }
+        ),
     )
 
 

@@ -3,6 +3,9 @@
 The input is checked against the model's features and cut into chunk files before anything is scored; each chunk
 is scored on its own (in a thread or on a Dask worker) into a small file of outputs; the output is then written
 in one pass to a temporary file beside it and renamed into place, so a failure never leaves a partial output.
+
+pandas, NumPy and pyarrow are imported by the functions that use them: `flowship score` checks its arguments
+with `check_request` before anything heavy loads, so a wrong argument is refused in about a second.
 """
 
 from __future__ import annotations
@@ -13,20 +16,65 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from flowship.errors import ConfigError, DataLoadError
 
-from flowship.errors import DataLoadError
-from flowship.pipeline.ingest import read_table
+if TYPE_CHECKING:
+    import pandas as pd
 
 PREDICTION = "prediction"
 # classifiers: the probability the model gives its own prediction (the serving app's probability of that class)
 PROBABILITY = "probability"
 EXAMPLES = 3
+# The files batch scoring reads, maybe compressed (records.csv.gz).
+SCORABLE = (".csv", ".tsv", ".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class RequestNames:
+    """How the caller names the parts of a scoring request in its errors: the flow's parameters by default; the
+    command line names its arguments and options."""
+
+    input: str = "input"
+    output: str = "output"
+    version: str = "version"
+    chunk_rows: str = "chunk_rows"
+
+
+FLOW_NAMES = RequestNames()
+
+
+def check_request(
+    root: Path, input: str, output: str, version: str | None, chunk_rows: int, names: RequestNames = FLOW_NAMES
+) -> tuple[Path, Path]:
+    """The input and output files (relative to `root`), refused at once when they cannot work: a `ConfigError`
+    with every problem, each naming the argument at fault as `names` says."""
+    problems = []
+    if not input:
+        problems.append(f"{names.input}: the file of records to score is required")
+    if not output:
+        problems.append(f"{names.output}: the Parquet file to write is required")
+    if chunk_rows < 1:
+        problems.append(f"{names.chunk_rows}: must be at least 1 (got {chunk_rows})")
+    if problems:
+        raise ConfigError(problems)
+    source, destination = (root / input).resolve(), (root / output).resolve()
+    if not source.is_file():
+        problems.append(f"{names.input} {source}: no such file")
+    elif not any(s.lower() in SCORABLE for s in source.suffixes):
+        problems.append(
+            f"{names.input} {source}: expected a CSV or Parquet file (.csv, .tsv, .parquet or .pq, maybe compressed)"
+        )
+    if destination == source:
+        problems.append(f"{names.output} {destination} is the {names.input} file: write the scored records elsewhere")
+    elif destination.is_dir():
+        problems.append(f"{names.output} {destination} is a directory: name the Parquet file to write")
+    if version is not None and not version.isdigit():
+        problems.append(f"{names.version} {version!r}: expected a registered version number such as 3")
+    if problems:
+        raise ConfigError(problems)
+    return source, destination
 
 
 @dataclass(frozen=True)
@@ -48,12 +96,16 @@ class ModelInputs:
 
 def read_records(path: Path) -> pd.DataFrame:
     """The records to score; a missing, unreadable or empty file raises `DataLoadError` naming it."""
+    from flowship.pipeline.ingest import read_table
+
     return read_table(path)
 
 
 def check_features(frame: pd.DataFrame, inputs: ModelInputs, source: Path | str) -> None:
     """Every feature the model needs is there, numeric features hold numbers (or nothing), and no input column
     would be overwritten by an output; otherwise `DataLoadError` naming each column at fault."""
+    import pandas as pd
+
     missing = [c for c in inputs.features if c not in frame.columns]
     if missing:
         raise DataLoadError(
@@ -97,6 +149,9 @@ def remove_work_folder(folder: Path) -> None:
 
 def split_into_chunks(frame: pd.DataFrame, chunk_rows: int, folder: Path) -> list[Path]:
     """One Parquet file per chunk, all with the same Arrow schema (so they are written out again as one file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(frame, preserve_index=False)
     parts = []
     for index, (start, stop) in enumerate(chunk_bounds(table.num_rows, chunk_rows)):
@@ -108,6 +163,9 @@ def split_into_chunks(frame: pd.DataFrame, chunk_rows: int, folder: Path) -> lis
 
 def score_frame(pipeline: Any, frame: pd.DataFrame, inputs: ModelInputs) -> pd.DataFrame:
     """The model's outputs for each record: `prediction` (and `probability` for a classifier)."""
+    import numpy as np
+    import pandas as pd
+
     x = frame[inputs.features]
     if not inputs.classification:
         return pd.DataFrame({PREDICTION: np.asarray(pipeline.predict(x), dtype="float64")})
@@ -123,6 +181,8 @@ def score_frame(pipeline: Any, frame: pd.DataFrame, inputs: ModelInputs) -> pd.D
 
 @dataclass(frozen=True)
 class ChunkScored:
+    """One chunk file scored: its outputs, in a file beside it."""
+
     part: str
     outputs: str
     rows: int
@@ -131,6 +191,8 @@ class ChunkScored:
 
 def score_chunk(pipeline: Any, part: Path, inputs: ModelInputs) -> ChunkScored:
     """Score one chunk file into `<chunk>.out.parquet` beside it."""
+    import pandas as pd
+
     started = time.perf_counter()
     frame = pd.read_parquet(part, columns=inputs.features)
     outputs = score_frame(pipeline, frame, inputs)
@@ -142,6 +204,8 @@ def score_chunk(pipeline: Any, part: Path, inputs: ModelInputs) -> ChunkScored:
 def write_scored(parts: list[Path], outputs: list[Path], destination: Path) -> int:
     """The chunks' records with their outputs, in order, as one Parquet file: written to a temporary file beside
     `destination` and renamed into place. Returns the number of rows."""
+    import pyarrow.parquet as pq
+
     if not parts or len(parts) != len(outputs):
         raise ValueError(f"{len(parts)} chunk(s) and {len(outputs)} scored output(s): nothing to write")
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -171,3 +235,65 @@ def write_scored(parts: list[Path], outputs: list[Path], destination: Path) -> i
         tmp.unlink(missing_ok=True)
         raise
     return rows
+
+
+@dataclass(frozen=True)
+class InputSplit:
+    """The records to score, checked and cut into chunk files."""
+
+    rows: int
+    columns: tuple[str, ...]
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChunkRun:
+    """Where and how fast one chunk was scored, and the file of its outputs (removed with the work folder)."""
+
+    index: int
+    rows: int
+    seconds: float
+    where: str
+    outputs: str
+
+
+@dataclass(frozen=True)
+class ScoredModel:
+    """The registered version that scored the records."""
+
+    name: str
+    version: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class ScoringSummary:
+    """What a batch scoring run did: the model, the files, and each chunk."""
+
+    model: ScoredModel
+    input: str
+    output: str
+    rows: int
+    chunk_rows: int
+    chunks: tuple[ChunkRun, ...]
+    engine: str
+
+    @property
+    def ran_on(self) -> list[str]:
+        """The Dask workers or threads that scored the chunks, each once."""
+        return sorted({c.where for c in self.chunks})
+
+    def markdown(self) -> str:
+        lines = [
+            "# Batch scoring\n",
+            f"- model: {self.model.name} v{self.model.version} (`{self.model.uri}`)",
+            f"- input: `{self.input}`",
+            f"- output: `{self.output}`",
+            f"- rows: {self.rows} in {len(self.chunks)} chunk(s) of at most {self.chunk_rows}",
+            f"- engine: {self.engine}",
+            "",
+            "| chunk | rows | seconds | ran on |",
+            "| --- | --- | --- | --- |",
+            *(f"| {c.index} | {c.rows} | {c.seconds:.2f} | {c.where} |" for c in self.chunks),
+        ]
+        return "\n".join(lines) + "\n"

@@ -38,7 +38,7 @@ def _load(root: Path) -> dict[str, Any]:
 
 def _chosen(spec: dict[str, Any], env: str) -> list[dict[str, Any]]:
     deployments = spec.get("deployments") or []
-    names = sorted({d.get("name") for d in deployments if isinstance(d, dict)})
+    names = sorted({str(d["name"]) for d in deployments if isinstance(d, dict) and d.get("name") is not None})
     chosen = [d for d in deployments if isinstance(d, dict) and d.get("name") == env]
     if not chosen:
         raise DeployError(f"no deployment named {env!r} in {PREFECT_FILE}; environments declared there: {names}")
@@ -85,42 +85,44 @@ def ensure_process_pool(name: str) -> str:
 def ensure_zombie_automation(name: str, crash_after_s: int) -> str:
     """An automation that marks a flow run Crashed when its heartbeats stop (its process or machine died
     without reporting), as Prefect documents for self-hosted servers; created once, by name."""
-    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
-    try:
-        Automation.read(name=name)
-        return "exists"
-    except ValueError:
-        pass
-    Automation(
-        name=name,
-        description="A flow run that stops sending heartbeats (its process was killed) is marked Crashed.",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
-            },
-            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=crash_after_s),
-        ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message=f"No heartbeat for {crash_after_s} s: the run's process or its machine went away.",
+    # Through the synchronous client: `Automation.read/create` dispatch on the caller's context, and return a
+    # coroutine (that nobody would await: no automation) when called where an event loop runs.
+    with get_client(sync_client=True) as client:
+        if client.read_automations_by_name(name):
+            return "exists"
+        client.create_automation(
+            AutomationCore(
+                name=name,
+                description="A flow run that stops sending heartbeats (its process was killed) is marked Crashed.",
+                trigger=EventTrigger(
+                    after={"prefect.flow-run.heartbeat"},
+                    expect={
+                        "prefect.flow-run.heartbeat",
+                        "prefect.flow-run.Completed",
+                        "prefect.flow-run.Failed",
+                        "prefect.flow-run.Cancelled",
+                        "prefect.flow-run.Crashed",
+                    },
+                    match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+                    for_each={"prefect.resource.id"},
+                    posture=Posture.Proactive,
+                    threshold=1,
+                    within=timedelta(seconds=crash_after_s),
+                ),
+                actions=[
+                    ChangeFlowRunState(
+                        state=StateType.CRASHED,
+                        message=f"No heartbeat for {crash_after_s} s: the run's process or its machine went away.",
+                    )
+                ],
             )
-        ],
-    ).create()
+        )
     return "created"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
 
@@ -43,14 +42,14 @@ def model_inputs(metadata: BundleMetadata) -> scoring.ModelInputs:
 
 
 @task(name="split_input")
-def split_input(input_path: str, bundle: str, chunk_rows: int, folder: str) -> dict[str, Any]:
+def split_input(input_path: str, bundle: str, chunk_rows: int, folder: str) -> scoring.InputSplit:
     """Read the records, check them against the model's features, and cut them into chunk files in `folder`."""
     source = Path(input_path)
     frame = scoring.read_records(source)
     scoring.check_features(frame, model_inputs(load_bundle(bundle).metadata), source)
     parts = scoring.split_into_chunks(frame, chunk_rows, Path(folder))
     get_run_logger().info("%s: %d records, %d columns, %d chunk(s)", source, len(frame), len(frame.columns), len(parts))
-    return {"rows": len(frame), "columns": [str(c) for c in frame.columns], "parts": [str(p) for p in parts]}
+    return scoring.InputSplit(len(frame), tuple(str(c) for c in frame.columns), tuple(str(p) for p in parts))
 
 
 def _where() -> str:
@@ -64,13 +63,13 @@ def _where() -> str:
 
 
 @task(name="score_chunk", task_run_name="chunk-{index}")
-def score_chunk(index: int, bundle: str, part: str) -> dict[str, Any]:
+def score_chunk(index: int, bundle: str, part: str) -> scoring.ChunkRun:
     """Score one chunk file with the bundle's model; the outputs go to a file beside it."""
     loaded = load_bundle(bundle)
     done = scoring.score_chunk(loaded.pipeline, Path(part), model_inputs(loaded.metadata))
     where = _where()
     get_run_logger().info("chunk %d: %d records in %.2f s on %s", index, done.rows, done.seconds, where)
-    return {"index": index, "rows": done.rows, "seconds": done.seconds, "outputs": done.outputs, "where": where}
+    return scoring.ChunkRun(index, done.rows, done.seconds, where, done.outputs)
 
 
 @task(name="write_output")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowship.errors import DataLoadError
+from flowship.errors import ConfigError, DataLoadError
 from flowship.pipeline import scoring, training
 from flowship.pipeline.scoring import ModelInputs
 from tests.unit.conftest import CATEGORICAL, NUMERIC, make_frame, make_params
@@ -136,3 +136,114 @@ def test_the_work_folder_sits_beside_the_output_and_goes_away(tmp_path: Path) ->
     (folder / "chunk-00000.parquet").write_bytes(b"x")
     scoring.remove_work_folder(folder)
     assert not folder.exists()
+
+
+CLI_NAMES = scoring.RequestNames(input="INPUT", output="OUTPUT", version="--version", chunk_rows="--chunk-rows")
+
+
+def test_a_scoring_request_resolves_its_files_against_the_root(tmp_path: Path) -> None:
+    (tmp_path / "records.csv.gz").write_bytes(b"")
+    source, destination = scoring.check_request(tmp_path, "records.csv.gz", "out/scored.parquet", "3", 10)
+    assert (source, destination) == (tmp_path / "records.csv.gz", tmp_path / "out" / "scored.parquet")
+    assert scoring.check_request(tmp_path, str(source), str(destination), None, 1) == (source, destination)
+
+
+@pytest.mark.parametrize(
+    ("files", "input", "output", "version", "names", "problems"),
+    [
+        ([], "nothing.csv", "out.parquet", None, CLI_NAMES, ["INPUT {root}/nothing.csv: no such file"]),
+        (
+            ["records.json"],
+            "records.json",
+            "out.parquet",
+            None,
+            CLI_NAMES,
+            [
+                "INPUT {root}/records.json: expected a CSV or Parquet file (.csv, .tsv, .parquet or .pq, maybe "
+                "compressed)"
+            ],
+        ),
+        (
+            ["records.csv"],
+            "records.csv",
+            "./records.csv",
+            None,
+            CLI_NAMES,
+            ["OUTPUT {root}/records.csv is the INPUT file: write the scored records elsewhere"],
+        ),
+        (
+            ["records.csv", "out/"],
+            "records.csv",
+            "out",
+            "v3",
+            CLI_NAMES,
+            [
+                "OUTPUT {root}/out is a directory: name the Parquet file to write",
+                "--version 'v3': expected a registered version number such as 3",
+            ],
+        ),
+        (
+            ["records.csv"],
+            "records.csv",
+            "records.csv",
+            "latest",
+            scoring.FLOW_NAMES,
+            [
+                "output {root}/records.csv is the input file: write the scored records elsewhere",
+                "version 'latest': expected a registered version number such as 3",
+            ],
+        ),
+    ],
+)
+def test_a_scoring_request_that_cannot_work_is_refused_naming_each_argument(
+    tmp_path: Path,
+    files: list[str],
+    input: str,
+    output: str,
+    version: str | None,
+    names: scoring.RequestNames,
+    problems: list[str],
+) -> None:
+    for name in files:
+        if name.endswith("/"):
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError) as refused:
+        scoring.check_request(tmp_path, input, output, version, 10, names)
+    assert refused.value.problems == [p.format(root=tmp_path) for p in problems]
+
+
+def test_a_scoring_request_without_files_or_with_empty_chunks_is_refused_before_any_look_at_the_disk() -> None:
+    with pytest.raises(ConfigError) as refused:
+        scoring.check_request(Path("/nonexistent"), "", "", None, 0)
+    assert refused.value.problems == [
+        "input: the file of records to score is required",
+        "output: the Parquet file to write is required",
+        "chunk_rows: must be at least 1 (got 0)",
+    ]
+
+
+def test_the_summary_reads_as_the_artifact_shows_it() -> None:
+    chunks = (
+        scoring.ChunkRun(0, 2000, 1.234, "dask worker tcp://127.0.0.1:1", "a.out.parquet"),
+        scoring.ChunkRun(1, 5, 0.1, "thread t (pid 7)", "b.out.parquet"),
+        scoring.ChunkRun(2, 1, 0.05, "dask worker tcp://127.0.0.1:1", "c.out.parquet"),
+    )
+    model = scoring.ScoredModel("flights-delay", "3", "models:/flights-delay/3")
+    summary = scoring.ScoringSummary(model, "/in.csv", "/out.parquet", 2006, 2000, chunks, "threads on this machine")
+    assert summary.ran_on == ["dask worker tcp://127.0.0.1:1", "thread t (pid 7)"]
+    assert summary.markdown() == (
+        "# Batch scoring\n\n"
+        "- model: flights-delay v3 (`models:/flights-delay/3`)\n"
+        "- input: `/in.csv`\n"
+        "- output: `/out.parquet`\n"
+        "- rows: 2006 in 3 chunk(s) of at most 2000\n"
+        "- engine: threads on this machine\n"
+        "\n"
+        "| chunk | rows | seconds | ran on |\n"
+        "| --- | --- | --- | --- |\n"
+        "| 0 | 2000 | 1.23 | dask worker tcp://127.0.0.1:1 |\n"
+        "| 1 | 5 | 0.10 | thread t (pid 7) |\n"
+        "| 2 | 1 | 0.05 | dask worker tcp://127.0.0.1:1 |\n"
+    )

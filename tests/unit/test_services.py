@@ -165,3 +165,62 @@ def test_the_environment_file_holds_only_that_environment(tmp_path: Path) -> Non
     assert written["pull"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $FLOWSHIP_ROOT }}"}}
     ]
+
+
+def sleeper(tmp_path: Path, name: str) -> svc.Process:
+    return svc.spawn(name, [sys.executable, "-c", f"import time; time.sleep(300)  # {name}"], tmp_path, {})
+
+
+def test_a_failed_start_stops_what_it_started_and_keeps_what_was_running(tmp_path: Path) -> None:
+    from flowship.services import lifecycle
+
+    assert lifecycle.undo_start(tmp_path, None, set()) == "nothing was started"
+    earlier, worker = sleeper(tmp_path, "prefect-server"), sleeper(tmp_path, "worker")
+    running = svc.Services(
+        str(tmp_path), "dev", "http://h:1", "http://h:2", {"prefect-server": earlier, "worker": worker}
+    )
+    svc.write_services(tmp_path, running)
+    try:
+        assert lifecycle.undo_start(tmp_path, running, {"worker"}) == (
+            "what this command started was stopped again (worker: stopped)"
+        )
+        assert not worker.alive() and earlier.alive()
+        recorded = svc.read_services(tmp_path)
+        assert recorded is not None and set(recorded.processes) == {"prefect-server"}
+    finally:
+        svc.stop_process(earlier, grace=5)
+
+
+def test_a_start_on_a_port_another_program_holds_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from flowship.services import lifecycle
+
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / "prefect.yaml").write_text((REPO / "deployments" / "prefect.yaml").read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(lifecycle.StartFailed) as failed:
+            lifecycle.start(tmp_path, "dev", None, (port, port), timeout=5)
+    assert str(failed.value) == (
+        f"port {port} on 127.0.0.1 is in use by another program, not by a Prefect server flowship started here; "
+        "stop it, or choose another port with --prefect-port\nnothing was started"
+    )
+    assert not svc.state_file(tmp_path).exists() and not svc.log_dir(tmp_path).exists()
+
+
+def test_stopping_reports_each_process_in_order_and_forgets_them(tmp_path: Path) -> None:
+    from flowship.services import lifecycle
+
+    said: list[str] = []
+    assert lifecycle.stop(tmp_path, said.append) is None and said == []
+    processes = {name: sleeper(tmp_path, name) for name in ("prefect-server", "mlflow-server")}
+    svc.write_services(tmp_path, svc.Services(str(tmp_path), "dev", "http://h:1", "http://h:2", processes))
+    stopped = lifecycle.stop(tmp_path, said.append)
+    assert stopped is not None and [(s.name, s.outcome) for s in stopped] == [
+        ("mlflow-server", "stopped"),
+        ("prefect-server", "stopped"),
+    ]
+    assert [line.split(" in ")[0] for line in said] == ["mlflow-server:  stopped", "prefect-server: stopped"]
+    assert said[0].endswith(f"(pid {processes['mlflow-server'].pid}; log {processes['mlflow-server'].log})")
+    assert not any(p.alive() for p in processes.values()) and not svc.state_file(tmp_path).exists()
