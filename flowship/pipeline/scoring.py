@@ -7,7 +7,6 @@ in one pass to a temporary file beside it and renamed into place, so a failure n
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flowship.errors import DataLoadError
+from flowship.files import atomic_path
 from flowship.pipeline.ingest import read_table
 
 PREDICTION = "prediction"
@@ -144,12 +144,8 @@ def write_scored(parts: list[Path], outputs: list[Path], destination: Path) -> i
     `destination` and renamed into place. Returns the number of rows."""
     if not parts or len(parts) != len(outputs):
         raise ValueError(f"{len(parts)} chunk(s) and {len(outputs)} scored output(s): nothing to write")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(fd)
-    tmp = Path(name)
     rows = 0
-    try:
+    with atomic_path(destination) as tmp:
         writer: pq.ParquetWriter | None = None
         try:
             for part, scored in zip(parts, outputs, strict=True):
@@ -166,8 +162,4 @@ def write_scored(parts: list[Path], outputs: list[Path], destination: Path) -> i
         finally:
             if writer is not None:
                 writer.close()
-        os.replace(tmp, destination)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return rows
