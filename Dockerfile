@@ -1,7 +1,7 @@
 # The serving image: one model bundle, served by `python -m flowship.serving` on port 8000.
 # Built from a context that flowship.adapters.docker_engine.build_context assembles:
 #   requirements.txt + wheelhouse/   pinned serving deps, downloaded on the host (builds can't reach PyPI)
-#   flowship/                        __init__.py, errors.py and serving/ only
+#   flowship/                        __init__.py, errors.py, files.py, values.py, features.py, serving/
 #   model/                           the model bundle (model.pkl, metadata.json, golden.json)
 # The base is a build arg: where Docker Hub can't be reached, a local Debian bookworm image with python3-venv
 # (`make base-image`) stands in; both have Python 3.11 and glibc 2.36.

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowship.errors import ConfigError
+from flowship.features import FeatureLists
 
 TaskType = Literal["classification", "regression"]
 
@@ -55,9 +56,8 @@ class TargetConfig(Section):
         return self
 
 
-class FeaturesConfig(Section):
-    numeric: list[str] = []
-    categorical: list[str] = []
+class FeaturesConfig(FeatureLists):
+    """The feature lists as `params.yaml` states them: at least one feature, none of both kinds."""
 
     @model_validator(mode="after")
     def _some_features(self) -> FeaturesConfig:
@@ -67,10 +67,6 @@ class FeaturesConfig(Section):
         if both:
             raise ValueError(f"listed as both numeric and categorical: {sorted(both)}")
         return self
-
-    @property
-    def all(self) -> list[str]:
-        return [*self.numeric, *self.categorical]
 
 
 class DataConfig(Section):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import (
@@ -19,6 +18,7 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.utils._param_validation import InvalidParameterError
 
 from flowship.errors import ConfigError
+from flowship.values import plain
 
 if TYPE_CHECKING:
     from flowship.config import Distribution, Params, TaskType
@@ -97,8 +97,4 @@ def search_trials(params: Params) -> list[dict[str, Any]]:
         if len(grid) <= search.n_trials:
             return [{**base, **trial} for trial in grid]
     sampler = ParameterSampler(space, n_iter=search.n_trials, random_state=params.project.seed)
-    return [{**base, **{k: _plain(v) for k, v in trial.items()}} for trial in sampler]
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    return [{**base, **{k: plain(v) for k, v in trial.items()}} for trial in sampler]

@@ -54,7 +54,15 @@ SERVING_PACKAGES = (
     "pyyaml",
 )
 # The serving code the image carries: nothing else of flowship is imported by the app.
-SERVING_CODE = ("flowship/__init__.py", "flowship/errors.py", "flowship/serving")
+# (.dockerignore lets in the same paths; pyproject.toml's serving contract keeps the app within them.)
+SERVING_CODE = (
+    "flowship/__init__.py",
+    "flowship/errors.py",
+    "flowship/files.py",
+    "flowship/values.py",
+    "flowship/features.py",
+    "flowship/serving",
+)
 
 # The image's Python and libc: CPython 3.11 on glibc 2.36 (Debian bookworm, for python:3.11-slim-bookworm
 # and the local base alike). pip matches platform tags exactly, so every manylinux level that runs on glibc

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from flowship.adapters.alerts import Webhook
 from flowship.errors import AlertDeliveryError
+from flowship.files import append_durably
 from flowship.monitoring.checks import VersionCheck
 from flowship.monitoring.window import Window
 
@@ -122,11 +122,5 @@ def mark_sent(state: dict[str, Any], alert: Alert, now: datetime) -> None:
 
 
 def append_alert_log(path: Path, alert: Alert, delivery: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({**asdict(alert), "delivery": delivery}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_durably(path, line.encode())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,10 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from flowship.serving.inference_log import parse_lines
+from flowship.files import JSONL_SUFFIX, append_durably, daily_path, daily_paths, parse_lines
+from flowship.values import plain, utc
 
 FILE_PREFIX = "labels-"
-FILE_SUFFIX = ".jsonl"
+FILE_SUFFIX = JSONL_SUFFIX
 COLUMNS = ["time", "request_id", "row", "label", "event_time"]
 REQUIRED = {"time", "request_id", "row", "label"}
 KEY = ["request_id", "row"]
@@ -39,29 +39,16 @@ class Label:
 
 
 def labels_path(folder: Path, day: date) -> Path:
-    return folder / f"{FILE_PREFIX}{day:%Y%m%d}{FILE_SUFFIX}"
+    return daily_path(folder, FILE_PREFIX, day)
 
 
 def write_labels(folder: Path, labels: Iterable[Label], arrived: datetime | None = None) -> Path:
     """Append the labels, as arrived at `arrived` (default now; naive means UTC), to that day's file."""
-    stamp = _utc(arrived) if arrived is not None else datetime.now(UTC)
+    stamp = utc(arrived) if arrived is not None else datetime.now(UTC)
     iso = stamp.isoformat(timespec="microseconds")
     blob = "".join(_line(iso, label) for label in labels).encode("ascii")
-    folder.mkdir(parents=True, exist_ok=True)
     path = labels_path(folder, stamp.date())
-    if not blob:
-        return path
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        if _ends_mid_line(path, os.fstat(fd).st_size):
-            # a crash cut the last line: start ours on a fresh line so only that one is lost
-            blob = b"\n" + blob
-        done = 0
-        while done < len(blob):  # one write for a regular file; the loop only guards a short write
-            done += os.write(fd, blob[done:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_durably(path, blob)
     return path
 
 
@@ -71,13 +58,10 @@ def read_labels(folder: Path, until: datetime | str | None = None) -> tuple[pd.D
     Columns: time (arrival, UTC), request_id, row, label, event_time (UTC or NaT). A key that arrived more
     than once keeps its last arrival.
     """
-    upper = _utc(until) if until is not None else None
+    upper = utc(until) if until is not None else None
     records: list[dict[str, Any]] = []
     skipped = 0
-    for path in sorted(Path(folder).glob(f"{FILE_PREFIX}*{FILE_SUFFIX}")):
-        day = _file_day(path)
-        if day is None or (upper is not None and day > upper.date()):
-            continue
+    for path in daily_paths(Path(folder), FILE_PREFIX, last=None if upper is None else upper.date()):
         with path.open("rb") as handle:
             parsed, unreadable = parse_lines(handle, _parse_line)
         skipped += unreadable
@@ -96,16 +80,15 @@ def _line(iso: str, label: Label) -> str:
         "time": iso,
         "request_id": str(label.request_id),
         "row": int(label.row),
-        "label": _plain(label.label),
+        "label": _label_value(label.label),
         "event_time": _event_time(label.event_time),
     }
     return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
 
 
-def _plain(value: Any) -> Any:
-    """numpy and pandas scalars as the Python values JSON knows; a missing value as null."""
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
+def _label_value(value: Any) -> Any:
+    """A label as the Python value JSON knows; a missing value as null."""
+    value = plain(value)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     if not isinstance(value, bool | int | float | str):
@@ -124,37 +107,15 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     if not isinstance(record["request_id"], str) or not isinstance(row, int) or isinstance(row, bool):
         return None
     try:
-        record["time"] = _utc(record["time"])
+        record["time"] = utc(record["time"])
         event = record.get("event_time")
-        record["event_time"] = None if event is None else _utc(event)
+        record["event_time"] = None if event is None else utc(event)
     except (TypeError, ValueError):
         return None
     return {column: record.get(column) for column in COLUMNS}
 
 
-def _ends_mid_line(path: Path, size: int) -> bool:
-    if not size:
-        return False
-    with path.open("rb") as handle:
-        handle.seek(size - 1)
-        return handle.read(1) != b"\n"
-
-
-def _file_day(path: Path) -> date | None:
-    try:
-        return datetime.strptime(path.name[len(FILE_PREFIX) : -len(FILE_SUFFIX)], "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
 def _event_time(value: datetime | None) -> str | None:
     if value is None or pd.isna(value):  # None, or pandas' NaT
         return None
-    return _utc(value).isoformat()
-
-
-def _utc(value: datetime | str) -> datetime:
-    stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if not isinstance(stamp, datetime):
-        raise TypeError(f"not a time: {value!r}")
-    return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return utc(value).isoformat()

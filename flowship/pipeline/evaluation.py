@@ -16,6 +16,7 @@ from sklearn.preprocessing import label_binarize
 
 from flowship.config import LOWER_IS_BETTER, Params
 from flowship.pipeline.training import split_xy
+from flowship.values import plain
 
 
 def classification_metrics(y: pd.Series, proba: np.ndarray, classes: np.ndarray) -> dict[str, float]:
@@ -75,15 +76,11 @@ def golden_set(model: Pipeline, holdout: pd.DataFrame, params: Params) -> list[d
     probabilities = model.predict_proba(x) if params.data.task == "classification" else None
     golden = []
     for i, record in enumerate(records):
-        row: dict[str, Any] = {"features": record, "prediction": _plain(predictions[i])}
+        row: dict[str, Any] = {"features": record, "prediction": plain(predictions[i])}
         if probabilities is not None:
             row["probabilities"] = {str(c): float(p) for c, p in zip(model.classes_, probabilities[i], strict=True)}
         golden.append(row)
     return golden
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def write_plots(model: Pipeline, frame: pd.DataFrame, params: Params, out_dir: Path) -> list[Path]:

@@ -10,7 +10,6 @@ with `check_request` before anything heavy loads, so a wrong argument is refused
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowship.errors import ConfigError, DataLoadError
+from flowship.files import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -208,12 +208,8 @@ def write_scored(parts: list[Path], outputs: list[Path], destination: Path) -> i
 
     if not parts or len(parts) != len(outputs):
         raise ValueError(f"{len(parts)} chunk(s) and {len(outputs)} scored output(s): nothing to write")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(fd)
-    tmp = Path(name)
     rows = 0
-    try:
+    with atomic_path(destination) as tmp:
         writer: pq.ParquetWriter | None = None
         try:
             for part, scored in zip(parts, outputs, strict=True):
@@ -230,10 +226,6 @@ def write_scored(parts: list[Path], outputs: list[Path], destination: Path) -> i
         finally:
             if writer is not None:
                 writer.close()
-        os.replace(tmp, destination)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return rows
 
 

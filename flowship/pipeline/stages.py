@@ -1,6 +1,10 @@
 """Stage bodies shared by `dvc repro` (`python -m flowship.pipeline.stages NAME`) and the Prefect tasks.
 
 Each reads its inputs from the layout, calls the library, and writes its outputs.
+
+Each stage imports its own library modules inside its body, so a stage's process runs exactly the flowship
+code that its `deps` in dvc.yaml list (tests/flows/test_stage_deps.py checks both ways): editing one stage's
+code re-runs that stage, and only the stages that run it.
 """
 
 from __future__ import annotations
@@ -13,44 +17,43 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
-from flowship import estimators
 from flowship.config import Params, load_params
 from flowship.errors import DataValidationError, FlowshipError
+from flowship.files import atomic_path, atomic_write
 from flowship.paths import STAGES, Layout
-from flowship.pipeline import evaluation, search, training
-from flowship.pipeline.ingest import ingest
-from flowship.pipeline.prepare import split
-from flowship.pipeline.validation import validate
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from flowship.pipeline.search import TrialResult
 
 log = logging.getLogger(__name__)
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def run_ingest(params: Params, layout: Layout) -> dict[str, Any]:
+    from flowship.pipeline.ingest import ingest
+
     frame = ingest(params.data, layout.root)
     _write_parquet(frame, layout.ingested)
     return {"rows": len(frame), "columns": len(frame.columns)}
 
 
 def run_validate(params: Params, layout: Layout) -> dict[str, Any]:
+    from flowship.pipeline.validation import validate
+
     frame = pd.read_parquet(layout.ingested)
     try:
         report = validate(frame, params)
@@ -63,6 +66,8 @@ def run_validate(params: Params, layout: Layout) -> dict[str, Any]:
 
 
 def run_prepare(params: Params, layout: Layout) -> dict[str, Any]:
+    from flowship.pipeline.prepare import split
+
     report = json.loads(layout.validation_report.read_text())
     if not report.get("valid"):
         raise DataValidationError(report)
@@ -73,7 +78,10 @@ def run_prepare(params: Params, layout: Layout) -> dict[str, Any]:
     return {"train": len(splits.train), "holdout": len(splits.holdout), "production": len(splits.production)}
 
 
-def score_trials(params: Params, train: pd.DataFrame, executor: Executor | None = None) -> list[search.TrialResult]:
+def score_trials(params: Params, train: pd.DataFrame, executor: Executor | None = None) -> list[TrialResult]:
+    from flowship import estimators
+    from flowship.pipeline import search
+
     trials = estimators.search_trials(params)
     if not trials:
         return []
@@ -87,8 +95,10 @@ def score_trials(params: Params, train: pd.DataFrame, executor: Executor | None 
             pool.shutdown()
 
 
-def run_train(params: Params, layout: Layout, trial_results: list[search.TrialResult] | None = None) -> dict[str, Any]:
+def run_train(params: Params, layout: Layout, trial_results: list[TrialResult] | None = None) -> dict[str, Any]:
     """Fit the final model; with a search, on the best trial's hyperparameters."""
+    from flowship.pipeline import search, training
+
     train = pd.read_parquet(layout.train_split)
     if trial_results is None:
         trial_results = score_trials(params, train)
@@ -98,11 +108,8 @@ def run_train(params: Params, layout: Layout, trial_results: list[search.TrialRe
         best = search.best_trial(trial_results)
         hyperparams = best.params
     model = training.fit(train, params, hyperparams)
-    layout.model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = layout.model_file.with_suffix(".tmp")
-    with tmp.open("wb") as fh:
+    with atomic_path(layout.model_file) as tmp, tmp.open("wb") as fh:
         pickle.dump(model, fh, protocol=5)
-    tmp.replace(layout.model_file)
     summary = {
         "estimator": params.train.estimator,
         "hyperparams": hyperparams,
@@ -124,6 +131,8 @@ def load_candidate(layout: Layout) -> Pipeline:
 
 
 def run_evaluate(params: Params, layout: Layout) -> dict[str, float]:
+    from flowship.pipeline import evaluation
+
     model = load_candidate(layout)
     holdout = pd.read_parquet(layout.holdout_split)
     metrics = evaluation.compute_metrics(model, holdout, params)
@@ -150,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        params = load_params(args.params)
+        # The estimator check runs estimators.py (and imports scikit-learn): only the train stage builds an
+        # estimator, so only its process runs that code and lists it in dvc.yaml.
+        params = load_params(args.params, check_estimator=args.stage == "train")
         RUNNERS[args.stage](params, Layout(args.params.resolve().parent))
     except FlowshipError:
         return 1

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from flowship.files import append_durably, parse_lines
 
 
 def history_file(root: Path) -> Path:
@@ -16,12 +17,7 @@ def history_file(root: Path) -> Path:
 def record(root: Path, event: dict[str, Any]) -> dict[str, Any]:
     """Append one event (stamped with the time) and make it durable before returning."""
     entry = {"time": datetime.now(UTC).isoformat(timespec="seconds"), **event}
-    path = history_file(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_durably(history_file(root), (json.dumps(entry, sort_keys=True, default=str) + "\n").encode("utf-8"))
     return entry
 
 
@@ -30,13 +26,16 @@ def read(root: Path) -> list[dict[str, Any]]:
     path = history_file(root)
     if not path.exists():
         return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    events, _ = parse_lines(path.read_text(encoding="utf-8").splitlines(), _parse_event)
     return events
+
+
+def _parse_event(line: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def previous_champion(root: Path, current: str | None) -> str | None:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flowship.errors import FlowshipError
+from flowship.files import atomic_write
 
 HOST = "127.0.0.1"
 PREFECT_PORT = 4200
@@ -105,12 +106,7 @@ def read_services(root: Path) -> Services | None:
 
 
 def write_services(root: Path, services: Services) -> None:
-    path = state_file(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = asdict(services)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    atomic_write(state_file(root), json.dumps(asdict(services), indent=2))
 
 
 def live_services(root: Path) -> Services | None:

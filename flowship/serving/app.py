@@ -37,6 +37,7 @@ from flowship.serving.metrics import ServingMetrics
 from flowship.serving.predictor import Predictor, Scored
 from flowship.serving.schema import RecordCodec, record_model
 from flowship.serving.settings import ServingSettings
+from flowship.values import plain
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming request id is kept only if it is short and plain (it goes into headers and logs).
@@ -371,7 +372,7 @@ def _predict_response_model(bundle: ModelBundle) -> type[BaseModel]:
     meta = bundle.metadata
     if meta.task == "classification":
         classes = list(getattr(bundle.pipeline, "classes_", meta.classes or []))
-        kinds = {type(c.item() if hasattr(c, "item") else c) for c in classes}
+        kinds = {type(plain(c)) for c in classes}
         label: Any = kinds.pop() if len(kinds) == 1 and kinds <= {str, int, bool, float} else str | int | bool | float
 
         class ClassificationResponse(BaseModel):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +15,8 @@ from typing import Any, Literal
 import cloudpickle
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flowship.features import FeatureLists
+from flowship.files import atomic_write
 from flowship.serving.errors import BundleError
 
 MODEL_FILE = "model.pkl"
@@ -33,17 +33,6 @@ class InputField(BaseModel):
 
     name: str = Field(min_length=1)
     type: Literal["double", "string"]
-
-
-class FeatureLists(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    numeric: list[str] = []
-    categorical: list[str] = []
-
-    @property
-    def all(self) -> list[str]:
-        return [*self.numeric, *self.categorical]
 
 
 class BundleMetadata(BaseModel):
@@ -136,10 +125,10 @@ def write_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     with _flowship_pickled_by_value():
         model_bytes = cloudpickle.dumps(pipeline)
-    _atomic_write(folder / MODEL_FILE, model_bytes)
-    _atomic_write(folder / METADATA_FILE, _json_bytes(meta.model_dump(mode="json")))
+    atomic_write(folder / MODEL_FILE, model_bytes)
+    atomic_write(folder / METADATA_FILE, _json_bytes(meta.model_dump(mode="json")))
     if checked_golden is not None:
-        _atomic_write(folder / GOLDEN_FILE, _json_bytes([g.model_dump(mode="json") for g in checked_golden]))
+        atomic_write(folder / GOLDEN_FILE, _json_bytes([g.model_dump(mode="json") for g in checked_golden]))
     else:
         (folder / GOLDEN_FILE).unlink(missing_ok=True)
     return folder
@@ -213,19 +202,6 @@ def _check_pipeline(folder: Path, pipeline: Any, metadata: BundleMetadata) -> No
 
 def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, allow_nan=False) + "\n").encode("utf-8")
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager

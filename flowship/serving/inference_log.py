@@ -14,18 +14,21 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
+
+from flowship.files import JSONL_SUFFIX, daily_path, daily_paths, ends_mid_line, parse_lines
+from flowship.values import utc
 
 log = logging.getLogger(__name__)
 
 FILE_PREFIX = "inference-"
-FILE_SUFFIX = ".jsonl"
+FILE_SUFFIX = JSONL_SUFFIX
 COLUMNS = ["time", "request_id", "row", "model_name", "model_version", "features", "prediction", "probabilities"]
 REQUIRED = {"time", "request_id", "features", "prediction"}
 # Retry pause after a failed write (disk full, volume gone): the records wait in memory meanwhile.
@@ -65,7 +68,12 @@ class InferenceEntry:
 
 
 def log_path(folder: Path, day: date) -> Path:
-    return folder / f"{FILE_PREFIX}{day:%Y%m%d}{FILE_SUFFIX}"
+    return daily_path(folder, FILE_PREFIX, day)
+
+
+def log_files(folder: Path, first: date | None = None, last: date | None = None) -> list[Path]:
+    """The log's daily files from day `first` to day `last` (both included; None: no bound), oldest first."""
+    return daily_paths(folder, FILE_PREFIX, first, last)
 
 
 class InferenceLog:
@@ -167,13 +175,9 @@ class InferenceLog:
         self._close_file()
         path = log_path(self.folder, day)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        size = os.fstat(fd).st_size
-        if size:
-            with path.open("rb") as handle:
-                handle.seek(size - 1)
-                if handle.read(1) != b"\n":
-                    # a crash cut the last line: start ours on a fresh line so only that one is lost
-                    os.write(fd, b"\n")
+        if ends_mid_line(path, os.fstat(fd).st_size):
+            # a crash cut the last line: start ours on a fresh line so only that one is lost
+            os.write(fd, b"\n")
         self._fd, self._day = fd, day
         return fd
 
@@ -210,20 +214,15 @@ def read_inference_log(
     """Records with `start <= time < end` (UTC; naive means UTC), and how many lines were skipped as
     unreadable (a line cut by a crash, a corrupt line). Columns: time (UTC), request_id, model_name,
     model_version, features (dict), prediction, probabilities (dict, classifiers; else None)."""
-    lower = _utc(start)
-    upper = _utc(end)
+    lower = None if start is None else utc(start)
+    upper = None if end is None else utc(end)
     records: list[dict[str, Any]] = []
     skipped = 0
-    for path in sorted(Path(folder).glob(f"{FILE_PREFIX}*{FILE_SUFFIX}")):
-        day = _file_day(path)
-        if day is None:
-            continue
-        if lower is not None and day < lower.date():
-            continue
-        if upper is not None and day > upper.date():
-            continue
+    first = None if lower is None else lower.date()
+    last = None if upper is None else upper.date()
+    for path in log_files(Path(folder), first, last):
         with path.open("rb") as handle:
-            parsed, unreadable = parse_lines(handle, _parse_line)
+            parsed, unreadable = parse_lines(handle, parse_line)
         skipped += unreadable
         records += [r for r in parsed if (lower is None or r["time"] >= lower) and (upper is None or r["time"] < upper)]
     frame = pd.DataFrame(records, columns=COLUMNS)
@@ -236,26 +235,8 @@ def feature_frame(records: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(list(records["features"]), index=records.index)
 
 
-R = TypeVar("R")
-
-
-def parse_lines(lines: Iterable[bytes], parse: Callable[[bytes], R | None]) -> tuple[list[R], int]:
-    """Each non-blank line of a JSON-lines log, parsed; a line `parse` cannot read (None: cut by a crash,
-    corrupt) is counted, not kept. Shared by the inference log's and the label log's readers."""
-    records: list[R] = []
-    skipped = 0
-    for raw in lines:
-        if not raw.strip():
-            continue
-        record = parse(raw)
-        if record is None:
-            skipped += 1
-        else:
-            records.append(record)
-    return records, skipped
-
-
-def _parse_line(raw: bytes) -> dict[str, Any] | None:
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """One line of the log as a record with `COLUMNS` (time as a UTC datetime); None when it cannot be read."""
     try:
         record = json.loads(raw)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError
@@ -263,27 +244,12 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not REQUIRED <= record.keys() or not isinstance(record["features"], dict):
         return None
     try:
-        stamp = datetime.fromisoformat(record["time"])
+        record["time"] = utc(record["time"])
     except (TypeError, ValueError):
         return None
-    record["time"] = stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
     record.setdefault("probabilities", None)
     record.setdefault("row", 0)  # lines written before records carried their position in the request
     return {column: record.get(column) for column in COLUMNS}
-
-
-def _file_day(path: Path) -> date | None:
-    try:
-        return datetime.strptime(path.name[len(FILE_PREFIX) : -len(FILE_SUFFIX)], "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def _utc(value: datetime | str | None) -> datetime | None:
-    if value is None:
-        return None
-    stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 # the day after, for callers that want whole days: read_inference_log(folder, day, day + ONE_DAY)

@@ -110,7 +110,7 @@ def write_bundle(folder: Path, version_: str, seed: int) -> Path:
 def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository's Dockerfile and serving-code layout, with the stand-in app as flowship.serving."""
     root = tmp_path_factory.mktemp("source")
-    for name in ("Dockerfile", ".dockerignore", "flowship/__init__.py", "flowship/errors.py"):
+    for name in ("Dockerfile", ".dockerignore", *(p for p in de.SERVING_CODE if p.endswith(".py"))):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, root / name)
     (root / "flowship/serving").mkdir()

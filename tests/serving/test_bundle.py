@@ -118,7 +118,9 @@ BLOCKER = textwrap.dedent(
     """
     import importlib.abc, sys
 
-    ALLOWED = ("flowship", "flowship.errors", "flowship.serving")
+    ALLOWED = (
+        "flowship", "flowship.errors", "flowship.files", "flowship.values", "flowship.features", "flowship.serving"
+    )
     BLOCKED = ("prefect", "mlflow", "dvc", "docker", "evidently", "pandera", "matplotlib")
 
     class Block(importlib.abc.MetaPathFinder):
