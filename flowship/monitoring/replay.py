@@ -25,6 +25,7 @@ import pandas as pd
 
 from flowship.config import Params
 from flowship.errors import ReplayError
+from flowship.files import atomic_write
 from flowship.monitoring.labels import Label, write_labels
 
 MONTH_FORMAT = "YYYY-MM, e.g. 2013-07"
@@ -98,8 +99,7 @@ class ReplayBook:
             "sent": sent,
             "time": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ}",
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.months, indent=2))
+        atomic_write(self.path, json.dumps(self.months, indent=2))
 
 
 def first_month(production: Path, time_column: str) -> str:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from flowship.files import atomic_write
+
 ROLES = ("staging", "production")
 
 
@@ -102,7 +104,7 @@ class ProcessRuntime:
             "bundle": str(release.bundle_dir),
             "log": str(server_log),
         }
-        self._state_file(role).write_text(json.dumps(state))
+        atomic_write(self._state_file(role), json.dumps(state))
         deployed = self.deployed(role)
         assert deployed is not None
         return deployed
