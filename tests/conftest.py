@@ -162,7 +162,7 @@ def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API (its own database) for every flow test of the session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=240):  # a deadline: two busy cores may need minutes
         yield
 
 

@@ -61,7 +61,7 @@ def environment(**values: str) -> dict[str, str]:
 
 
 def flowship(
-    args: list[str], cwd: Path, *, check: bool = False, timeout: float = 600, **env: str
+    args: list[str], cwd: Path, *, check: bool = False, timeout: float = 900, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """The `flowship` executable as a user runs it, in `cwd`; with `check`, a failure fails the test with its
     output."""

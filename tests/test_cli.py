@@ -105,7 +105,8 @@ def test_missing_params_file_and_a_key_dvc_tracks(tmp_path: Path) -> None:
     assert "data.time_column: required key is missing (dvc.yaml tracks it for stage 'prepare'" in done.stderr
 
 
-@pytest.mark.integration
+# each `flowship` run starts its own temporary Prefect API: minutes on two busy cores (a deadline, not a timing)
+@pytest.mark.timeout(1500)
 def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> None:
     root, params = flights_project.root, str(flights_project.params_path)
     first = flowship(["train", "--params", params], root, check=True)
@@ -137,7 +138,8 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> No
     assert "gate failed" in status.stdout and "challenger  v1" in status.stdout
 
 
-@pytest.mark.integration
+# each `flowship` run starts its own temporary Prefect API: minutes on two busy cores (a deadline, not a timing)
+@pytest.mark.timeout(1500)
 def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project: Project) -> None:
     root, params = flights_project.root, str(flights_project.params_path)
     raw = flights_project.params()
