@@ -1,4 +1,5 @@
-# flowship: `make run` sets everything up and runs the pipeline; `make test` runs the test suite.
+# flowship: `make run` sets everything up and runs the pipeline; `make test` runs the test suite (`make test-fast`
+# its quick part).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test lint bench bench-serving bench-monitoring bench-search bench-services clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services clean base-image
 
 setup: $(VENV)/.installed
 
@@ -42,6 +43,11 @@ stop: setup
 
 test: setup
 	$(VENV)/bin/pytest
+
+# The quick loop: the unit tests and the serving app's tests that run in this process only (no Docker, no Prefect
+# server, no DVC/MLflow project, no server or `flowship` process: the `integration` marker), in under two minutes.
+test-fast: setup
+	$(VENV)/bin/pytest tests/unit tests/serving -m "not integration"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -2,27 +2,53 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from tests.conftest import BIN, REPO, Project, default_params, run
+from tests.conftest import REPO, Project, default_params
+from tests.helpers import flowship
 
-FLOWSHIP = str(BIN / "flowship")
+# Every test runs the `flowship` executable in its own process.
+pytestmark = pytest.mark.integration
 
-
-@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["status", "--help"]])
-def test_help(args: list[str], tmp_path: Path) -> None:
-    done = run([FLOWSHIP, *args], tmp_path)
-    assert "Usage: flowship" in done.stdout
-    assert "--params" in done.stdout or "train" in done.stdout
+COMMANDS = ["train", "status", "replay", "deploy", "rollback", "history", "stop", "monitor", "score", "schedule"]
+COMMANDS += ["up", "down"]
 
 
-def test_no_arguments_shows_the_commands(tmp_path: Path) -> None:
-    done = run([FLOWSHIP], tmp_path, check=False)
-    assert "train" in done.stdout + done.stderr and "status" in done.stdout + done.stderr
+def commands_listed(help_text: str) -> list[str]:
+    """The command names of the help's Commands panel, in its order."""
+    panel = help_text[help_text.index("Commands") :]
+    return re.findall(r"^│ ([a-z]+) ", panel, re.MULTILINE)
+
+
+def test_help_lists_every_command_and_no_arguments_shows_it_too(tmp_path: Path) -> None:
+    done = flowship(["--help"], tmp_path, check=True)
+    assert "Usage: flowship [OPTIONS] COMMAND [ARGS]..." in done.stdout
+    assert commands_listed(done.stdout) == COMMANDS
+
+    bare = flowship([], tmp_path)
+    assert bare.returncode == 2  # a usage error: no command given
+    assert commands_listed(bare.stdout + bare.stderr) == COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("train", ["--params", "--full", "[default: params.yaml]"]),
+        ("status", ["--params", "--runs", "[default: 5]"]),
+    ],
+)
+def test_a_commands_help_shows_its_usage_and_options(command: str, options: list[str], tmp_path: Path) -> None:
+    done = flowship([command, "--help"], tmp_path, check=True)
+    assert f"Usage: flowship {command} [OPTIONS]" in done.stdout
+    for option in options:
+        assert option in done.stdout
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / ".prefect").exists()  # help does no work
 
 
 def bare_project(tmp_path: Path, change: dict[str, dict[str, object]] | None = None) -> Path:
@@ -57,7 +83,7 @@ BAD_PARAMS = {
 def test_bad_params_fail_before_any_work(tmp_path: Path, case: str) -> None:
     change, expected = BAD_PARAMS[case]
     params = bare_project(tmp_path, change)
-    done = run([FLOWSHIP, "train", "--params", str(params)], tmp_path, check=False)
+    done = flowship(["train", "--params", str(params)], tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "invalid configuration" in done.stderr
     for text in expected:
@@ -66,7 +92,7 @@ def test_bad_params_fail_before_any_work(tmp_path: Path, case: str) -> None:
 
 
 def test_missing_params_file_and_a_key_dvc_tracks(tmp_path: Path) -> None:
-    done = run([FLOWSHIP, "train", "--params", str(tmp_path / "nope.yaml")], tmp_path, check=False)
+    done = flowship(["train", "--params", str(tmp_path / "nope.yaml")], tmp_path)
     assert done.returncode == 1 and "nope.yaml: cannot read" in done.stderr
 
     params = bare_project(tmp_path)
@@ -74,7 +100,7 @@ def test_missing_params_file_and_a_key_dvc_tracks(tmp_path: Path) -> None:
     del raw["data"]["time_column"]
     raw["split"] = {"method": "random"}
     params.write_text(yaml.safe_dump(raw))
-    done = run([FLOWSHIP, "status", "--params", str(params)], tmp_path, check=False)
+    done = flowship(["status", "--params", str(params)], tmp_path)
     assert done.returncode == 1
     assert "data.time_column: required key is missing (dvc.yaml tracks it for stage 'prepare'" in done.stderr
 
@@ -98,26 +124,27 @@ def test_score_refuses_arguments_that_cannot_work_before_prefect_starts(
 ) -> None:
     params = bare_project(tmp_path)
     (tmp_path / "records.csv").write_text("x1,x2\n1,2\n")
-    done = run([FLOWSHIP, "score", *args, "--params", str(params)], tmp_path, check=False)
+    done = flowship(["score", *args, "--params", str(params)], tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr == expected.format(root=tmp_path) and done.stdout == ""
     assert not (tmp_path / ".prefect").exists() and not (tmp_path / "out.parquet").exists()
 
 
-@pytest.mark.integration
+# each `flowship` run starts its own temporary Prefect API: minutes on two busy cores (a deadline, not a timing)
+@pytest.mark.timeout(1500)
 def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> None:
     root, params = flights_project.root, str(flights_project.params_path)
-    first = run([FLOWSHIP, "train", "--params", params], root)
+    first = flowship(["train", "--params", params], root, check=True)
     assert "registered:    flights-delay v1 (new, alias challenger)" in first.stdout
     assert "stages:        ingest ran, validate ran, prepare ran, train ran, evaluate ran" in first.stdout
     assert (root / ".prefect").is_dir()  # Prefect's state stays in the project
 
-    again = run([FLOWSHIP, "train", "--params", params], root)
+    again = flowship(["train", "--params", params], root, check=True)
     assert "nothing changed since the last run" in again.stdout
     assert "flights-delay v1 (already registered)" in again.stdout
     assert "Flow run" not in again.stdout + again.stderr  # answered without starting the flow
 
-    status = run([FLOWSHIP, "status", "--params", params], root)
+    status = flowship(["status", "--params", params], root, check=True)
     assert "champion    none" in status.stdout
     assert "challenger  v1" in status.stdout
     assert "gate passed" in status.stdout
@@ -126,50 +153,49 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> No
     raw = flights_project.params()
     raw["gate"]["thresholds"]["roc_auc"] = 0.995
     flights_project.write_params(raw)
-    failed = run([FLOWSHIP, "train", "--params", params], root, check=False)
+    failed = flowship(["train", "--params", params], root)
     assert failed.returncode == 1
     assert "quality gate failed: roc_auc" in failed.stderr and "below threshold 0.9950" in failed.stderr
-    unchanged = run([FLOWSHIP, "train", "--params", params], root, check=False)
+    unchanged = flowship(["train", "--params", params], root)
     assert unchanged.returncode == 1
     assert "unchanged since the last run" in unchanged.stderr
-    status = run([FLOWSHIP, "status", "--params", params], root)
+    status = flowship(["status", "--params", params], root, check=True)
     assert "gate failed" in status.stdout and "challenger  v1" in status.stdout
 
 
-@pytest.mark.integration
+# each `flowship` run starts its own temporary Prefect API: minutes on two busy cores (a deadline, not a timing)
+@pytest.mark.timeout(1500)
 def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project: Project) -> None:
     root, params = flights_project.root, str(flights_project.params_path)
     raw = flights_project.params()
     raw["release"] = {"production_port": 18410, "staging_port": 18411, "latency_requests": 20, "latency_p95_ms": 1000}
     flights_project.write_params(raw)
     env = {"FLOWSHIP_RUNTIME": "process"}
-    run([FLOWSHIP, "train", "--params", params], root)
+    flowship(["train", "--params", params], root, check=True)
     try:
-        deployed = run([FLOWSHIP, "deploy", "--params", params], root, env=env)
+        deployed = flowship(["deploy", "--params", params], root, **env, check=True)
         assert "serving as a local process" in deployed.stdout
         assert "production:    v1 at http://127.0.0.1:18410 (was nothing served before)" in deployed.stdout
         assert "try:           curl -s http://127.0.0.1:18410/predict" in deployed.stdout
-        import httpx
-
         assert httpx.get("http://127.0.0.1:18410/ready", timeout=10).status_code == 200
-        again = run([FLOWSHIP, "deploy", "--params", params], root, env=env)
+        again = flowship(["deploy", "--params", params], root, **env, check=True)
         assert "already serves at http://127.0.0.1:18410" in again.stdout
         # The released model is now the champion it was never compared with: still nothing to re-decide.
-        retrain = run([FLOWSHIP, "train", "--params", params], root)
+        retrain = flowship(["train", "--params", params], root, check=True)
         assert "nothing changed since the last run" in retrain.stdout
         assert "Flow run" not in retrain.stdout + retrain.stderr
 
-        history = run([FLOWSHIP, "history", "--params", params], root)
+        history = flowship(["history", "--params", params], root, check=True)
         assert "release  done   v- → v1" in history.stdout and "golden_set ok" in history.stdout
-        status = run([FLOWSHIP, "status", "--params", params], root)
+        status = flowship(["status", "--params", params], root, check=True)
         assert "champion    v1" in status.stdout
         assert "production  v1  http://127.0.0.1:18410  running  (process, pid" in status.stdout
 
-        bad = run([FLOWSHIP, "rollback", "--params", params], root, env=env, check=False)
+        bad = flowship(["rollback", "--params", params], root, **env)
         assert bad.returncode == 1 and "no previous champion recorded before v1" in bad.stderr
     finally:
-        stopped = run([FLOWSHIP, "stop", "--params", params], root)
+        stopped = flowship(["stop", "--params", params], root, check=True)
     assert "stopped production: v1 (process" in stopped.stdout
-    with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error: nothing listens any more
+    with pytest.raises(httpx.ConnectError):  # `stop` waits for the process to exit: nothing listens any more
         httpx.get("http://127.0.0.1:18410/health", timeout=2)
-    assert "nothing is serving" in run([FLOWSHIP, "stop", "--params", params], root).stdout
+    assert "nothing is serving" in flowship(["stop", "--params", params], root, check=True).stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import time
 import urllib.request
 import uuid
@@ -27,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from flowship.adapters import docker_engine as de
 from flowship.adapters.docker_engine import DockerEngine
 from flowship.errors import ContainerError, ImageBuildError
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,13 +72,6 @@ def predict(body: dict):
 log({"event": "started"})
 uvicorn.run(app, host="0.0.0.0", port=int(os.environ.get("FLOWSHIP_PORT", "8000")), log_level="warning")
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_json(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -19,8 +18,12 @@ import pytest
 from flowship.adapters.tracking import TAG
 from flowship.errors import RegistryError, StageError
 from flowship.monitoring.report import MonitoringSummary
-from tests.conftest import BIN, Project, run
+from tests.conftest import Project, run
+from tests.helpers import flowship, free_port
 from tests.monitoring.conftest import log_predictions, production_month
+
+# A trained project: real DVC and a real MLflow store under the session's Prefect test API.
+pytestmark = pytest.mark.integration
 
 
 def monitor(project: Project, start: str | None = None, end: str | None = None) -> MonitoringSummary:
@@ -221,12 +224,6 @@ def webhook() -> Iterator[str]:
     server.shutdown()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_alerts_go_to_the_webhook_and_a_dead_webhook_fails_the_run(trained_project: Project, webhook: str) -> None:
     project = trained_project
     fresh(project, alerts={"webhook": webhook, "cooldown_hours": 24})
@@ -300,6 +297,6 @@ def test_retraining_on_drift_goes_through_the_gate_never_straight_to_production(
 
 
 def test_monitor_command_names_a_bad_window(trained_project: Project) -> None:
-    done = run([str(BIN / "flowship"), "monitor", "--from", "last tuesday"], trained_project.root, check=False)
+    done = flowship(["monitor", "--from", "last tuesday"], trained_project.root)
     assert done.returncode == 1
     assert "start: 'last tuesday' is not a date or ISO time" in done.stderr

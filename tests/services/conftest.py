@@ -15,24 +15,14 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, Project, trained_flights_project
+from tests.helpers import flowship, free_port, tail, wait_until
 from tests.monitoring.conftest import log_predictions, monitoring_params, production_month
-from tests.monitoring.test_schedule import FINAL, environment, free_port, tail
+from tests.monitoring.test_schedule import FINAL
 
 # The monitoring deployment's schedule, replaced for the tests: a run every this many seconds.
 INTERVAL_S = 15
-
-
-def run_flowship(args: list[str], cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
-    from tests.conftest import BIN
-
-    return subprocess.run(
-        [str(BIN / "flowship"), *args],
-        cwd=cwd,
-        env=environment(PREFECT_WORKER_QUERY_SECONDS="2", **env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+# The worker `flowship up` starts asks for runs every 2 s (not 10): the tests wait less for each run.
+QUICK_WORKER = {"PREFECT_WORKER_QUERY_SECONDS": "2"}
 
 
 class Up:
@@ -53,10 +43,10 @@ class Up:
 
     def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
         args = ["up", "--prefect-port", str(self.prefect_port), "--mlflow-port", str(self.mlflow_port), *extra]
-        return run_flowship(args, self.root)
+        return flowship(args, self.root, **QUICK_WORKER)
 
     def down(self) -> subprocess.CompletedProcess[str]:
-        return run_flowship(["down"], self.root)
+        return flowship(["down"], self.root)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{tail(p)}" for p in sorted((self.root / "logs" / "services").glob("*.log")))
@@ -95,13 +85,11 @@ class Up:
         return found
 
     def wait_final(self, run_id: str, timeout: float = 300.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def final() -> dict[str, Any] | None:
             run = self.flow_run(run_id)
-            if run["state"]["type"] in FINAL:
-                return run
-            time.sleep(1.0)
-        pytest.fail(f"flow run {run_id} not finished within {timeout:.0f} s:\n{self.logs()}")
+            return run if run["state"]["type"] in FINAL else None
+
+        return wait_until(final, timeout, f"flow run {run_id} to finish", 1.0, self.logs)
 
     def task_runs(self, run_id: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self.post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [run_id]}}})
@@ -130,16 +118,16 @@ class Up:
             "sort": "EXPECTED_START_TIME_ASC",
             "limit": 1,
         }
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            runs = self.post("/flow_runs/filter", body)
-            if runs:
-                run: dict[str, Any] = runs[0]
-                self.pause_and_wait_idle(d["id"])
-                self._monitoring_run = run
-                return run
-            time.sleep(2.0)
-        pytest.fail(f"no scheduled monitoring run finished within {timeout:.0f} s:\n{self.logs()}")
+        runs: list[dict[str, Any]] = wait_until(
+            lambda: self.post("/flow_runs/filter", body),
+            timeout,
+            "a scheduled monitoring run to finish",
+            2.0,
+            self.logs,
+        )
+        self.pause_and_wait_idle(d["id"])
+        self._monitoring_run = runs[0]
+        return runs[0]
 
     def pause_and_wait_idle(self, deployment_id: str, timeout: float = 120.0) -> None:
         """Pause the deployment (the scheduler drops the runs it planned) and wait for its started runs."""

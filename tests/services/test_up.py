@@ -9,15 +9,14 @@ import json
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.monitoring.test_schedule import free_port
-from tests.services.conftest import INTERVAL_S, Up, run_flowship
+from tests.helpers import flowship, free_port, wait_until
+from tests.services.conftest import INTERVAL_S, QUICK_WORKER, Up
 
 # The first test also waits for the package fixture (a trained project, then `flowship up`).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -143,7 +142,7 @@ def test_a_bad_environment_or_a_taken_port_is_refused_and_nothing_is_left_runnin
     up: Up, tmp_path_factory: pytest.TempPathFactory, flights_sample: Path
 ) -> None:
     # On the running project: a name that is no environment of deployments/prefect.yaml.
-    done = run_flowship(["up", "--env", "prod"], up.root)
+    done = flowship(["up", "--env", "prod"], up.root)
     assert done.returncode == 1
     assert "no deployment named 'prod'" in done.stderr and "['dev', 'production', 'staging']" in done.stderr
     assert up.deployment("training/dev")  # the running setup is untouched
@@ -156,13 +155,13 @@ def test_a_bad_environment_or_a_taken_port_is_refused_and_nothing_is_left_runnin
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        done = run_flowship(["up", "--prefect-port", str(port), "--mlflow-port", str(free_port())], other)
+        done = flowship(["up", "--prefect-port", str(port), "--mlflow-port", str(free_port())], other, **QUICK_WORKER)
     assert done.returncode == 1
     assert f"port {port} on 127.0.0.1 is in use by another program" in done.stderr and "--prefect-port" in done.stderr
     assert not (other / ".flowship" / "services.json").exists()
-    assert run_flowship(["down"], other).stdout.strip() == "nothing to stop: `flowship up` started nothing here"
+    assert flowship(["down"], other).stdout.strip() == "nothing to stop: `flowship up` started nothing here"
     # A port out of range is a CLI error.
-    done = run_flowship(["up", "--mlflow-port", "80"], other)
+    done = flowship(["up", "--mlflow-port", "80"], other)
     assert done.returncode == 2 and "--mlflow-port" in done.stderr
 
 
@@ -174,17 +173,16 @@ def test_a_killed_worker_leaves_the_run_crashed_and_a_rerun_resumes_without_a_du
     up.project.commit("learning rate 0.05")
 
     run = up.start_run("training/dev")
-    deadline = time.monotonic() + 240
-    state: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def training() -> bool:
         tasks = {t["name"].rsplit("-", 1)[0]: (t["state"] or {}).get("type") for t in up.task_runs(run["id"])}
         if tasks.get("train") == "RUNNING" or "evaluate" in tasks:
-            break
+            return True
         state = up.flow_run(run["id"])["state"]
         assert state["type"] not in ("COMPLETED", "FAILED", "CRASHED"), state
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"the run never reached its train stage:\n{up.logs()}")
+        return False
+
+    wait_until(training, 240, "the run to reach its train stage", 0.2, up.logs)
     # The worker and the run's process die at once, as when their machine goes down: nobody reports.
     worker = recorded(up)["processes"]["worker"]["pid"]
     for pid in [*children(worker), worker]:
@@ -248,7 +246,7 @@ def test_down_stops_exactly_what_up_started_and_up_finds_every_state_again(up: U
 
 def test_environments_differ_by_their_overrides_and_a_bad_override_fails_the_run_naming_it(up: Up) -> None:
     # The production deployments, registered on the same server: their parameters carry production's overrides.
-    done = run_flowship(["schedule", "--env", "production"], up.root, PREFECT_API_URL=up.api)
+    done = flowship(["schedule", "--env", "production"], up.root, PREFECT_API_URL=up.api)
     assert done.returncode == 0, done.stdout + done.stderr
     production = up.deployment("retraining/production")
     assert production["parameters"]["overrides"] == {

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +15,7 @@ import pytest
 
 from flowship.serving import __main__ as entry
 from flowship.serving.inference_log import read_inference_log
+from tests.helpers import free_port, wait_until
 from tests.serving.test_batching import records
 from tests.serving.test_bundle import REPO, write_blocker
 
@@ -56,12 +55,6 @@ def test_an_unwritable_log_folder_is_refused_at_start(
     monkeypatch.setenv("FLOWSHIP_LOG_DIR", str(blocker / "logs"))
     assert entry.main() == 2
     assert "FLOWSHIP_LOG_DIR" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.integration
@@ -109,23 +102,22 @@ def test_real_http_then_sigterm_drains_and_logs_everything(tmp_path: Path, class
                 i += 1
 
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def ready() -> bool:
             assert process.poll() is None, (tmp_path / "stderr").read_text()
             try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
+                return httpx.get(f"{base}/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the service did not become ready"
-            time.sleep(0.2)
+                return False
+
+        wait_until(ready, 60, "the service's /ready", 0.2, (tmp_path / "stderr").read_text)
         assert httpx.get(f"{base}/metadata", timeout=5).status_code == 401
         assert httpx.get(f"{base}/metadata", headers=auth, timeout=5).json()["version"] == "3"
 
         workers = [threading.Thread(target=client, args=(w,)) for w in range(8)]
         for w in workers:
             w.start()
-        time.sleep(1.5)
+        wait_until(lambda: len(answered) > 10, 60, "the clients' first answers")
         process.send_signal(signal.SIGTERM)  # with requests in flight
         assert process.wait(timeout=30) == 0
     finally:

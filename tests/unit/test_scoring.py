@@ -34,10 +34,17 @@ def test_chunk_rows_below_one_is_refused() -> None:
         scoring.chunk_bounds(10, 0)
 
 
-def test_features_present_pass_and_extra_columns_are_fine() -> None:
-    frame = make_frame().assign(comment="kept")
+def test_features_present_pass_and_extra_columns_are_fine(classifier) -> None:
+    numbers = make_frame(n=40, seed=3)
+    frame = numbers.assign(comment="kept")
     frame["x2"] = frame["x2"].astype(str)  # numbers written as text (CSV) are numbers
-    scoring.check_features(frame, INPUTS, "records.csv")
+    before = frame.copy()
+    scoring.check_features(frame, INPUTS, "records.csv")  # raises nothing
+    pd.testing.assert_frame_equal(frame, before)  # and changes nothing
+    # ... and the model scores such a frame exactly as the one holding numbers
+    pd.testing.assert_frame_equal(
+        scoring.score_frame(classifier, frame, INPUTS), scoring.score_frame(classifier, numbers, INPUTS)
+    )
 
 
 def test_a_missing_feature_is_named_with_the_columns_available() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from flowship.config import ConfigError, apply_overrides, load_params, tracked_p
 from flowship.services import prefect_api as deploy
 from flowship.services import processes as svc
 from tests.conftest import REPO, default_params
+from tests.helpers import wait_until
 
 TRACKED = {"data": "ingest", "train": "train", "gate.primary_metric": "train", "project.seed": "prepare"}
 
@@ -75,10 +75,13 @@ def test_the_state_file_round_trips_and_a_corrupt_one_is_named(tmp_path: Path) -
     assert svc.live_services(tmp_path) is None
 
 
+@pytest.mark.integration  # real processes
 def test_a_started_process_is_found_alive_then_stopped_with_its_group(tmp_path: Path) -> None:
-    code = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    # print's two words are not as such in the command line, which the log's first line repeats
+    code = "import subprocess, time; subprocess.Popen(['sleep', '300']); print('child', 'started', flush=True)"
+    code += "; time.sleep(300)"
     process = svc.spawn("sleeper", [sys.executable, "-c", code], tmp_path, svc.child_environment(tmp_path))
-    time.sleep(0.5)
+    wait_until(lambda: "child started" in Path(process.log).read_text(), 30, "the sleeper to start its child")
     assert process.alive()
     assert Path(process.log) == tmp_path / "logs" / "services" / "sleeper.log"
     assert "starting:" in Path(process.log).read_text()
@@ -89,19 +92,19 @@ def test_a_started_process_is_found_alive_then_stopped_with_its_group(tmp_path: 
     assert svc.stop_process(process) == "was not running"
 
 
+@pytest.mark.integration  # real processes
 def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_time(tmp_path: Path) -> None:
     # print's two words are not as such in the command line, which the log's first line repeats
     code = f"import signal, time; signal.signal({int(signal.SIGTERM)}, signal.SIG_IGN); print('SIGTERM', 'ignored')"
     process = svc.spawn(
         "stubborn", [sys.executable, "-u", "-c", code + "; time.sleep(300)"], tmp_path, svc.child_environment(tmp_path)
     )
-    deadline = time.monotonic() + 30
-    while "SIGTERM ignored" not in Path(process.log).read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: "SIGTERM ignored" in Path(process.log).read_text(), 30, "the process to ignore SIGTERM")
     assert svc.stop_process(process, grace=1.0).startswith("killed (no exit within 1 s of SIGTERM)")
     assert not process.alive()
 
 
+@pytest.mark.integration  # real processes
 def test_waiting_for_a_process_that_dies_shows_the_end_of_its_log(tmp_path: Path) -> None:
     code = "import sys; print('cannot bind the port'); sys.exit(3)"
     process = svc.spawn("dying", [sys.executable, "-c", code], tmp_path, svc.child_environment(tmp_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pandas as pd
@@ -223,11 +224,13 @@ def test_search_validation_split_with_time_scores_on_the_latest_rows():
 def test_score_trial_reports_the_search_metric():
     data = make_frame(n=200).drop(columns=["ts"])
     params = make_params(train={"search": {"metric": "log_loss"}})
+    started = time.perf_counter()
     result = score_trial(3, data, params, {"max_iter": 10})
+    took = time.perf_counter() - started
     assert (result.index, result.metric, result.params) == (3, "log_loss", {"max_iter": 10})
     assert 0 < result.score < np.log(2)  # better than a coin flip
-    assert result.seconds > 0
-    assert result.as_dict()["score"] == result.score
+    assert 0 < result.seconds <= took  # the trial's own duration, in seconds (not a timestamp, not milliseconds)
+    assert result.as_dict()["score"] == result.score and result.as_dict()["seconds"] == result.seconds
 
 
 # --- best trial -----------------------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""What the tests share beyond fixtures: a free loopback port, waiting for a condition with a deadline, the
+`flowship` command run as a user runs it, and long-running processes started and stopped with their group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+BIN = Path(sys.executable).parent
+FLOWSHIP = str(BIN / "flowship")
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Poll `condition` until it returns something truthy, and return that; past `timeout` seconds, fail the test
+    naming what was awaited (and `detail()`, e.g. the end of a log, read then). A deadline, never a fixed sleep:
+    a busy machine only takes longer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what}" + (f":\n{detail()}" if detail else "")
+            )
+        time.sleep(interval)
+
+
+def environment(**values: str) -> dict[str, str]:
+    """This process's environment for a subprocess, this interpreter's bin first on PATH, without any Prefect
+    server or home or MLflow store set by the developer's shell or by an in-process test (the session's test
+    harness sets its own only inside this process): each subprocess is told its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_") and k != "PREFECT_HOME"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    return {**env, **values}
+
+
+def flowship(
+    args: list[str], cwd: Path, *, check: bool = False, timeout: float = 900, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The `flowship` executable as a user runs it, in `cwd`; with `check`, a failure fails the test with its
+    output."""
+    done = subprocess.run(
+        [FLOWSHIP, *args], cwd=cwd, env=environment(**env), capture_output=True, text=True, timeout=timeout
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"flowship {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def start(cmd: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A long-running process in its own process group (so that what it starts can be stopped with it)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=environment(**env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen[bytes], interrupts: int = 2, grace: float = 15.0) -> None:
+    """SIGINT, once more if needed (`prefect worker start` forwards the first to the worker it runs), then kill
+    whatever is left of the process group."""
+    for _ in range(interrupts):
+        if process.poll() is not None:
+            break
+        process.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(grace)
+
+
+def tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
