@@ -12,7 +12,7 @@ Then two measurements, each in a fresh subprocess, so that peak RSS belongs to o
 * flowship: what the monitoring flow does for one model version, without Prefect and MLflow:
   `load_reference` -> `read_log_window` (all of the log) -> group by model version -> `current_frame` ->
   `sample_rows` (monitoring.sample_rows) -> `drift_report` (features + prediction, on the sample) ->
-  `data_quality_report` (every record) -> `decide`; both reports saved as HTML.
+  `data_quality_report` (every record) -> `judge_version`; both reports saved as HTML.
 * evidently: the obvious way without flowship: `pandas.read_json(lines=True)` per log file, a DataFrame of
   the `features` dicts, and one Evidently `Report` of `DataDriftPreset` over the features and the prediction
   against the FULL training frame (with the model's predictions), plus the same data-quality metrics
@@ -309,7 +309,7 @@ def maxrss_mb() -> float:
 def child_flowship(workdir: Path, size: int, setup: dict[str, Any], steps: Steps) -> dict[str, Any]:
     from flowship.adapters import drift as reports
     from flowship.config import MonitoringConfig
-    from flowship.monitoring.checks import current_frame, decide, sample_rows
+    from flowship.monitoring.checks import current_frame, judge_version, sample_rows
     from flowship.monitoring.reference import load_reference
     from flowship.monitoring.window import Window, read_log_window
 
@@ -345,7 +345,9 @@ def child_flowship(workdir: Path, size: int, setup: dict[str, Any], steps: Steps
             current, NUMERIC, CATEGORICAL, reference.ranges, reference.categories, out / "data-quality.html"
         ),
     )
-    check = steps.run("decide", lambda: decide(MODEL_VERSION, len(group), drift, absent, unexpected, None, cfg))
+    check = steps.run(
+        "judge_version", lambda: judge_version(MODEL_VERSION, len(group), drift, absent, unexpected, None, cfg)
+    )
     return {
         "records": len(log.records),
         "skipped_lines": log.skipped,

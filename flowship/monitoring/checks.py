@@ -175,7 +175,7 @@ def check_version(
             cfg.drift.threshold,
         )
         paths["model_quality"] = str(folder / "model-quality.html")
-    check = decide(spec.version, len(records), drift, absent, unexpected, quality, cfg, target_drift)
+    check = judge_version(spec.version, len(records), drift, absent, unexpected, quality, cfg, target_drift)
     return replace(check, data_quality=quality_rows, sampled=min(len(current), cfg.sample_rows), reports=paths)
 
 
@@ -190,7 +190,7 @@ def graded_frame(labelled: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     )
 
 
-def decide(
+def judge_version(
     version: str,
     records: int,
     drift: list[ColumnDrift],
@@ -200,6 +200,7 @@ def decide(
     cfg: MonitoringConfig,
     target_drift: ColumnDrift | None = None,
 ) -> VersionCheck:
+    """One version's verdict from its drift, schema problems and quality (the gate's `decide` judges candidates)."""
     features = [d for d in drift if d.column != "prediction"]
     prediction = next((d for d in drift if d.column == "prediction"), None)
     drifted = [d for d in features if d.drifted]

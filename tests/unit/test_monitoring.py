@@ -15,7 +15,15 @@ from flowship.config import MonitoringConfig, load_params, parse_params
 from flowship.errors import ConfigError, MonitoringError
 from flowship.monitoring import retraining as retrain
 from flowship.monitoring.alerts import Alert, append_alert_log, mark_sent, plan_alerts
-from flowship.monitoring.checks import Quality, VersionCheck, current_frame, decide, join_labels, model_quality, overall
+from flowship.monitoring.checks import (
+    Quality,
+    VersionCheck,
+    current_frame,
+    join_labels,
+    judge_version,
+    model_quality,
+    overall,
+)
 from flowship.monitoring.reference import ModelSpec, Reference, spec_from_registry
 from flowship.monitoring.window import SETTLE, Window, features_of, read_log_window, read_state, resolve_window
 from flowship.serving.inference_log import InferenceEntry, InferenceLog
@@ -227,19 +235,19 @@ def test_p_values_drift_below_and_distances_above_the_threshold() -> None:
 def test_verdict_ok_drift_and_too_few_records() -> None:
     cfg = MonitoringConfig.model_validate({"min_records": 100, "drift": {"share": 0.5, "key_features": ["temp"]}})
     calm = [col("distance", 0.01), col("temp", 0.02), col("carrier", 0.0, "jensenshannon"), col("prediction", 0.0)]
-    assert decide("1", 500, calm, [], [], None, cfg).verdict == "ok"
+    assert judge_version("1", 500, calm, [], [], None, cfg).verdict == "ok"
     key = [col("distance", 0.01), col("temp", 2.0), col("carrier", 0.0), col("prediction", 0.0)]
-    check = decide("1", 500, key, [], [], None, cfg)
+    check = judge_version("1", 500, key, [], [], None, cfg)
     assert check.verdict == "drift" and check.alert_kinds == ["key_feature:temp"]
     assert check.drift_share == pytest.approx(1 / 3)
-    few = decide("1", 99, key, [], [], None, cfg)
+    few = judge_version("1", 99, key, [], [], None, cfg)
     assert few.verdict == "insufficient_data" and few.alert_kinds == []
 
 
 def test_schema_problems_and_quality_drop_make_their_own_reasons() -> None:
     cfg = MonitoringConfig.model_validate({"min_records": 1, "quality": {"max_drop": 0.05}})
     quality = Quality(300, {"roc_auc": 0.6}, "roc_auc", 0.74, 0.14)
-    check = decide("2", 500, [col("distance", 0.0)], ["temp"], ["temperature"], quality, cfg)
+    check = judge_version("2", 500, [col("distance", 0.0)], ["temp"], ["temperature"], quality, cfg)
     assert check.verdict == "quality_drop"
     assert check.alert_kinds == ["schema", "quality"]
     assert any("no values logged for temp" in r for r in check.reasons)
