@@ -77,9 +77,18 @@ def check_params(params: Path, check_estimator: bool = True) -> Path:
     return path
 
 
-def runtimes(path: Path) -> list[Runtime]:
+def check_estimator(cfg: Params) -> None:
+    """The estimator check that `read_params(..., check_estimator=False)` left out, on the params already read."""
+    from flowship.estimators import check_estimator_config
+
+    try:
+        check_estimator_config(cfg)
+    except FlowshipError as exc:
+        fail(str(exc))
+
+
+def runtimes(root: Path, cfg: Params) -> list[Runtime]:
     """Every runtime that may hold a deployment of this project: Docker (when a daemon answers) and processes."""
-    from flowship.config import load_params
     from flowship.release.discovery import runtimes as project_runtimes
 
-    return project_runtimes(path.parent, load_params(path, check_estimator=False).project.name)
+    return project_runtimes(root, cfg.project.name)

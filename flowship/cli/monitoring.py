@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from flowship.cli.common import ParamsOption, check_params, environment, fail, runtimes
+from flowship.cli.common import ParamsOption, check_params, environment, fail, read_params, runtimes
 from flowship.errors import FlowshipError
 
 if TYPE_CHECKING:
+    from flowship.config import Params
     from flowship.monitoring.replay import MonthResult
     from flowship.monitoring.report import MonitoringSummary
 
@@ -32,15 +33,14 @@ def replay(
 ) -> None:
     """Send the production window of the data to the endpoint as real traffic, month by month in time order;
     each month's true labels are written after its traffic (logs/labels/), as they would arrive later."""
-    path = check_params(params, check_estimator=False)
+    path = params.resolve()
+    cfg = read_params(path, check_estimator=False)
     import pandas as pd
 
-    from flowship.config import load_params
     from flowship.monitoring import replay as replays
     from flowship.monitoring.report import last_report
     from flowship.paths import Layout
 
-    cfg = load_params(path, check_estimator=False)
     layout = Layout(path.parent)
     if batch_size > cfg.release.max_batch:
         fail(f"--batch-size {batch_size} is more than release.max_batch ({cfg.release.max_batch}) allows per request")
@@ -62,7 +62,7 @@ def replay(
                 typer.echo(f"last report:   {report}")
             return
     if url is None:
-        url = _production_url(path)
+        url = _production_url(path, cfg)
     if monitor:
         environment(path.parent)
         os.chdir(path.parent)
@@ -85,8 +85,10 @@ def replay(
             print_monitoring(summary)
 
 
-def _production_url(path: Path) -> str:
-    serving = [d for r in runtimes(path) if (d := r.deployed("production")) is not None and d.status == "running"]
+def _production_url(path: Path, cfg: Params) -> str:
+    serving = [
+        d for r in runtimes(path.parent, cfg) if (d := r.deployed("production")) is not None and d.status == "running"
+    ]
     if not serving:
         fail("nothing serves production: run `flowship deploy` first")
     return str(serving[0].url)

@@ -102,7 +102,7 @@ def status(
             typer.echo(
                 f"  {alias:<11} v{ref.version}  run {ref.run_id}  data {ref.tags.get('flowship.data.raw_md5', '?')}"
             )
-    for runtime in runtimes(path):
+    for runtime in runtimes(path.parent, cfg):
         for role in reversed(ROLES):
             deployed = runtime.deployed(role)
             if deployed is not None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from flowship.cli.common import ParamsOption, check_params, environment, fail, runtimes
+from flowship.cli.common import ParamsOption, check_estimator, check_params, environment, fail, read_params, runtimes
 from flowship.errors import FlowshipError
 from flowship.release.runtime import ROLES, Deployed
+
+if TYPE_CHECKING:
+    from flowship.config import Params
 
 
 def deploy(
@@ -19,17 +23,19 @@ def deploy(
     full: bool = typer.Option(False, "--full", help="Run the release flow even when the challenger already serves."),
 ) -> None:
     """Release the challenger: image → staging → checks (health, golden set, bad input, latency) → production."""
-    path = check_params(params, check_estimator=False)
+    path = params.resolve()
+    # Read once; the estimator check (it imports scikit-learn) only when there is something to release.
+    cfg = read_params(path, check_estimator=False)
     environment(path.parent)
     os.chdir(path.parent)
     if not full and version is None:
-        serving = _challenger_already_serving(path)
+        serving = _challenger_already_serving(path.parent, cfg)
         if serving is not None:
             typer.echo(f"production:    v{serving.version} (champion and challenger) already serves at {serving.url}")
             typer.echo("               nothing to release")
-            typer.echo(f"try:           {_example_request(path, serving.url, serving.version)}")
+            typer.echo(f"try:           {_example_request(path.parent, cfg, serving.url, serving.version)}")
             return
-    check_params(path)
+    check_estimator(cfg)
     from flowship.flows.release import release_flow
 
     try:
@@ -47,15 +53,13 @@ def deploy(
         typer.echo(f"production:    v{result.version} at {production.url} (was {_was(result.from_version)})")
         if production.image:
             typer.echo(f"image:         {production.image}")
-    typer.echo(f"try:           {_example_request(path, production.url, result.version)}")
+    typer.echo(f"try:           {_example_request(path.parent, cfg, production.url, result.version)}")
 
 
-def _example_request(path: Path, url: str, version: str) -> str:
-    from flowship.config import load_params
+def _example_request(root: Path, cfg: Params, url: str, version: str) -> str:
     from flowship.paths import Layout
 
-    cfg = load_params(path, check_estimator=False)
-    golden = Layout(path.parent).bundle_dir(cfg.project.name, version) / "golden.json"
+    golden = Layout(root).bundle_dir(cfg.project.name, version) / "golden.json"
     record = json.loads(golden.read_text())[0]["features"] if golden.exists() else {}
     return f"curl -s {url}/predict -H 'Content-Type: application/json' -d '{json.dumps(record)}'"
 
@@ -64,13 +68,11 @@ def _was(version: str | None) -> str:
     return f"v{version}" if version else "nothing served before"
 
 
-def _challenger_already_serving(path: Path) -> Deployed | None:
+def _challenger_already_serving(root: Path, cfg: Params) -> Deployed | None:
     """The production deployment when it runs the version that is both champion and challenger, else None."""
     from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker
-    from flowship.config import load_params
 
-    cfg = load_params(path, check_estimator=False)
-    tracker = Tracker(path.parent)
+    tracker = Tracker(root)
     try:
         tracker.check_available()
     except FlowshipError:
@@ -79,7 +81,7 @@ def _challenger_already_serving(path: Path) -> Deployed | None:
     champion = tracker.version_by_alias(cfg.project.name, CHAMPION)
     if challenger is None or champion is None or challenger.version != champion.version:
         return None
-    for runtime in runtimes(path):
+    for runtime in runtimes(root, cfg):
         deployed = runtime.deployed("production")
         if deployed is not None and deployed.version == champion.version and deployed.status == "running":
             return deployed
@@ -121,10 +123,11 @@ def history(params: ParamsOption = Path("params.yaml")) -> None:
 
 def stop(params: ParamsOption = Path("params.yaml")) -> None:
     """Stop what serves this project (production and staging); the champion alias stays."""
-    path = check_params(params, check_estimator=False)
+    path = params.resolve()
+    cfg = read_params(path, check_estimator=False)
     environment(path.parent)
     stopped = 0
-    for runtime in runtimes(path):
+    for runtime in runtimes(path.parent, cfg):
         for role in ROLES:
             deployed = runtime.deployed(role)
             if deployed is not None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flowship.cli.common import ParamsOption, check_params, environment, fail
+from flowship.cli.common import ParamsOption, environment, fail, read_params
 from flowship.errors import ConfigError, FlowshipError
 
 
@@ -33,7 +33,8 @@ def score(
 ) -> None:
     """Score a file of records with a registered version, chunk by chunk on threads or a Dask cluster (params.yaml
     `compute`), into one Parquet file that appears only when complete."""
-    path = check_params(params, check_estimator=False)
+    path = params.resolve()
+    cfg = read_params(path, check_estimator=False)
     from flowship.pipeline.scoring import RequestNames, check_request
 
     names = RequestNames(input="INPUT", output="OUTPUT", version="--version", chunk_rows="--chunk-rows")
@@ -42,10 +43,9 @@ def score(
     except ConfigError as exc:
         fail("; ".join(exc.problems))
     environment(path.parent)
-    from flowship.config import load_params
     from flowship.flows.compute import describe, require_server
 
-    compute = load_params(path, check_estimator=False).compute
+    compute = cfg.compute
     try:
         # Before Prefect starts: on Dask without a server, each worker would start its own temporary API.
         require_server(compute)
