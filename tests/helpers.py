@@ -1,5 +1,6 @@
 """What the tests share beyond fixtures: a free loopback port, waiting for a condition with a deadline, the
-`flowship` command run as a user runs it, and long-running processes started and stopped with their group."""
+`flowship` command run as a user runs it, long-running processes started and stopped with their group, and
+Prefect's REST API called as Prefect's own client calls it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import httpx
 
 BIN = Path(sys.executable).parent
 FLOWSHIP = str(BIN / "flowship")
@@ -97,3 +100,16 @@ def stop(process: subprocess.Popen[bytes], interrupts: int = 2, grace: float = 1
 
 def tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+
+
+def prefect_api(method: str, url: str, body: dict[str, Any] | None = None, attempts: int = 6) -> Any:
+    """One call to a Prefect server's REST API (`url` ends in /api/...), retried as Prefect's own client does while
+    the server is busy (its SQLite database locked by the scheduler or a worker: 503, also 429 and 502); the JSON
+    answer, or None when it has no body."""
+    for attempt in range(attempts):
+        response = httpx.request(method, url, json=body, timeout=30.0)
+        if response.status_code not in (429, 502, 503) or attempt == attempts - 1:
+            break
+        time.sleep(1.0 + attempt)
+    response.raise_for_status()
+    return response.json() if response.content else None

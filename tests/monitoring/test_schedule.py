@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import BIN, REPO, Project, default_params
-from tests.helpers import flowship, free_port, start, stop, tail, wait_until
+from tests.helpers import flowship, free_port, prefect_api, start, stop, tail, wait_until
 from tests.monitoring.conftest import log_predictions, production_month
 
 PREFECT = str(BIN / "prefect")
@@ -88,9 +88,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 
 def deployment(url: str, name: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/deployments/name/{name}", timeout=10.0)
-    response.raise_for_status()
-    found: dict[str, Any] = response.json()
+    found: dict[str, Any] = prefect_api("GET", f"{url}/deployments/name/{name}")
     return found
 
 
@@ -101,24 +99,20 @@ def first_final_run(url: str, deployment_id: str) -> dict[str, Any] | None:
         "sort": "EXPECTED_START_TIME_ASC",
         "limit": 1,
     }
-    response = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10.0)
-    response.raise_for_status()
-    runs: list[dict[str, Any]] = response.json()
+    runs: list[dict[str, Any]] = prefect_api("POST", f"{url}/flow_runs/filter", body)
     return runs[0] if runs else None
 
 
 def pause_and_wait_idle(url: str, deployment_id: str, timeout: float = 90.0) -> None:
     """No more runs: pausing drops the runs the scheduler planned; a run already started finishes first (the
     worker runs each in its own process group, which stopping the worker would leave behind)."""
-    httpx.patch(f"{url}/deployments/{deployment_id}", json={"paused": True}, timeout=10.0).raise_for_status()
+    prefect_api("PATCH", f"{url}/deployments/{deployment_id}", {"paused": True})
     body = {
         "flow_runs": {"deployment_id": {"any_": [deployment_id]}, "state": {"type": {"any_": ["PENDING", "RUNNING"]}}}
     }
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        response = httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10.0)
-        response.raise_for_status()
-        if not response.json():
+        if not prefect_api("POST", f"{url}/flow_runs/filter", body):
             return
         time.sleep(1.0)
 

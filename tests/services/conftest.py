@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, Project, trained_flights_project
-from tests.helpers import flowship, free_port, tail, wait_until
+from tests.helpers import flowship, free_port, prefect_api, tail, wait_until
 from tests.monitoring.conftest import log_predictions, monitoring_params, production_month
 from tests.monitoring.test_schedule import FINAL
 
@@ -51,16 +51,8 @@ class Up:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{tail(p)}" for p in sorted((self.root / "logs" / "services").glob("*.log")))
 
-    # Prefect's REST API, retried as Prefect's own client does when the server is busy (its SQLite database
-    # locked by the scheduler or the worker: 503)
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        for attempt in range(6):
-            response = httpx.request(method, f"{self.api}{path}", json=body, timeout=30.0)
-            if response.status_code not in (429, 502, 503) or attempt == 5:
-                break
-            time.sleep(1.0 + attempt)
-        response.raise_for_status()
-        return response.json() if response.content else None
+        return prefect_api(method, f"{self.api}{path}", body)
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
