@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from flowship.cli.common import ParamsOption, check_params, environment, fail, read_params, runtimes
+from flowship.cli.common import ParamsOption, environment, fail, read_params, runtimes
 from flowship.errors import FlowshipError
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def replay(
         book.record(month, run.id, url, done.sent)
         if monitor:
             try:
-                summary = _check_after_replay(path)
+                summary = _check_after_replay(path, cfg)
             except FlowshipError as exc:
                 fail(str(exc))
             print_monitoring(summary)
@@ -94,14 +94,14 @@ def _production_url(path: Path, cfg: Params) -> str:
     return str(serving[0].url)
 
 
-def _check_after_replay(path: Path) -> MonitoringSummary:
+def _check_after_replay(path: Path, cfg: Params) -> MonitoringSummary:
     import time
 
     from flowship.monitoring.window import SETTLE
 
     # the check's window ends SETTLE before now (log lines still on their way): wait for this month's last
     time.sleep(SETTLE.total_seconds() + 0.5)
-    return run_monitoring(path)
+    return run_monitoring(path, cfg)
 
 
 def monitor(
@@ -112,7 +112,8 @@ def monitor(
     end: str | None = typer.Option(None, "--to", help="Window end (exclusive); default: now."),
 ) -> None:
     """Check production's inference log for drift and model quality; write the reports; alert past a threshold."""
-    path = check_params(params)
+    path = params.resolve()
+    cfg = read_params(path)
     environment(path.parent)
     os.chdir(path.parent)
     from flowship.monitoring.window import parse_time
@@ -121,16 +122,16 @@ def monitor(
         for value, what in ((start, "start"), (end, "end")):
             if value is not None:
                 parse_time(value, what)
-        summary = run_monitoring(path, start, end)
+        summary = run_monitoring(path, cfg, start, end)
     except FlowshipError as exc:
         fail(str(exc))
     print_monitoring(summary)
 
 
-def run_monitoring(path: Path, start: str | None = None, end: str | None = None) -> MonitoringSummary:
+def run_monitoring(path: Path, cfg: Params, start: str | None = None, end: str | None = None) -> MonitoringSummary:
     from flowship.flows.monitoring import run_monitoring as run
 
-    return run(str(path), start, end)
+    return run(str(path), start, end, cfg)
 
 
 def print_month(done: MonthResult) -> None:

@@ -39,7 +39,7 @@ def deploy(
     from flowship.flows.release import release_flow
 
     try:
-        result = release_flow(params_path=str(path), version=version)
+        result = release_flow(params_path=str(path), version=version, params=cfg)
     except FlowshipError as exc:
         fail(str(exc))
     production = result.production
@@ -93,13 +93,14 @@ def rollback(
     to: str | None = typer.Option(None, "--to", help="The version to serve again (default: the previous champion)."),
 ) -> None:
     """Serve the previous champion (or --to VERSION) again; it is health-checked before the alias moves back."""
-    path = check_params(params)
+    path = params.resolve()
+    cfg = read_params(path)
     environment(path.parent)
     os.chdir(path.parent)
     from flowship.flows.release import rollback_flow
 
     try:
-        result = rollback_flow(params_path=str(path), to_version=to)
+        result = rollback_flow(params_path=str(path), to_version=to, params=cfg)
     except FlowshipError as exc:
         fail(str(exc))
     typer.echo(f"production:    v{result.version} at {result.production.url} (was {_was(result.from_version)})")

@@ -56,7 +56,12 @@ def score(
 
     try:
         summary = batch_scoring(
-            params_path=str(path), input=str(source), output=str(destination), version=version, chunk_rows=chunk_rows
+            params_path=str(path),
+            input=str(source),
+            output=str(destination),
+            version=version,
+            chunk_rows=chunk_rows,
+            params=cfg,
         )
     except FlowshipError as exc:
         fail(str(exc))

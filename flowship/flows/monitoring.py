@@ -11,6 +11,7 @@ from typing import Any
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed
 
+from flowship.config import Params  # at run time: Prefect reads the flow's annotations
 from flowship.errors import AlertDeliveryError, FlowshipError, QualityGateFailed
 from flowship.flows.training import context
 from flowship.monitoring.checks import VersionCheck
@@ -37,10 +38,11 @@ def monitoring(
     start: str | None = None,
     end: str | None = None,
     overrides: dict[str, Any] | None = None,
+    params: Params | None = None,
 ) -> State[MonitoringSummary]:
     """Returns a Completed state named after the verdict (see STATE_NAMES); called directly, the flow gives its
-    MonitoringSummary (`run_monitoring` does that with the type said)."""
-    ctx = context(params_path, overrides)
+    MonitoringSummary (`run_monitoring` does that with the type said). The CLI hands over the `params` it read."""
+    ctx = context(params_path, overrides, params)
     data = tasks.read_window(ctx, start, end)
     folder = report_folder(ctx.layout.monitoring_reports, datetime.now(UTC))
     checks: list[VersionCheck] = []
@@ -71,9 +73,11 @@ def monitoring(
     )
 
 
-def run_monitoring(params_path: str, start: str | None = None, end: str | None = None) -> MonitoringSummary:
+def run_monitoring(
+    params_path: str, start: str | None = None, end: str | None = None, params: Params | None = None
+) -> MonitoringSummary:
     """The monitoring flow, called for its summary: Prefect hands back the data of the state the flow returns."""
-    summary: object = monitoring(params_path=params_path, start=start, end=end)
+    summary: object = monitoring(params_path=params_path, start=start, end=end, params=params)
     if not isinstance(summary, MonitoringSummary):
         raise TypeError(f"the monitoring flow returned {type(summary).__name__}, not a MonitoringSummary")
     return summary

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.transactions import transaction
 
+from flowship.config import Params  # at run time: Prefect reads the flow's annotations
 from flowship.flows.training import context
 from flowship.release.promotion import ReleaseResult, ReleaseTarget
 from flowship.tasks import release
@@ -34,9 +35,13 @@ def _stage_and_promote(ctx: Context, kind: str, target: ReleaseTarget, action: s
 
 @flow(name="release", description="Build, stage, verify and promote the challenger (or a named version).")
 def release_flow(
-    params_path: str = "params.yaml", version: str | None = None, overrides: dict[str, Any] | None = None
+    params_path: str = "params.yaml",
+    version: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    params: Params | None = None,
 ) -> ReleaseResult:
-    ctx = context(params_path, overrides)
+    """The CLI, which has read and checked params.yaml, hands `params` over: the file is read once per command."""
+    ctx = context(params_path, overrides, params)
     kind = release.choose_runtime(ctx)
     target = release.resolve_release(ctx, version)
     production = release.production_now(ctx, kind)
@@ -52,9 +57,13 @@ def release_flow(
 
 @flow(name="rollback", description="Serve the previous champion (or a named version) again, health-checked first.")
 def rollback_flow(
-    params_path: str = "params.yaml", to_version: str | None = None, overrides: dict[str, Any] | None = None
+    params_path: str = "params.yaml",
+    to_version: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    params: Params | None = None,
 ) -> ReleaseResult:
-    ctx = context(params_path, overrides)
+    """The CLI, which has read and checked params.yaml, hands `params` over: the file is read once per command."""
+    ctx = context(params_path, overrides, params)
     kind = release.choose_runtime(ctx)
     version = release.rollback_target(ctx, to_version)
     target = release.resolve_release(ctx, version)

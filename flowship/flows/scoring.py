@@ -8,6 +8,7 @@ import os
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flowship.config import Params  # at run time: Prefect reads the flow's annotations
 from flowship.flows import compute
 from flowship.flows.training import context
 from flowship.pipeline import scoring as library
@@ -33,8 +34,10 @@ def batch_scoring(
     output: str = "",
     version: str | None = None,
     chunk_rows: int = 50_000,
+    params: Params | None = None,
 ) -> library.ScoringSummary:
-    ctx = context(params_path)
+    """The CLI, which has read and checked params.yaml, hands `params` over: the file is read once per command."""
+    ctx = context(params_path, params=params)
     compute.require_server(ctx.params.compute)
     # The same checks as `flowship score` makes before Prefect starts: deployment runs and direct calls get them too.
     source, destination = library.check_request(ctx.root, input, output, version, chunk_rows)
