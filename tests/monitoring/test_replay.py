@@ -312,7 +312,12 @@ def test_ctrl_c_stops_sending_and_what_was_answered_keeps_its_labels(tmp_path: P
     # Far more records than a replay sends in the time the log takes to show 50 of them, even on a busy machine:
     # the interrupt always lands mid-month.
     production_frame(per_month=50_000).to_parquet(tmp_path / "production.parquet")
+    # Ctrl-C as in a terminal, whatever this test process left its children: Python keeps SIGINT ignored when it
+    # starts ignored, and an in-process `dvc repro` earlier in the session can leave it so (DVC ignores SIGINT
+    # while a stage runs and restores only a handler it finds set).
     script = f"""
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import pandas as pd
 from pathlib import Path
 from flowship.monitoring.replay import Columns, Replay
