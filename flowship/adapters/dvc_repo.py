@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -37,8 +38,29 @@ class DvcProject:
 
         # DVC's own INFO lines ("Updating lock file", git hints) repeat what the caller reports.
         logging.getLogger("dvc").setLevel(logging.WARNING)
-        with _LOCK, contextlib.chdir(self.root), Repo(str(self.root)) as repo:
-            yield repo
+        with _LOCK:
+            self._reset_unreadable_stage_locks()
+            with contextlib.chdir(self.root), Repo(str(self.root)) as repo:
+                yield repo
+
+    def _reset_unreadable_stage_locks(self) -> None:
+        """DVC rewrites its file of stage locks (`.dvc/tmp/rwlock`) in place: a process killed meanwhile (a worker
+        that died mid-run) leaves it unreadable, and every later DVC command fails on it. Its entries only name
+        the processes holding stage locks, and DVC already drops those of processes that are gone: a file that
+        names none readably is reset, under DVC's own guard of that file (so a write in progress is never seen)."""
+        from dvc.lock import make_lock
+        from dvc.rwlock import RWLOCK_FILE, RWLOCK_LOCK
+
+        tmp = self.root / ".dvc" / "tmp"
+        path = tmp / RWLOCK_FILE
+        if not path.exists():
+            return
+        with make_lock(str(tmp / RWLOCK_LOCK), tmp_dir=str(tmp), wait=True):
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:  # not JSON, or not text
+                logging.getLogger(__name__).warning("%s was unreadable (a DVC process died writing it): reset", path)
+                path.unlink(missing_ok=True)
 
     def version_data(self, path: str) -> str:
         """Track `path` with DVC (a no-op when unchanged) and return its content hash."""
