@@ -41,8 +41,9 @@ deploy: setup
 stop: setup
 	$(VENV)/bin/flowship stop
 
+# Every core runs tests (pytest-xdist; tests/conftest.py says how the work is split); `pytest` alone runs them in turn.
 test: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --numprocesses auto --maxprocesses 4
 
 # The quick loop: the unit tests and the serving app's tests that run in this process only (no Docker, no Prefect
 # server, no DVC/MLflow project, no server or `flowship` process: the `integration` marker), in under two minutes.

@@ -31,6 +31,48 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+# `make test` runs the suite on every core (pytest-xdist). A unit of work is a module, run whole on one worker so that
+# its shared set-up (a trained project, started servers, a browser) is made once; the services folder is one unit, as
+# its modules share one `flowship up`. Units go out longest first (measured, minutes each) so that the many quick
+# in-process modules fill the end; any module not named here follows in collection order.
+LONGEST_FIRST = (
+    "tests/services",
+    "tests/test_cli.py",
+    "tests/dask/test_dask.py",
+    "tests/services/test_postgres.py",
+    "tests/flows/test_training_flow.py",
+    "tests/release/test_release.py",
+    "tests/monitoring/test_monitoring_flow.py",
+    "tests/monitoring/test_schedule.py",
+    "tests/flows/test_bad_input.py",
+    "tests/flows/test_stage_deps.py",
+)
+# The modules that share the package-scoped `up` fixture.
+SHARED_UP = ("tests/services/test_up.py", "tests/services/test_browser.py")
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or "tests/services" for the modules that share `flowship up`."""
+    module = nodeid.split("::", 1)[0]
+    return "tests/services" if module in SHARED_UP else module
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable: the rest keep their order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # units go out in the order collected (above), not by their test count
+    return ByWorkUnit(config, log)
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
     """A subprocess with this interpreter's bin first on PATH (as `make` or an activated venv would have)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -141,10 +183,12 @@ def build_project(root: Path, data: dict[str, Path | pd.DataFrame], params: dict
     run(["git", "init", "--quiet", "-b", "main"], root)
     run(["git", "config", "user.email", "test@flowship.invalid"], root)
     run(["git", "config", "user.name", "flowship tests"], root)
-    run(["dvc", "init", "--quiet"], root)
-    run(["dvc", "config", "core.autostage", "false"], root)
-    run(["dvc", "config", "core.analytics", "false"], root)
-    run(["dvc", "remote", "add", "--default", "local", str(remote)], root)
+    # `dvc init`, `dvc config`, `dvc remote add --default`: in this process (a `dvc` command costs a second of CPU)
+    from dvc.repo import Repo
+
+    with Repo.init(str(root)) as repo, repo.config.edit() as config:
+        config["core"].update({"autostage": False, "analytics": False, "remote": "local"})
+        config["remote"]["local"] = {"url": str(remote)}
     project.commit("project")
     return project
 
@@ -166,6 +210,15 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=240):  # a deadline: two busy cores may need minutes
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness: None) -> str:
+    """The session's temporary Prefect API, for `flowship` commands run as subprocesses (PREFECT_API_URL): without
+    one, each command that runs a flow starts a temporary API of its own, about 20 s of CPU."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
 
 
 @pytest.fixture

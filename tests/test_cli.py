@@ -130,14 +130,16 @@ def test_score_refuses_arguments_that_cannot_work_before_prefect_starts(
     assert not (tmp_path / ".prefect").exists() and not (tmp_path / "out.parquet").exists()
 
 
-# each `flowship` run starts its own temporary Prefect API: minutes on two busy cores (a deadline, not a timing)
+# A `flowship` run without a Prefect server starts a temporary API of its own (about 20 s of CPU, minutes on two busy
+# cores): the first run of the test does so, as a user's first run would; the others use the session's test API.
 @pytest.mark.timeout(1500)
-def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> None:
+def test_train_twice_then_status_as_a_user_would(flights_project: Project, prefect_api_url: str) -> None:
     root, params = flights_project.root, str(flights_project.params_path)
     first = flowship(["train", "--params", params], root, check=True)
     assert "registered:    flights-delay v1 (new, alias challenger)" in first.stdout
     assert "stages:        ingest ran, validate ran, prepare ran, train ran, evaluate ran" in first.stdout
     assert (root / ".prefect").is_dir()  # Prefect's state stays in the project
+    server = {"PREFECT_API_URL": prefect_api_url}
 
     again = flowship(["train", "--params", params], root, check=True)
     assert "nothing changed since the last run" in again.stdout
@@ -153,7 +155,7 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> No
     raw = flights_project.params()
     raw["gate"]["thresholds"]["roc_auc"] = 0.995
     flights_project.write_params(raw)
-    failed = flowship(["train", "--params", params], root)
+    failed = flowship(["train", "--params", params], root, **server)
     assert failed.returncode == 1
     assert "quality gate failed: roc_auc" in failed.stderr and "below threshold 0.9950" in failed.stderr
     unchanged = flowship(["train", "--params", params], root)
@@ -163,15 +165,14 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project) -> No
     assert "gate failed" in status.stdout and "challenger  v1" in status.stdout
 
 
-# each `flowship` run starts its own temporary Prefect API: minutes on two busy cores (a deadline, not a timing)
 @pytest.mark.timeout(1500)
-def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project: Project) -> None:
+def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project: Project, prefect_api_url: str) -> None:
     root, params = flights_project.root, str(flights_project.params_path)
     raw = flights_project.params()
     raw["release"] = {"production_port": 18410, "staging_port": 18411, "latency_requests": 20, "latency_p95_ms": 1000}
     flights_project.write_params(raw)
-    env = {"FLOWSHIP_RUNTIME": "process"}
-    flowship(["train", "--params", params], root, check=True)
+    env = {"FLOWSHIP_RUNTIME": "process", "PREFECT_API_URL": prefect_api_url}  # the session's test API (see above)
+    flowship(["train", "--params", params], root, **env, check=True)
     try:
         deployed = flowship(["deploy", "--params", params], root, **env, check=True)
         assert "serving as a local process" in deployed.stdout

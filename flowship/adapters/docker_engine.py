@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import importlib.util
 import logging
 import os
@@ -168,9 +169,17 @@ def prepare_wheelhouse(folder: Path, requirements: Sequence[str]) -> Path:
     Runs on the host, with the host's pip settings (index, certificates): builds can't reach PyPI.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    # One download at a time per folder (two releases at once share it): the second finds the wheels there.
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _download_wheels(folder, requirements)
+    return folder
+
+
+def _download_wheels(folder: Path, requirements: Sequence[str]) -> None:
     _, missing = _wheels_for(folder, requirements)
     if not missing:
-        return folder
+        return
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="requirements-") as req_file:
         req_file.write("\n".join(requirements) + "\n")
         req_file.flush()
@@ -187,7 +196,6 @@ def prepare_wheelhouse(folder: Path, requirements: Sequence[str]) -> Path:
     _, missing = _wheels_for(folder, requirements)
     if missing:
         raise ImageBuildError("wheelhouse", f"pip left no wheel for the image's platform for: {', '.join(missing)}")
-    return folder
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -6,9 +6,11 @@ context only): it loads a real pickled model and writes to the log folder, as th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
+import threading
 import time
 import urllib.request
 import uuid
@@ -188,6 +190,26 @@ def test_wheelhouse_is_complete_and_reused(
 
     monkeypatch.setattr(de.subprocess, "run", no_pip)
     assert de.prepare_wheelhouse(wheelhouse, requirements) == wheelhouse
+
+
+def test_a_wheelhouse_being_filled_is_waited_for_not_filled_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    downloads: list[list[str]] = []
+    monkeypatch.setattr(de.subprocess, "run", lambda cmd, **kw: downloads.append(cmd))  # never reached, below
+    requirement, wheel = "tiny==1.0", "tiny-1.0-py3-none-any.whl"
+    folder = tmp_path / "wheelhouse"
+    folder.mkdir()
+    outcome: list[object] = []
+    with (folder / ".lock").open("w") as held:  # another release is downloading into the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=lambda: outcome.append(de.prepare_wheelhouse(folder, [requirement])))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and outcome == []  # waits for the other download to finish
+        (folder / wheel).write_bytes(b"")  # what the other download leaves
+    waiting.join(30)
+    assert outcome == [folder] and downloads == []  # found the wheel there: nothing downloaded again
 
 
 def test_build_context_holds_exactly_what_the_dockerfile_copies(
