@@ -76,6 +76,9 @@ class DataConfig(Section):
     target: TargetConfig
     task: TaskType
     time_column: str | None = None
+    # The time column's layout as a strftime format (e.g. "%d/%m/%Y" for day-first dates); None: ISO 8601, or the one
+    # layout inferred from the first value (e.g. 2013/01/31).
+    time_format: str | None = Field(default=None, min_length=2, pattern=r"%")
     features: FeaturesConfig
 
     @model_validator(mode="after")
@@ -91,12 +94,26 @@ class ColumnRule(Section):
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
-    max_null_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_null_fraction: float | None = Field(default=None, ge=0.0, le=1.0)  # None: validate.defaults
+
+
+class ColumnDefaults(Section):
+    """What every feature is held to unless its own rule says otherwise."""
+
+    # Permissive: every estimator handles missing values (natively, or imputed by the pipeline), so a feature is
+    # refused only when it is missing in most rows.
+    max_null_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class ValidateConfig(Section):
     min_rows: int = Field(default=100, ge=1)
+    defaults: ColumnDefaults = ColumnDefaults()
     columns: dict[str, ColumnRule] = {}
+
+    def null_limit(self, column: str) -> float:
+        """The largest share of missing values allowed in a feature column."""
+        own = self.columns[column].max_null_fraction if column in self.columns else None
+        return self.defaults.max_null_fraction if own is None else own
 
 
 class TimeSplit(Section):

@@ -24,6 +24,10 @@ class Layout:
         return self.root / "data" / "ingested.parquet"
 
     @property
+    def ingest_report(self) -> Path:
+        return self.root / "reports" / "ingest.json"
+
+    @property
     def validation_report(self) -> Path:
         return self.root / "reports" / "validation.json"
 

@@ -138,6 +138,8 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project, prefe
     first = flowship(["train", "--params", params], root, check=True)
     assert "registered:    flights-delay v1 (new, alias challenger)" in first.stdout
     assert "stages:        ingest ran, validate ran, prepare ran, train ran, evaluate ran" in first.stdout
+    rows = r"^rows:          [\d,]+ rows \([\d,]+ more without a target value, left out\)$"  # cancelled flights
+    assert re.search(rows, first.stdout, re.MULTILINE)
     assert (root / ".prefect").is_dir()  # Prefect's state stays in the project
     server = {"PREFECT_API_URL": prefect_api_url}
 

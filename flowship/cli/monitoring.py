@@ -13,7 +13,7 @@ from flowship.errors import FlowshipError
 
 if TYPE_CHECKING:
     from flowship.config import Params
-    from flowship.monitoring.replay import MonthResult
+    from flowship.monitoring.replay import PartResult
     from flowship.monitoring.report import MonitoringSummary
 
 
@@ -31,8 +31,9 @@ def replay(
         False, "--once", help="Skip months already replayed to this project (see .flowship/replayed.json)."
     ),
 ) -> None:
-    """Send the production window of the data to the endpoint as real traffic, month by month in time order;
-    each month's true labels are written after its traffic (logs/labels/), as they would arrive later."""
+    """Send the production share of the data to the endpoint as real traffic, month by month in time order (whole,
+    in its stored order, when params.yaml names no data.time_column); each part's true labels are written after its
+    traffic (logs/labels/), as they would arrive later."""
     path = params.resolve()
     cfg = read_params(path, check_estimator=False)
     import pandas as pd
@@ -44,19 +45,16 @@ def replay(
     layout = Layout(path.parent)
     if batch_size > cfg.release.max_batch:
         fail(f"--batch-size {batch_size} is more than release.max_batch ({cfg.release.max_batch}) allows per request")
+    columns = replays.Columns.of(cfg)
     try:
-        columns = replays.Columns.of(cfg)
-        if from_ is None:
-            from_ = replays.first_month(layout.production_split, columns.time)
-        wanted = replays.months(from_, to or from_)
-        replays.require_production_data(layout.production_split)
+        wanted = replays.parts(columns, layout.production_split, from_, to)
     except FlowshipError as exc:
         fail(str(exc))
     book = replays.ReplayBook(layout.replayed)
     if once:
         wanted, skipped = book.pending(wanted)
-        for month in skipped:
-            typer.echo(f"{month}  already replayed ({book.replayed_at(month)}): skipped")
+        for part in skipped:
+            typer.echo(f"{part}  already replayed ({book.replayed_at(part)}): skipped")
         if not wanted:
             if (report := last_report(layout.monitoring_reports)) is not None:
                 typer.echo(f"last report:   {report}")
@@ -70,13 +68,13 @@ def replay(
     token = os.environ.get("FLOWSHIP_API_TOKEN") or None
     run = replays.Replay(url, columns, layout.labels_dir, batch_size, concurrency, token=token)
     typer.echo(f"replay {run.id}: {wanted[0]} to {wanted[-1]} → {url}/predict, labels to {layout.labels_dir}")
-    for month in wanted:
+    for part in wanted:
         try:
-            done = run.month(frame, month)
+            done = run.part(frame, part)
         except FlowshipError as exc:
             fail(str(exc))
-        print_month(done)
-        book.record(month, run.id, url, done.sent)
+        print_part(done)
+        book.record(part, run.id, url, done.sent)
         if monitor:
             try:
                 summary = _check_after_replay(path, cfg)
@@ -134,9 +132,9 @@ def run_monitoring(path: Path, cfg: Params, start: str | None = None, end: str |
     return run(str(path), start, end, cfg)
 
 
-def print_month(done: MonthResult) -> None:
+def print_part(done: PartResult) -> None:
     typer.echo(
-        f"{done.month}  sent {done.sent:>7} of {done.records:<7} rejected {done.rejected:<6}"
+        f"{done.part}  sent {done.sent:>7} of {done.records:<7} rejected {done.rejected:<6}"
         f"{done.requests_per_second:7.0f} req/s  labels written {done.sent}"
     )
     for error in done.errors:

@@ -69,6 +69,8 @@ def _print_training(summary: TrainingSummary) -> None:
     if not any(summary.stages.values()):
         typer.echo("               nothing changed since the last run (dvc.lock matches): no training was done")
     typer.echo(f"data version:  data/raw {summary.data_version}")
+    if summary.data is not None:
+        typer.echo(f"rows:          {summary.data.describe()}")
     typer.echo(f"MLflow run:    {summary.candidate.run_id}")
     typer.echo(f"               {summary.candidate.url}")
     typer.echo(f"gate:          {summary.decision.verdict} ({'; '.join(summary.decision.reasons)})")

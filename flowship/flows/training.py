@@ -11,7 +11,7 @@ from prefect.task_runners import TaskRunner
 
 from flowship.config import Params, load_params
 from flowship.flows import compute
-from flowship.pipeline.outcome import RecordedDecision, RunLink, TrainingSummary
+from flowship.pipeline.outcome import DataCounts, RecordedDecision, RunLink, TrainingSummary
 from flowship.pipeline.search import TrialResult
 from flowship.tasks import registry, stages, tracking
 from flowship.tasks.common import Context
@@ -72,6 +72,7 @@ def training(
         decision=RecordedDecision.of(decision),
         registered=version,
         remote=pushed,
+        data=DataCounts.read(ctx.layout.validation_report),
     )
     create_markdown_artifact(key="training-summary", markdown=summary.markdown(), description="where to look")
     return summary

@@ -1,10 +1,11 @@
-"""Replay: send the production window of the data to a serving endpoint as real traffic, month by month, and
-write the true labels afterwards, keyed by request id and row, as they would arrive later in real life.
+"""Replay: send the production share of the data to a serving endpoint as real traffic, month by month (or whole,
+in its stored order, when the data has no time column), and write the true labels afterwards, keyed by request id
+and row, as they would arrive later in real life.
 
-Records go in time order, `batch_size` per request, with `concurrency` requests in flight: worker threads take
-consecutive chunks in turn, so requests start in time order (and with one in flight, reach the inference log
-in time order). Request ids are `<replay id>-<n>`, the replay id random per run, so a repeated replay never
-reuses one.
+Records go in time order (stored order without a time column), `batch_size` per request, with `concurrency`
+requests in flight: worker threads take consecutive chunks in turn, so requests start in that order (and with one in
+flight, reach the inference log in that order). Request ids are `<replay id>-<n>`, the replay id random per run, so
+a repeated replay never reuses one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from flowship.files import atomic_write
 from flowship.monitoring.labels import Label, write_labels
 
 MONTH_FORMAT = "YYYY-MM, e.g. 2013-07"
+# The part a production share without a time column is replayed as: all of it, in one go.
+WHOLE = "all"
 _MONTH = re.compile(r"\d{4}-\d{2}")
 # answers that are about the endpoint rather than the records: nothing sent after them would be scored
 _ENDPOINT_REFUSED = {
@@ -44,24 +47,24 @@ BACKOFF_SECONDS = 0.2
 
 @dataclass(frozen=True)
 class Columns:
-    """What replay takes from the data: the features sent, the label written later, the time that orders them."""
+    """What replay takes from the data: the features sent, the label written later, the time that orders them
+    (None: the data has none, and is replayed whole in its stored order)."""
 
     features: list[str]
     target: str
-    time: str
+    time: str | None
 
     @classmethod
     def of(cls, params: Params) -> Columns:
-        if not params.data.time_column:
-            raise ReplayError("replay needs data.time_column in params.yaml: it sends the records month by month")
         return cls(params.data.features.all, params.data.target.column, params.data.time_column)
 
 
 @dataclass(frozen=True)
-class MonthResult:
-    """One month of replayed traffic: `sent` records were answered (and labelled), `rejected` got a 4xx."""
+class PartResult:
+    """One part of replayed traffic (a month, or `WHOLE`): `sent` records were answered (and labelled), `rejected`
+    got a 4xx."""
 
-    month: pd.Period
+    part: str
     records: int
     sent: int
     rejected: int
@@ -76,24 +79,25 @@ class MonthResult:
 
 
 class ReplayBook:
-    """Which months were replayed to a project, and when (`.flowship/replayed.json`): `--once` skips them."""
+    """Which parts (months, or `WHOLE`) were replayed to a project, and when (`.flowship/replayed.json`): `--once`
+    skips them."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.months: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
 
-    def replayed_at(self, month: pd.Period) -> str | None:
-        entry = self.months.get(str(month))
+    def replayed_at(self, part: str) -> str | None:
+        entry = self.months.get(part)
         return None if entry is None else str(entry["time"])
 
-    def pending(self, wanted: list[pd.Period]) -> tuple[list[pd.Period], list[pd.Period]]:
-        """(months not replayed yet, months already replayed), each in the order given."""
-        done = [m for m in wanted if str(m) in self.months]
-        return [m for m in wanted if str(m) not in self.months], done
+    def pending(self, wanted: list[str]) -> tuple[list[str], list[str]]:
+        """(parts not replayed yet, parts already replayed), each in the order given."""
+        done = [p for p in wanted if p in self.months]
+        return [p for p in wanted if p not in self.months], done
 
-    def record(self, month: pd.Period, replay_id: str, url: str, sent: int) -> None:
-        """The month as replayed now, written at once: an interrupted replay keeps the months it finished."""
-        self.months[str(month)] = {
+    def record(self, part: str, replay_id: str, url: str, sent: int) -> None:
+        """The part as replayed now, written at once: an interrupted replay keeps the parts it finished."""
+        self.months[part] = {
             "replay": replay_id,
             "url": url,
             "sent": sent,
@@ -114,6 +118,21 @@ def first_month(production: Path, time_column: str) -> str:
 def require_production_data(production: Path) -> None:
     if not production.exists():
         raise ReplayError("no production data: run `flowship train` first")
+
+
+def parts(columns: Columns, production: Path, spec_from: str | None, spec_to: str | None) -> list[str]:
+    """The parts to replay: with a time column, every month from `spec_from` (default: the production data's first)
+    to `spec_to` (default: `spec_from`); without one, the production share whole."""
+    require_production_data(production)
+    if columns.time is None:
+        if spec_from is not None or spec_to is not None:
+            raise ReplayError(
+                "--from and --to pick months of data.time_column, and params.yaml names none: "
+                "the production share is replayed whole, in its stored order (leave them out)"
+            )
+        return [WHOLE]
+    first = spec_from if spec_from is not None else first_month(production, columns.time)
+    return [str(m) for m in months(first, spec_to or first)]
 
 
 def months(spec_from: str, spec_to: str) -> list[pd.Period]:
@@ -222,9 +241,19 @@ class Replay:
         self.requests = 0  # request ids handed out so far
         self.sent = 0  # records answered so far, all months
 
-    def month(self, frame: pd.DataFrame, month: pd.Period) -> MonthResult:
+    def part(self, frame: pd.DataFrame, part: str) -> PartResult:
+        """Send one part of the production data (a month, YYYY-MM, or `WHOLE`), then write its labels."""
+        if part == WHOLE:
+            return self._send_rows(frame, WHOLE)
+        return self.month(frame, _month(part))
+
+    def month(self, frame: pd.DataFrame, month: pd.Period) -> PartResult:
         """Send the month's records, then write their labels (arrival: now)."""
-        rows = month_rows(frame, month, self.columns.time)
+        if self.columns.time is None:
+            raise ReplayError("the data has no time column: it is replayed whole, not month by month")
+        return self._send_rows(month_rows(frame, month, self.columns.time), str(month))
+
+    def _send_rows(self, rows: pd.DataFrame, part: str) -> PartResult:
         if self.columns.target not in rows.columns:
             raise ReplayError(f"the data has no target column {self.columns.target!r}")
         records = json_records(rows, self.columns.features)
@@ -240,21 +269,21 @@ class Replay:
         seconds = time.perf_counter() - started
         answered = [c for c in chunks if c.status == 200]
         labels_file = self._write_labels(rows, answered)
-        month_sent = sum(len(c.records) for c in answered)
-        self.sent += month_sent
+        part_sent = sum(len(c.records) for c in answered)
+        self.sent += part_sent
         if progress.raised is not None:
             raise progress.raised  # after the labels of what was answered: every prediction keeps its label
         if progress.failure is not None:
-            labelled = ", their labels written" if month_sent else ""
+            labelled = ", their labels written" if part_sent else ""
             raise ReplayError(
                 f"{self.url}/predict {progress.failure}; {self.sent} records were sent so far "
-                f"({month_sent} of {len(records)} in {month}{labelled})"
+                f"({part_sent} of {len(records)} in {part}{labelled})"
             )
         rejected = [c for c in chunks if c.status is not None and c.status != 200]
-        return MonthResult(
-            month=month,
+        return PartResult(
+            part=part,
             records=len(records),
-            sent=month_sent,
+            sent=part_sent,
             rejected=sum(len(c.records) for c in rejected),
             requests=len(answered) + len(rejected),
             seconds=seconds,
@@ -337,7 +366,10 @@ class Replay:
         if not answered:
             return None
         targets = rows[self.columns.target].tolist()
-        times = pd.to_datetime(rows[self.columns.time], utc=True).tolist()  # none missing: the month selected them
+        if self.columns.time is not None:
+            times = pd.to_datetime(rows[self.columns.time], utc=True).tolist()  # none missing: the month selected them
+        else:  # no event time in the data: the records happen now
+            times = [pd.Timestamp.now(tz="UTC")] * len(rows)
         labels = [
             Label(chunk.answered_id or chunk.request_id, row, targets[chunk.start + row], times[chunk.start + row])
             for chunk in answered

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -53,18 +55,45 @@ def _require(frame: pd.DataFrame, columns: list[str], what: str, path: Path) -> 
         )
 
 
-def parse_times(values: pd.Series) -> pd.Series:
-    """UTC timestamps: ISO 8601 at any precision; other layouts are inferred value by value. NaT where unreadable."""
+TIME_LAYOUTS = (
+    "ISO 8601 (2013-01-31, 2013-01-31 05:00, 2013-01-31T05:00:00Z), one other layout throughout the column "
+    "(inferred from its first value, e.g. 2013/01/31), or the layout named by data.time_format (strftime, "
+    "e.g. '%d/%m/%Y' for day-first dates)"
+)
+
+
+def parse_times(values: pd.Series, layout: str | None = None) -> pd.Series:
+    """UTC timestamps in `layout` (strftime), else ISO 8601 at any precision, else the one layout pandas infers from
+    the first value for the whole column. NaT where a value does not fit: two layouts in one column are not guessed
+    apart (is 01/02 January or February?)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
-    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    text = values.astype("string")
+    if layout is not None:
+        return pd.to_datetime(text, utc=True, errors="coerce", format=layout)
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
     if parsed.isna().any():
-        parsed = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+        with warnings.catch_warnings():  # "could not infer format": then every value is NaT, and said so below
+            warnings.simplefilter("ignore", UserWarning)
+            inferred = pd.to_datetime(text, utc=True, errors="coerce")
+        if inferred.notna().sum() > parsed.notna().sum():
+            parsed = inferred
     return parsed
 
 
-def ingest(cfg: DataConfig, root: Path) -> pd.DataFrame:
-    """The modelling table: time column (if any), features and target, one row per example."""
+@dataclass(frozen=True)
+class Ingested:
+    """The modelling table, and how many rows of the source it leaves out for want of a target value."""
+
+    frame: pd.DataFrame
+    target_missing: int
+
+    def report(self) -> dict[str, int]:
+        return {"rows": len(self.frame), "target_missing": self.target_missing}
+
+
+def ingest(cfg: DataConfig, root: Path) -> Ingested:
+    """The modelling table: time column (if any), features and target, one row per example with a target value."""
     source = root / cfg.source
     frame = read_table(source, cfg.format)
     if cfg.join is not None:
@@ -77,13 +106,12 @@ def ingest(cfg: DataConfig, root: Path) -> pd.DataFrame:
         frame = frame.merge(other.drop(columns=list(overlap)), on=cfg.join.by, how=cfg.join.how)
 
     target = cfg.target
+    unknown = 0
     if target.derive_from is not None:
         _require(frame, [target.derive_from], "target source", source)
         values = pd.to_numeric(frame[target.derive_from], errors="coerce")
         known = values.notna()
-        dropped = int((~known).sum())
-        if dropped:
-            log.info("dropped %d row(s) without %s", dropped, target.derive_from)
+        unknown = int((~known).sum())
         frame = frame.loc[known].copy()
         frame[target.column] = (values[known] > target.above).astype("int64")
 
@@ -98,17 +126,21 @@ def ingest(cfg: DataConfig, root: Path) -> pd.DataFrame:
     if unlabeled.all():
         raise DataLoadError(f"{source}: target column {target.column!r} is empty in every row")
     frame = frame.loc[~unlabeled]
+    unknown += int(unlabeled.sum())
+    if unknown:
+        log.info("left out %d row(s) without a value of the target %r", unknown, target.derive_from or target.column)
 
     if cfg.time_column:
-        parsed = parse_times(frame[cfg.time_column])
+        parsed = parse_times(frame[cfg.time_column], cfg.time_format)
         bad = frame.loc[parsed.isna(), cfg.time_column]
         if len(bad):
+            accepted = f"the layout {cfg.time_format!r} (data.time_format)" if cfg.time_format else TIME_LAYOUTS
             raise DataLoadError(
                 f"{source}: time column {cfg.time_column!r} has {len(bad)} value(s) that are not "
-                f"timestamps, e.g. {bad.head(3).tolist()}"
+                f"timestamps, e.g. {bad.head(3).tolist()}; accepted: {accepted}"
             )
         frame[cfg.time_column] = parsed
         frame = frame.sort_values(cfg.time_column, kind="stable")
     for column in cfg.features.categorical:
         frame[column] = frame[column].astype("string")
-    return frame.reset_index(drop=True)
+    return Ingested(frame.reset_index(drop=True), unknown)

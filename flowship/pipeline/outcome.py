@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flowship.adapters.tracking import CHALLENGER, TAG, VersionRef
@@ -102,6 +103,29 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class DataCounts:
+    """The rows the run trained and evaluated on (before the split), and the rows of the source left out for want
+    of a target value; as the validation report has them."""
+
+    rows: int
+    target_missing: int
+
+    @classmethod
+    def read(cls, validation_report: Path) -> DataCounts | None:
+        if not validation_report.exists():
+            return None
+        report = json.loads(validation_report.read_text())
+        return cls(int(report["rows"]), int(report.get("target_missing", 0)))
+
+    def describe(self) -> str:
+        left_out = f" ({self.target_missing:,} more without a target value, left out)" if self.target_missing else ""
+        return f"{self.rows:,} rows{left_out}"
+
+    def tags(self) -> dict[str, str]:
+        return {f"{TAG}data.rows": str(self.rows), f"{TAG}data.target_missing": str(self.target_missing)}
+
+
+@dataclass(frozen=True)
 class TrainingSummary:
     """What a training run did, or (answered without a run) what the last one did when nothing changed since."""
 
@@ -111,6 +135,7 @@ class TrainingSummary:
     decision: RecordedDecision
     registered: Registration | None  # None when the gate failed
     remote: DataPush | None = None  # None when no run was needed: nothing was pushed
+    data: DataCounts | None = None  # None when the validation report is gone
 
     def markdown(self) -> str:
         """The Prefect artifact a person reads first: where to look."""
@@ -124,9 +149,11 @@ class TrainingSummary:
             registered = f"{version.name} v{version.version} (alias `{CHALLENGER}`)"
         else:
             registered = f"{version.name} v{version.version} (already registered)"
+        rows = f"- rows: {self.data.describe()}\n" if self.data else ""
         return (
             "# Training run\n\n"
             f"- data version (DVC, `data/raw`): `{self.data_version}`\n"
+            f"{rows}"
             f"- stages: {stages_line}\n"
             f"- MLflow run: [{self.candidate.run_id}]({self.candidate.url})\n"
             f"- gate: {self.decision.verdict}\n"

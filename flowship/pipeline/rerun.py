@@ -12,9 +12,9 @@ from pathlib import Path
 from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import CHAMPION, TAG, Tracker
 from flowship.config import Params
-from flowship.paths import RAW_DATA, STAGES
+from flowship.paths import RAW_DATA, STAGES, Layout
 from flowship.pipeline.lineage import candidate_key, gate_hash
-from flowship.pipeline.outcome import RecordedDecision, Registration, RunLink, TrainingSummary
+from flowship.pipeline.outcome import DataCounts, RecordedDecision, Registration, RunLink, TrainingSummary
 
 MODEL_OUT = "models/candidate"
 HOLDOUT_OUT = "data/prepared/holdout.parquet"
@@ -59,4 +59,5 @@ def last_outcome_if_unchanged(params: Params, root: Path) -> TrainingSummary | N
         candidate=RunLink(run_id, tracker.run_url(str(experiment.experiment_id), run_id)),
         decision=decision,
         registered=registered,
+        data=DataCounts.read(Layout(root).validation_report),
     )

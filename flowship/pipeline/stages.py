@@ -46,17 +46,19 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def run_ingest(params: Params, layout: Layout) -> dict[str, Any]:
     from flowship.pipeline.ingest import ingest
 
-    frame = ingest(params.data, layout.root)
-    _write_parquet(frame, layout.ingested)
-    return {"rows": len(frame), "columns": len(frame.columns)}
+    ingested = ingest(params.data, layout.root)
+    _write_parquet(ingested.frame, layout.ingested)
+    _write_json(layout.ingest_report, ingested.report())
+    return ingested.report()
 
 
 def run_validate(params: Params, layout: Layout) -> dict[str, Any]:
     from flowship.pipeline.validation import validate
 
     frame = pd.read_parquet(layout.ingested)
+    target_missing = int(json.loads(layout.ingest_report.read_text())["target_missing"])
     try:
-        report = validate(frame, params)
+        report = validate(frame, params, target_missing)
     except DataValidationError as exc:
         # The report stays on disk for people; the stage still fails.
         _write_json(layout.validation_report, exc.report)

@@ -24,7 +24,7 @@ def _null_fraction_check(limit: float) -> pa.Check:
 
 
 def _checks(rule: ColumnRule) -> list[pa.Check]:
-    checks = [_null_fraction_check(rule.max_null_fraction)]
+    checks = []
     if rule.min is not None:
         checks.append(pa.Check.ge(rule.min))
     if rule.max is not None:
@@ -37,14 +37,12 @@ def _checks(rule: ColumnRule) -> list[pa.Check]:
 def build_schema(params: Params) -> pa.DataFrameSchema:
     data, rules = params.data, params.validate_.columns
     columns: dict[str, pa.Column] = {}
-    for name in data.features.numeric:
-        rule = rules.get(name, ColumnRule())
-        columns[name] = pa.Column("float64", checks=_checks(rule), nullable=True, coerce=True)
-    for name in data.features.categorical:
-        rule = rules.get(name, ColumnRule())
-        columns[name] = pa.Column("string", checks=_checks(rule), nullable=True, coerce=True)
-    target_rule = rules.get(data.target.column, ColumnRule())
-    target_checks = [c for c in _checks(target_rule) if not (c.name or "").startswith("max_null_fraction")]
+    for dtype, names in (("float64", data.features.numeric), ("string", data.features.categorical)):
+        for name in names:
+            checks = [_null_fraction_check(params.validate_.null_limit(name)), *_checks(rules.get(name, ColumnRule()))]
+            columns[name] = pa.Column(dtype, checks=checks, nullable=True, coerce=True)
+    # The target's missing values are not checked here: ingest leaves those rows out and counts them.
+    target_checks = _checks(rules.get(data.target.column, ColumnRule()))
     if data.task == "classification":
         target_checks.append(
             pa.Check(
@@ -101,11 +99,13 @@ def _failures(errors: SchemaErrors, frame: pd.DataFrame, target: str) -> list[di
     return failures
 
 
-def validate(frame: pd.DataFrame, params: Params) -> dict[str, Any]:
-    """A report of the checks; raises `DataValidationError` (carrying it) when any fails."""
+def validate(frame: pd.DataFrame, params: Params, target_missing: int = 0) -> dict[str, Any]:
+    """A report of the checks; raises `DataValidationError` (carrying it) when any fails. `target_missing`: rows of
+    the source that ingest left out for want of a target value, said in the report."""
     schema = build_schema(params)
     report: dict[str, Any] = {
         "rows": len(frame),
+        "target_missing": target_missing,
         "columns": list(schema.columns),
         "failures": [],
     }

@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import TAG, Tracker
 from flowship.pipeline import lineage, stages
-from flowship.pipeline.outcome import Candidate
+from flowship.pipeline.outcome import Candidate, DataCounts
 from flowship.pipeline.training import coerce_features, split_xy
 from flowship.tasks.common import Context, is_transient
 
@@ -73,6 +73,8 @@ def _run_params(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
 def log_candidate(ctx: Context, data_version: str) -> Candidate:
     layout = ctx.layout
     tags = lineage_tags(ctx, data_version)
+    counts = DataCounts.read(layout.validation_report)
+    tags.update(counts.tags() if counts else {})
     key = lineage.candidate_key(tags[f"{TAG}model.md5"], tags[f"{TAG}data.holdout_md5"])
     summary = json.loads(layout.search_results.read_text())
     metrics = json.loads(layout.metrics_file.read_text())

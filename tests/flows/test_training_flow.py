@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flowship.errors import QualityGateFailed
+from flowship.pipeline.outcome import DataCounts
 from tests.conftest import default_params, run
 
 pytestmark = pytest.mark.integration
@@ -41,6 +43,13 @@ def test_first_run_registers_a_challenger_with_lineage_and_a_rerun_does_nothing(
     mlflow_run = tracker.client.get_run(first.candidate.run_id)
     tags, metrics = mlflow_run.data.tags, mlflow_run.data.metrics
     assert tags["flowship.data.raw_md5"] == first.data_version
+    # The sampled flights include cancelled ones, without an arrival delay to derive `late` from: left out, counted.
+    flights = pd.read_csv(flights_project.root / "data" / "raw" / "flights.csv")
+    cancelled = int(flights["arr_delay"].isna().sum())
+    assert first.data == DataCounts(rows=len(flights) - cancelled, target_missing=cancelled) and cancelled > 0
+    assert tags["flowship.data.target_missing"] == str(cancelled) and tags["flowship.data.rows"] == str(first.data.rows)
+    report = json.loads((flights_project.root / "reports" / "validation.json").read_text())
+    assert (report["rows"], report["target_missing"]) == (first.data.rows, cancelled)
     assert tags["flowship.data.holdout_md5"] != "unknown"
     assert tags["flowship.git.commit"] == flights_project.git("rev-parse", "HEAD").strip()
     assert tags["flowship.git.dirty"] == "false"
@@ -79,6 +88,8 @@ def test_first_run_registers_a_challenger_with_lineage_and_a_rerun_does_nothing(
     assert (second.registered.name, second.registered.version, second.registered.new) == (NAME, "1", False)
     assert [v.version for v in tracker.versions(NAME)] == ["1"]
     assert "skipped (unchanged)" in latest_artifact("training-summary")
+    assert second.data == first.data  # said again, from the validation report
+    assert "more without a target value, left out" in latest_artifact("training-summary")
 
 
 def test_dvc_repro_and_the_flow_agree_and_versions_come_back_from_the_remote(flights_project):

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from flowship.config import parse_params
 from flowship.errors import ReplayError
 from flowship.monitoring.labels import read_labels
-from flowship.monitoring.replay import Columns, Replay, ReplayBook, first_month, month_rows, months
+from flowship.monitoring.replay import WHOLE, Columns, Replay, ReplayBook, first_month, month_rows, months, parts
 from flowship.serving.bundle import write_bundle
 from flowship.serving.inference_log import read_inference_log
 from tests.conftest import REPO, default_params
@@ -179,25 +179,39 @@ def test_a_month_without_data_names_the_months_the_data_covers() -> None:
         month_rows(frame, JULY, "when")
 
 
-def test_replay_needs_a_time_column() -> None:
+def test_without_a_time_column_the_production_share_is_one_part_and_months_are_refused(tmp_path: Path) -> None:
     raw = default_params()
     raw["data"]["time_column"] = None
     raw["split"] = {"method": "random", "holdout_fraction": 0.2, "production_fraction": 0.1}
-    with pytest.raises(ReplayError, match="replay needs data.time_column"):
-        Columns.of(parse_params(raw, check_estimator=False))
-    columns = Columns.of(parse_params(default_params(), check_estimator=False))
-    assert columns.time == "time_hour" and columns.target == "late" and "carrier" in columns.features
+    timeless = Columns.of(parse_params(raw, check_estimator=False))
+    assert timeless.time is None and timeless.target == "late"
+    production = tmp_path / "production.parquet"
+    with pytest.raises(ReplayError, match="no production data: run `flowship train` first"):
+        parts(timeless, production, None, None)
+    production_frame().drop(columns="time_hour").to_parquet(production)
+    assert parts(timeless, production, None, None) == [WHOLE]
+    for spec in (("2013-07", None), (None, "2013-08")):
+        with pytest.raises(ReplayError, match="--from and --to pick months of data.time_column, and params.yaml"):
+            parts(timeless, production, *spec)
+    with pytest.raises(ReplayError, match="replayed whole, not month by month"):
+        Replay("http://127.0.0.1:1", timeless, tmp_path / "labels").month(production_frame(), JULY)
+
+    timed = Columns.of(parse_params(default_params(), check_estimator=False))
+    assert timed.time == "time_hour" and "carrier" in timed.features
+    production_frame().to_parquet(production)
+    assert parts(timed, production, None, None) == ["2013-07"]  # the first month of the data
+    assert parts(timed, production, "2013-07", "2013-09") == ["2013-07", "2013-08", "2013-09"]
 
 
 def test_the_replay_book_keeps_the_months_replayed_across_runs(tmp_path: Path) -> None:
     path = tmp_path / ".flowship" / "replayed.json"
     book = ReplayBook(path)
-    wanted = months("2013-07", "2013-09")
-    assert book.pending(wanted) == (wanted, []) and book.replayed_at(JULY) is None
-    book.record(JULY, "abcd", "http://127.0.0.1:1", 30)
+    wanted = ["2013-07", "2013-08", "2013-09"]
+    assert book.pending(wanted) == (wanted, []) and book.replayed_at("2013-07") is None
+    book.record("2013-07", "abcd", "http://127.0.0.1:1", 30)
     again = ReplayBook(path)  # a later run reads what the first one wrote
-    assert again.pending(wanted) == (wanted[1:], [JULY])
-    assert again.replayed_at(JULY) == json.loads(path.read_text())["2013-07"]["time"]
+    assert again.pending(wanted) == (wanted[1:], ["2013-07"])
+    assert again.replayed_at("2013-07") == json.loads(path.read_text())["2013-07"]["time"]
     entry = json.loads(path.read_text())["2013-07"]
     assert (entry["replay"], entry["url"], entry["sent"]) == ("abcd", "http://127.0.0.1:1", 30)
 
@@ -224,7 +238,7 @@ def test_one_at_a_time_the_log_follows_time_order_and_every_prediction_gets_its_
     labels_dir = tmp_path / "labels"
     replay = Replay(server.url, COLUMNS, labels_dir, batch_size=1, concurrency=1, token=TOKEN)
     result = replay.month(frame, JULY)
-    assert (result.month, result.records, result.sent, result.rejected, result.requests) == (JULY, 30, 30, 0, 30)
+    assert (result.part, result.records, result.sent, result.rejected, result.requests) == ("2013-07", 30, 30, 0, 30)
     assert result.errors == () and result.requests_per_second == pytest.approx(30 / result.seconds)
     assert result.labels_file is not None and result.labels_file.parent == labels_dir
 
@@ -407,9 +421,12 @@ def test_a_server_error_is_retried_then_fails_naming_what_was_sent(tmp_path: Pat
 # --- the command ---
 
 
-def replay_project(tmp_path: Path, frame: pd.DataFrame | None) -> Path:
+def replay_project(tmp_path: Path, frame: pd.DataFrame | None, time_column: str | None = "time_hour") -> Path:
     """A project whose params describe the synthetic flights, with `frame` as its production data."""
     params = default_params()
+    if time_column is None:
+        params["data"]["time_column"] = None
+        params["split"] = {"method": "random", "holdout_fraction": 0.2, "production_fraction": 0.2}
     params["data"]["features"] = {"numeric": NUMERIC, "categorical": CATEGORICAL}
     params["validate"]["columns"] = {}
     params["monitoring"]["drift"]["key_features"] = ["temp"]
@@ -483,3 +500,31 @@ def test_the_command_replays_each_month_and_reports_it(tmp_path: Path, server: S
     assert result.exit_code == 1
     assert "no data for 2013-09" in result.stderr and "2013-07..2013-08, 2013-10" in result.stderr
     assert result.stdout.splitlines()[1].startswith("2013-08")  # the month before was sent
+
+
+@pytest.mark.integration  # the serving app in its own process
+def test_without_a_time_column_the_command_replays_the_share_whole_in_stored_order(
+    tmp_path: Path, server: Server
+) -> None:
+    frame = production_frame().drop(columns="time_hour")
+    params = replay_project(tmp_path, frame, time_column=None)
+    common = ["replay", "--params", str(params), "--url", server.url, "--no-monitor", "--concurrency", "1"]
+    before = pd.Timestamp.now(tz="UTC")
+    result = flowship(*common, "--once", "--batch-size", "20", env={"FLOWSHIP_API_TOKEN": TOKEN})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].split()[:5] == ["all", "sent", "90", "of", "90"]
+    assert result.stderr == ""  # nothing that reads like an error
+
+    replay_id = result.stdout.split()[1].rstrip(":")
+    predictions = logged(server, Replay(server.url, COLUMNS, tmp_path, replay_id=replay_id), 90)
+    assert [f["distance"] for f in predictions["features"]] == frame["distance"].tolist()  # the stored order
+    labels, _ = read_labels(tmp_path / "logs" / "labels")
+    both = predictions.merge(labels, on=["request_id", "row"], how="left", validate="one_to_one")
+    truth = frame.set_index("distance")
+    assert both["label"].tolist() == [bool(truth.loc[f["distance"], "late"]) for f in both["features"]]
+    assert (both["event_time"] >= before).all()  # no event time in the data: the records happen as they are sent
+
+    again = flowship(*common, "--once", env={"FLOWSHIP_API_TOKEN": TOKEN})
+    assert again.exit_code == 0 and again.stdout.startswith("all  already replayed (")
+    months_asked = flowship(*common, "--from", "2013-07", env={"FLOWSHIP_API_TOKEN": TOKEN})
+    assert months_asked.exit_code == 1 and "--from and --to pick months of data.time_column" in months_asked.stderr

@@ -233,6 +233,9 @@ def test_unknown_split_method_names_the_allowed_methods():
         ),
         ({"validate": {"columns": {"nope": {"min": 0}}}}, ["validate.columns", "nope"]),
         ({"validate": {"columns": {"x1": {"max_null_fraction": 2}}}}, ["max_null_fraction", "2"]),
+        ({"data": {"time_format": "dd/mm/yyyy"}}, ["data.time_format", "should match pattern"]),
+        ({"validate": {"defaults": {"max_null_fraction": -0.1}}}, ["validate.defaults.max_null_fraction", "-0.1"]),
+        ({"validate": {"defaults": {"min": 0}}}, ["validate.defaults.min: unknown key"]),
         ({"split": {"holdout_fraction": 0.5, "production_fraction": 0.45}}, ["at least 10% to train"]),
         ({"train": {"search": {"space": {"max_iter": []}}}}, ["'max_iter'", "empty list"]),
         (

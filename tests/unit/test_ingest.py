@@ -119,7 +119,7 @@ def test_header_without_rows(tmp_path):
 
 def test_ingest_keeps_time_features_and_target_sorted_by_time(tmp_path):
     write_csv(tmp_path, raw_table())
-    frame = ingest(data_config(time_column="ts"), tmp_path)
+    frame = ingest(data_config(time_column="ts"), tmp_path).frame
     assert list(frame.columns) == ["ts", "x1", "x2", "color", "y"]
     assert isinstance(frame["ts"].dtype, pd.DatetimeTZDtype) and str(frame["ts"].dt.tz) == "UTC"
     assert frame["ts"].is_monotonic_increasing
@@ -131,18 +131,21 @@ def test_ingest_keeps_time_features_and_target_sorted_by_time(tmp_path):
 
 def test_ingest_without_time_column_keeps_file_order(tmp_path):
     write_csv(tmp_path, raw_table())
-    frame = ingest(data_config(), tmp_path)
+    frame = ingest(data_config(), tmp_path).frame
     assert list(frame.columns) == ["x1", "x2", "color", "y"]
     assert frame["x1"].is_monotonic_increasing
 
 
-def test_ingest_drops_unlabeled_rows(tmp_path):
+def test_ingest_leaves_out_unlabeled_rows_and_counts_them(tmp_path):
     table = raw_table().astype({"y": "float64"})
     table.loc[[1, 4], "y"] = np.nan
     write_csv(tmp_path, table)
-    frame = ingest(data_config(), tmp_path)
-    assert len(frame) == len(table) - 2
-    assert frame["y"].notna().all()
+    ingested = ingest(data_config(), tmp_path)
+    assert len(ingested.frame) == len(table) - 2
+    assert ingested.frame["y"].notna().all()
+    assert ingested.report() == {"rows": len(table) - 2, "target_missing": 2}
+    write_csv(tmp_path, raw_table())
+    assert ingest(data_config(), tmp_path).target_missing == 0
 
 
 def test_ingest_target_empty_everywhere(tmp_path):
@@ -189,7 +192,7 @@ def test_timestamps_with_offsets_become_utc(tmp_path):
     table = raw_table(n=2)
     table["ts"] = ["2024-01-01T12:00:00+02:00", "2024-01-01T09:00:00Z"]
     write_csv(tmp_path, table)
-    frame = ingest(data_config(time_column="ts"), tmp_path)
+    frame = ingest(data_config(time_column="ts"), tmp_path).frame
     assert frame["ts"].tolist() == [
         pd.Timestamp("2024-01-01 09:00", tz="UTC"),
         pd.Timestamp("2024-01-01 10:00", tz="UTC"),
@@ -200,8 +203,39 @@ def test_iso_timestamps_of_mixed_precision_are_accepted(tmp_path):
     table = raw_table(n=2)
     table["ts"] = ["2024-01-01 10:00", "2024-01-02"]
     write_csv(tmp_path, table)
-    frame = ingest(data_config(time_column="ts"), tmp_path)
+    frame = ingest(data_config(time_column="ts"), tmp_path).frame
     assert frame["ts"].tolist() == [pd.Timestamp("2024-01-01 10:00", tz="UTC"), pd.Timestamp("2024-01-02", tz="UTC")]
+
+
+def test_one_other_layout_is_inferred_for_the_whole_column(tmp_path):
+    table = raw_table(n=4)
+    table["ts"] = ["2013/01/31", "2013/02/01", "2013/12/05", "2013/12/06"]
+    write_csv(tmp_path, table)
+    frame = ingest(data_config(time_column="ts"), tmp_path).frame
+    assert frame["ts"].dt.strftime("%Y-%m-%d").tolist() == ["2013-01-31", "2013-02-01", "2013-12-05", "2013-12-06"]
+
+
+def test_two_layouts_in_one_time_column_are_refused_naming_what_is_accepted(tmp_path):
+    table = raw_table(n=4)
+    table["ts"] = ["2013/01/31", "05-02-2013", "2013/02/07", "2013/02/08"]
+    write_csv(tmp_path, table)
+    with pytest.raises(DataLoadError) as caught:
+        ingest(data_config(time_column="ts"), tmp_path)
+    message = str(caught.value)
+    assert "time column 'ts' has 1 value(s) that are not timestamps, e.g. ['05-02-2013']" in message
+    assert "accepted: ISO 8601" in message and "data.time_format" in message and "'%d/%m/%Y'" in message
+
+
+def test_day_first_dates_need_their_layout_declared(tmp_path):
+    table = raw_table(n=4)
+    table["ts"] = ["05/01/2013", "31/01/2013", "01/02/2013", "02/02/2013"]
+    write_csv(tmp_path, table)
+    with pytest.raises(DataLoadError, match=r"1 value\(s\) that are not timestamps, e.g. \['31/01/2013'\]"):
+        ingest(data_config(time_column="ts"), tmp_path)  # inferred month-first from 05/01: 31/01 does not fit
+    frame = ingest(data_config(time_column="ts", time_format="%d/%m/%Y"), tmp_path).frame
+    assert frame["ts"].dt.strftime("%Y-%m-%d").tolist() == ["2013-01-05", "2013-01-31", "2013-02-01", "2013-02-02"]
+    with pytest.raises(DataLoadError, match=r"accepted: the layout '%Y-%m-%d' \(data.time_format\)"):
+        ingest(data_config(time_column="ts", time_format="%Y-%m-%d"), tmp_path)
 
 
 def test_derived_target_thresholds_the_source_and_drops_rows_without_it(tmp_path):
@@ -209,7 +243,9 @@ def test_derived_target_thresholds_the_source_and_drops_rows_without_it(tmp_path
     table["delay"] = ["3", "20", "15", "", "16", "n/a", "-5", "100"]
     write_csv(tmp_path, table)
     cfg = data_config(target={"column": "late", "derive_from": "delay", "above": 15})
-    frame = ingest(cfg, tmp_path)
+    ingested = ingest(cfg, tmp_path)
+    frame = ingested.frame
+    assert ingested.target_missing == 2
     assert list(frame.columns) == ["x1", "x2", "color", "late"]
     # Rows 3 ("") and 5 ("n/a") have no delay; 15 is not above 15.
     expected = {0: 0, 1: 1, 2: 0, 4: 1, 6: 0, 7: 1}
@@ -244,7 +280,7 @@ def join_tables(tmp_path):
 
 def test_left_join_adds_columns_keeps_every_row_and_the_main_tables_columns(tmp_path):
     flights = join_tables(tmp_path)
-    frame = ingest(data_config(join={"source": "raw/weather.csv", "by": ["origin"]}), tmp_path)
+    frame = ingest(data_config(join={"source": "raw/weather.csv", "by": ["origin"]}), tmp_path).frame
     assert len(frame) == len(flights)
     by_origin = dict(zip(flights["origin"], frame["x2"], strict=True))
     assert by_origin["A"] == 1.0 and by_origin["B"] == 2.0 and by_origin["C"] == 3.0
@@ -254,7 +290,7 @@ def test_left_join_adds_columns_keeps_every_row_and_the_main_tables_columns(tmp_
 
 def test_inner_join_drops_unmatched_rows(tmp_path):
     flights = join_tables(tmp_path)
-    frame = ingest(data_config(join={"source": "raw/weather.csv", "by": ["origin"], "how": "inner"}), tmp_path)
+    frame = ingest(data_config(join={"source": "raw/weather.csv", "by": ["origin"], "how": "inner"}), tmp_path).frame
     assert len(frame) == int((flights["origin"] != "Z").sum())
     assert frame["x2"].notna().all()
 

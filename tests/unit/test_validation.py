@@ -17,8 +17,10 @@ RULES = {
 }
 
 
-def params(task="classification", min_rows=50, **validate):
-    return make_params(task, validate={"min_rows": min_rows, "columns": validate or RULES})
+def params(task="classification", min_rows=50, null_default=0.0, **validate):
+    """Strict about missing values unless told (`null_default`, validate.defaults.max_null_fraction)."""
+    defaults = {"max_null_fraction": null_default}
+    return make_params(task, validate={"min_rows": min_rows, "defaults": defaults, "columns": validate or RULES})
 
 
 def frame(task="classification", n=200):
@@ -47,8 +49,14 @@ def only(failures, column, check_prefix):
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_valid_frame_passes(task):
     data = frame(task)
-    report = validate(data, params(task))
-    assert report == {"rows": len(data), "columns": ["x1", "x2", "color", "y"], "failures": [], "valid": True}
+    report = validate(data, params(task), target_missing=3)
+    assert report == {
+        "rows": len(data),
+        "target_missing": 3,
+        "columns": ["x1", "x2", "color", "y"],
+        "failures": [],
+        "valid": True,
+    }
 
 
 def test_extra_columns_are_allowed():
@@ -92,11 +100,25 @@ def test_null_fraction_within_the_limit_passes_and_above_it_fails():
     assert only(failures_of(data, params()), "x2", "max_null_fraction")["count"] == 21
 
 
-def test_missing_values_fail_by_default():
-    data = frame()
+def test_a_feature_without_a_limit_of_its_own_is_held_to_the_default():
+    data = frame(n=200)
     data.loc[5, "x1"] = np.nan
-    failure = only(failures_of(data, params()), "x1", "max_null_fraction")
-    assert failure["count"] == 1
+    failure = only(failures_of(data, params(null_default=0.0)), "x1", "max_null_fraction")
+    assert failure["count"] == 1 and failure["check"] == "max_null_fraction=0.0"
+    data.loc[data.index[:100], ["x1", "color"]] = np.nan  # half the rows: the shipped default still allows it
+    shipped = make_params(validate={"min_rows": 50, "columns": {"x2": {"max_null_fraction": 0.1}}})
+    assert shipped.validate_.defaults.max_null_fraction == 0.5
+    assert validate(data, shipped)["valid"] is True
+    data.loc[data.index[:101], "x1"] = np.nan
+    failure = only(failures_of(data, shipped), "x1", "max_null_fraction")
+    assert failure["check"] == "max_null_fraction=0.5" and failure["examples"] == ["101 of 200 values missing"]
+    # a column's own limit wins over the default, both ways
+    data.loc[data.index[:101], "x1"] = 1.0
+    data.loc[data.index[:60], "x2"] = np.nan  # 30%: within the default, over x2's own 0.1
+    failure = only(failures_of(data, shipped), "x2", "max_null_fraction")
+    assert failure["check"] == "max_null_fraction=0.1"
+    lenient = {"max_null_fraction": 0.6}
+    assert validate(data, params(null_default=0.0, x2=lenient, color=lenient))["valid"] is True
 
 
 def test_non_numeric_values_in_a_numeric_column():
