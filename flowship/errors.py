@@ -104,3 +104,7 @@ class AlertDeliveryError(FlowshipError):
 
 class MonitoringError(FlowshipError):
     """A check that cannot be made (a bad window, a version without lineage)."""
+
+
+class OnboardingError(FlowshipError):
+    """`flowship init` cannot describe the data: a missing target, one class, too few rows, a file that is no table."""

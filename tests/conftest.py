@@ -38,6 +38,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 LONGEST_FIRST = (
     "tests/services",
     "tests/test_cli.py",
+    "tests/onboarding/test_init.py",
     "tests/dask/test_dask.py",
     "tests/services/test_postgres.py",
     "tests/flows/test_training_flow.py",

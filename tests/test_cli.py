@@ -16,8 +16,8 @@ from tests.helpers import flowship
 # Every test runs the `flowship` executable in its own process.
 pytestmark = pytest.mark.integration
 
-COMMANDS = ["train", "status", "replay", "deploy", "rollback", "history", "stop", "monitor", "score", "schedule"]
-COMMANDS += ["up", "down"]
+COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "history", "stop", "monitor", "score"]
+COMMANDS += ["schedule", "up", "down"]
 
 
 def commands_listed(help_text: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -53,6 +54,12 @@ def _mlflow() -> Any:
     import mlflow
 
     return mlflow
+
+
+def metric_key(name: str) -> str:
+    """`name` as MLflow takes a metric's name (alphanumerics and `_-. :/`): a feature named `length (cm)` gives
+    `length _cm_`."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
 
 
 class Tracker:
@@ -175,7 +182,7 @@ class Tracker:
         try:
             finite = {k: v for k, v in metrics.items() if v == v and abs(v) != float("inf")}
             for key, value in finite.items():
-                self.client.log_metric(run_id, key, value)
+                self.client.log_metric(run_id, metric_key(key), value)
             for path in files:
                 self.client.log_artifact(run_id, str(path), artifact_path="reports")
         except Exception:

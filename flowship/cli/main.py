@@ -7,6 +7,7 @@ import sys
 import typer
 
 from flowship.cli.monitoring import monitor, replay
+from flowship.cli.onboarding import init
 from flowship.cli.pipeline import status, train
 from flowship.cli.release import deploy, history, rollback, stop
 from flowship.cli.scoring import score
@@ -17,7 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for command in (train, status, replay, deploy, rollback, history, stop, monitor, score, schedule, up, down):
+for command in (init, train, status, replay, deploy, rollback, history, stop, monitor, score, schedule, up, down):
     app.command()(command)
 
 

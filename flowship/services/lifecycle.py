@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowship.errors import FlowshipError
+from flowship.release.runtime import port_taken
 from flowship.services import prefect_api as deploy
 from flowship.services import processes as svc
 
@@ -225,7 +226,7 @@ def _start_servers(root: Path, env: str, ports: tuple[int, int], say: Say) -> tu
             "run `flowship down`, then `flowship up`"
         )
     for what, port, option in (("Prefect", prefect_port, "--prefect-port"), ("MLflow", mlflow_port, "--mlflow-port")):
-        if svc.port_taken(port):
+        if port_taken(port):
             raise svc.ServiceError(
                 f"port {port} on {svc.HOST} is in use by another program, not by a {what} server flowship started "
                 f"here; stop it, or choose another port with {option}"

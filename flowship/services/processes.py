@@ -129,12 +129,6 @@ def answers(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def port_taken(port: int, host: str = HOST) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from flowship.config import ConfigError, apply_overrides, load_params, tracked_params
+from flowship.release.runtime import port_taken
 from flowship.services import prefect_api as deploy
 from flowship.services import processes as svc
 from tests.conftest import REPO, default_params
@@ -117,11 +118,11 @@ def test_a_port_in_use_is_seen() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        assert svc.port_taken(s.getsockname()[1])
+        assert port_taken(s.getsockname()[1])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
-    assert not svc.port_taken(free)
+    assert not port_taken(free)
 
 
 def test_the_mlflow_server_uses_the_local_store_unless_one_is_named(tmp_path: Path) -> None:
