@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import typer
 
@@ -34,7 +34,7 @@ def init(
 
     if task not in (None, "classification", "regression"):
         fail(f"--task {task!r}: expected classification or regression")
-    chosen: Literal["classification", "regression"] | None = task  # type: ignore[assignment]
+    chosen = cast(Literal["classification", "regression"] | None, task)
     if not data.exists():
         fail(f"DATA {data}: no such file")
     root = params.resolve().parent

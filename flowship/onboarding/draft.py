@@ -68,6 +68,7 @@ def init_project(
     prof = profile(frame, target, time_column, task)
     source, copy_from = _placed(data, root)
     draft = Draft(params_path, source, copy_from, prof, _params(prof, data, source))
+    made = [p for p in reversed((root / source).parents) if p.is_relative_to(root) and not p.exists()]
     if copy_from is not None:
         (root / source).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(copy_from, root / source)
@@ -75,9 +76,11 @@ def init_project(
         _fit_baseline(draft, root, frame)
         text = render(draft)
         _check(text, root)
-    except BaseException:
+    except BaseException:  # nothing written: the copy and the folders made for it go again
         if copy_from is not None:
             (root / source).unlink(missing_ok=True)
+        for folder in reversed(made):
+            folder.rmdir()
         raise
     atomic_write(params_path, text)
     return draft

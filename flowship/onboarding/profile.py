@@ -180,7 +180,7 @@ def _feature(values: pd.Series) -> Feature | LeftOut:
 
 def _looks_like_times(text: pd.Series) -> bool:
     sample = text.head(200)
-    if not sample.str.contains(r"\d", regex=True).all():
+    if not sample.str.contains(r"\d[-/.: T]\d", regex=True).all():  # digits apart: 2021/01/31, 10:00, not 02134
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -54,7 +54,8 @@ def write(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def written(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "dvc.yaml")
+    """What the project holds besides its dvc.yaml: files and folders."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name != "dvc.yaml")
 
 
 def test_a_table_is_profiled_column_by_column() -> None:
@@ -85,7 +86,7 @@ def test_init_writes_params_that_load_and_copies_the_data_under_data_raw(project
     frame = table()
     frame.loc[frame.index[::10], "label"] = None
     draft = init_project(write(frame, tmp_path / "My Data.csv"), "label", project)
-    assert written(project) == ["data/raw/My Data.csv", "params.yaml"]
+    assert written(project) == ["data", "data/raw", "data/raw/My Data.csv", "params.yaml"]
     assert draft.copied_from == (tmp_path / "My Data.csv").resolve() and draft.profile.target_missing == 30
     params = load_params(project / "params.yaml")  # as `flowship train` reads it, dvc.yaml's keys included
     assert params.project.name == "My-Data" and str(params.data.source) == "data/raw/My Data.csv"
@@ -201,3 +202,17 @@ def test_a_file_that_is_no_table_is_named(project: Path, tmp_path: Path, content
 def test_an_empty_column_is_left_out_with_its_reason() -> None:
     prof = profile(table().assign(empty=np.nan), "label")
     assert ("empty", "every value is missing") in {(g.name, g.reason) for g in prof.left_out}
+
+
+def test_a_failure_after_the_data_was_copied_takes_the_copy_back(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowship.onboarding import draft
+
+    def fails(*args: object) -> None:
+        raise OnboardingError("the drafted split does not work on this data")
+
+    monkeypatch.setattr(draft, "_fit_baseline", fails)
+    with pytest.raises(OnboardingError, match="drafted split"):
+        init_project(write(table(), tmp_path / "t.csv"), "label", project)
+    assert written(project) == []  # neither the copy nor data/raw/ made for it
