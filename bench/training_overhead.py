@@ -164,7 +164,7 @@ def make_project(workdir: Path) -> Path:
     """A fresh clone with the default data; its DVC remote (../../flowship-dvc-remote) is a sibling in workdir."""
     project = workdir / "project"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(project)], check=True)
-    export = [str(PYTHON), "-m", "flowship.pipeline.datasets", str(project / "data" / "raw")]
+    export = [str(PYTHON), "-m", "flowship.pipeline.datasets", str(project / "params.yaml")]
     subprocess.run(export, check=True, env=child_env(project, None), stdout=subprocess.DEVNULL)
     return project
 
