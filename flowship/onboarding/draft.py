@@ -29,6 +29,8 @@ HYPERPARAMS = {"learning_rate": 0.1, "max_iter": 200, "max_leaf_nodes": 31, "ear
 BASELINE_ROWS = 50_000  # the baseline trains on at most this many rows
 HOLDOUT, PRODUCTION = 0.2, 0.2
 KEY_FEATURES = 3
+# A first latency budget for staging's single-record requests, that a busy laptop meets too; yours goes here.
+LATENCY_P95_MS = 250
 
 
 @dataclass
@@ -143,7 +145,7 @@ def _params(prof: Profile, data: Path, source: Path) -> dict[str, Any]:
         "release": {
             **dict(zip(("production_port", "staging_port"), _free_ports(), strict=True)),
             "latency_requests": 200,
-            "latency_p95_ms": 50,
+            "latency_p95_ms": LATENCY_P95_MS,
             "golden_tolerance": 1.0e-6,
             "max_batch": 1000,
             "health_timeout_s": 60,
@@ -368,7 +370,7 @@ def render(draft: Draft) -> str:
         f"  production_port: {r['production_port']}",
         f"  staging_port: {r['staging_port']}",
         f"  latency_requests: {r['latency_requests']}",
-        f"  latency_p95_ms: {r['latency_p95_ms']}",
+        f"  latency_p95_ms: {r['latency_p95_ms']}          # a first budget a busy laptop meets: set your own",
         f"  golden_tolerance: {r['golden_tolerance']}",
         f"  max_batch: {r['max_batch']}",
         f"  health_timeout_s: {r['health_timeout_s']}",
