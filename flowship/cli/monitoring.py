@@ -67,7 +67,8 @@ def replay(
     frame = pd.read_parquet(layout.production_split)
     token = os.environ.get("FLOWSHIP_API_TOKEN") or None
     run = replays.Replay(url, columns, layout.labels_dir, batch_size, concurrency, token=token)
-    typer.echo(f"replay {run.id}: {wanted[0]} to {wanted[-1]} → {url}/predict, labels to {layout.labels_dir}")
+    span = wanted[0] if len(wanted) == 1 else f"{wanted[0]} to {wanted[-1]}"
+    typer.echo(f"replay {run.id}: {span} → {url}/predict, labels to {layout.labels_dir}")
     for part in wanted:
         try:
             done = run.part(frame, part)

@@ -482,7 +482,7 @@ def test_the_command_replays_each_month_and_reports_it(tmp_path: Path, server: S
     )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("replay ") and f"→ {server.url}/predict" in lines[0]
+    assert lines[0].startswith("replay ") and f": 2013-07 to 2013-08 → {server.url}/predict" in lines[0]
     assert lines[1].split()[:5] == ["2013-07", "sent", "30", "of", "30"]
     assert lines[2].split()[:5] == ["2013-08", "sent", "30", "of", "30"]
     assert all("rejected 0" in line and "req/s" in line and "labels written 30" in line for line in lines[1:3])
@@ -512,6 +512,7 @@ def test_without_a_time_column_the_command_replays_the_share_whole_in_stored_ord
     before = pd.Timestamp.now(tz="UTC")
     result = flowship(*common, "--once", "--batch-size", "20", env={"FLOWSHIP_API_TOKEN": TOKEN})
     assert result.exit_code == 0, result.output
+    assert f": all → {server.url}/predict" in result.stdout.splitlines()[0]
     assert result.stdout.splitlines()[1].split()[:5] == ["all", "sent", "90", "of", "90"]
     assert result.stderr == ""  # nothing that reads like an error
 
