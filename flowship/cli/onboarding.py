@@ -53,8 +53,7 @@ def init(
     for gone in prof.left_out:
         typer.echo(f"left out:      {gone.name}: {gone.reason}")
     if draft.associated:
-        shown = ", ".join(f"{name} ({score:.2f})" for name, score in draft.associated)
-        typer.echo(f"check:         most associated with the target: {shown}")
+        typer.echo(f"check:         most associated with the target: {draft.associated_text}")
         typer.echo("               (a column known only after the target leaks the answer: remove it from params.yaml)")
     split = raw["split"]
     if split["method"] == "time":

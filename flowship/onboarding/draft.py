@@ -50,6 +50,11 @@ class Draft:
     def primary(self) -> str:
         return PRIMARY[self.profile.task]
 
+    @property
+    def associated_text(self) -> str:
+        """The features most associated with the target, with their mutual information: `a (0.99), b (0.40)`."""
+        return ", ".join(f"{name} ({score:.2f})" for name, score in self.associated)
+
 
 def init_project(
     data: Path,
@@ -316,8 +321,7 @@ def render(draft: Draft) -> str:
     for gone in prof.left_out:
         out.append(f"    # left out: {gone.name}: {gone.reason}")
     if draft.associated:
-        shown = ", ".join(f"{n} ({s_:.2f})" for n, s_ in draft.associated)
-        out.append(f"    # most associated with the target (mutual information): {shown}.")
+        out.append(f"    # most associated with the target (mutual information): {draft.associated_text}.")
         out.append("    # If any of these is known only after the target, it leaks the answer: remove it.")
     out += [
         "",
