@@ -84,26 +84,26 @@ class ReplayBook:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.months: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+        self.parts: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
 
     def replayed_at(self, part: str) -> str | None:
-        entry = self.months.get(part)
+        entry = self.parts.get(part)
         return None if entry is None else str(entry["time"])
 
     def pending(self, wanted: list[str]) -> tuple[list[str], list[str]]:
         """(parts not replayed yet, parts already replayed), each in the order given."""
-        done = [p for p in wanted if p in self.months]
-        return [p for p in wanted if p not in self.months], done
+        done = [p for p in wanted if p in self.parts]
+        return [p for p in wanted if p not in self.parts], done
 
     def record(self, part: str, replay_id: str, url: str, sent: int) -> None:
         """The part as replayed now, written at once: an interrupted replay keeps the parts it finished."""
-        self.months[part] = {
+        self.parts[part] = {
             "replay": replay_id,
             "url": url,
             "sent": sent,
             "time": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ}",
         }
-        atomic_write(self.path, json.dumps(self.months, indent=2))
+        atomic_write(self.path, json.dumps(self.parts, indent=2))
 
 
 def first_month(production: Path, time_column: str) -> str:
