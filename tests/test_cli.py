@@ -51,6 +51,22 @@ def test_a_commands_help_shows_its_usage_and_options(command: str, options: list
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / ".prefect").exists()  # help does no work
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["nothing.csv", "--target", "y"], "flowship: DATA nothing.csv: no such file\n"),
+        (["data.csv", "--target", "y", "--task", "clustering"], "flowship: --task 'clustering': expected "),
+        (["data.csv", "--target", "nope"], "flowship: no target column 'nope' in the data; its columns: x, y\n"),
+    ],
+)
+def test_init_refuses_what_cannot_work_and_writes_nothing(tmp_path: Path, args: list[str], expected: str) -> None:
+    shutil.copyfile(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "data.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(200)))
+    done = flowship(["init", *args], tmp_path)
+    assert done.returncode == 1 and done.stderr.startswith(expected) and done.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "dvc.yaml"]
+
+
 def bare_project(tmp_path: Path, change: dict[str, dict[str, object]] | None = None) -> Path:
     params = default_params()
     for section, values in (change or {}).items():

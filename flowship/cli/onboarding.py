@@ -22,6 +22,9 @@ def init(
     time_column: str | None = typer.Option(
         None, "--time-column", help="A timestamp column: the split then goes by time (default: a random split)."
     ),
+    time_format: str | None = typer.Option(
+        None, "--time-format", help="The time column's layout when not ISO 8601 (strftime, e.g. '%d/%m/%Y')."
+    ),
     task: str | None = typer.Option(
         None, "--task", help="classification | regression (default: inferred from the target, and said)."
     ),
@@ -39,7 +42,7 @@ def init(
         fail(f"DATA {data}: no such file")
     root = params.resolve().parent
     try:
-        draft = init_project(data, target, root, time_column, chosen, force)
+        draft = init_project(data, target, root, time_column, chosen, force, time_format)
     except FlowshipError as exc:
         fail(str(exc))
     prof, raw = draft.profile, draft.raw

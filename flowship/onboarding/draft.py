@@ -63,6 +63,7 @@ def init_project(
     time_column: str | None = None,
     task: TaskType | None = None,
     force: bool = False,
+    time_format: str | None = None,
 ) -> Draft:
     """Profile `data`, draft params.yaml in `root` and write it (with the data copied under data/raw/ if it is not
     there yet). Nothing is written when anything is wrong; an existing params.yaml is kept unless `force`."""
@@ -71,8 +72,12 @@ def init_project(
         raise OnboardingError(f"{params_path} exists: keep it, or run again with --force to replace it")
     if not (root / "dvc.yaml").exists():
         raise OnboardingError(f"no dvc.yaml in {root}: run init in a flowship project (a clone of the repository)")
+    if time_format is not None and (time_column is None or "%" not in time_format):
+        raise OnboardingError(
+            f"--time-format {time_format!r}: the strftime layout of --time-column's values, e.g. '%d/%m/%Y'"
+        )
     frame = read_table(data)
-    prof = profile(frame, target, time_column, task)
+    prof = profile(frame, target, time_column, task, time_format)
     source, copy_from = _placed(data, root)
     draft = Draft(params_path, source, copy_from, prof, _params(prof, data, source))
     made = [p for p in reversed((root / source).parents) if p.is_relative_to(root) and not p.exists()]
@@ -124,7 +129,7 @@ def _params(prof: Profile, data: Path, source: Path) -> dict[str, Any]:
             "target": {"column": prof.target, "derive_from": None, "above": None},
             "task": prof.task,
             "time_column": prof.time_column,
-            "time_format": None,
+            "time_format": prof.time_format,
             "features": {"numeric": prof.names("numeric"), "categorical": prof.names("categorical")},
         },
         "validate": {
@@ -313,7 +318,7 @@ def render(draft: Draft) -> str:
         "    above: null",
         f"  task: {prof.task}  # {prof.task_reason}; classification | regression",
         f"  time_column: {_flow(prof.time_column)}",
-        "  time_format: null            # the time column's layout when not ISO 8601, e.g. '%d/%m/%Y'",
+        f"  time_format: {_flow(prof.time_format)}  # the time column's layout when not ISO 8601, e.g. '%d/%m/%Y'",
         "  features:",
         f"    numeric: {_flow(d['features']['numeric'])}",
         f"    categorical: {_flow(d['features']['categorical'])}",

@@ -55,6 +55,7 @@ class Profile:
     features: tuple[Feature, ...]
     left_out: tuple[LeftOut, ...]
     time_column: str | None = None
+    time_format: str | None = None  # the time column's layout, when given (strftime)
     times: tuple[pd.Timestamp, ...] = ()  # the labelled rows' times, in order (with a time column)
 
     def feature(self, name: str) -> Feature:
@@ -64,7 +65,13 @@ class Profile:
         return [f.name for f in self.features if f.kind == kind]
 
 
-def profile(frame: pd.DataFrame, target: str, time_column: str | None = None, task: TaskType | None = None) -> Profile:
+def profile(
+    frame: pd.DataFrame,
+    target: str,
+    time_column: str | None = None,
+    task: TaskType | None = None,
+    time_format: str | None = None,
+) -> Profile:
     """The table as flowship would model it; an `OnboardingError` naming the problem when it cannot be modelled."""
     columns = [str(c) for c in frame.columns]
     for what, name in (("target", target), ("time", time_column)):
@@ -85,7 +92,7 @@ def profile(frame: pd.DataFrame, target: str, time_column: str | None = None, ta
         _check_classes(labelled[target], target)
     times: tuple[pd.Timestamp, ...] = ()
     if time_column is not None:
-        times = _times(labelled[time_column], time_column)
+        times = _times(labelled[time_column], time_column, time_format)
     features: list[Feature] = []
     left_out: list[LeftOut] = []
     for name in columns:
@@ -110,6 +117,7 @@ def profile(frame: pd.DataFrame, target: str, time_column: str | None = None, ta
         features=tuple(features),
         left_out=tuple(left_out),
         time_column=time_column,
+        time_format=time_format,
         times=times,
     )
 
@@ -142,13 +150,16 @@ def _check_classes(values: pd.Series, target: str) -> None:
         )
 
 
-def _times(values: pd.Series, column: str) -> tuple[pd.Timestamp, ...]:
-    parsed = parse_times(values)
+def _times(values: pd.Series, column: str, layout: str | None) -> tuple[pd.Timestamp, ...]:
+    parsed = parse_times(values, layout)
     bad = values[parsed.isna()]
     if len(bad):
+        accepted = (
+            f"the layout {layout!r} (--time-format)" if layout else f"{TIME_LAYOUTS}; init takes it as --time-format"
+        )
         raise OnboardingError(
             f"time column {column!r} has {len(bad)} value(s) that are not timestamps, e.g. "
-            f"{bad.head(3).tolist()}; accepted: {TIME_LAYOUTS}"
+            f"{bad.head(3).tolist()}; accepted: {accepted}"
         )
     return tuple(parsed.sort_values(kind="stable"))
 

@@ -216,3 +216,21 @@ def test_a_failure_after_the_data_was_copied_takes_the_copy_back(
     with pytest.raises(OnboardingError, match="drafted split"):
         init_project(write(table(), tmp_path / "t.csv"), "label", project)
     assert written(project) == []  # neither the copy nor data/raw/ made for it
+
+
+def test_day_first_dates_are_read_with_the_layout_given_and_it_goes_into_the_params(
+    project: Path, tmp_path: Path
+) -> None:
+    frame = table().assign(day=lambda f: pd.to_datetime(f["day"]).dt.strftime("%d/%m/%Y"))
+    data = write(frame, tmp_path / "dayfirst.csv")
+    with pytest.raises(OnboardingError, match=r"not timestamps.*; init takes it as --time-format"):
+        init_project(data, "label", project, time_column="day")  # 13/01/2021 is no month-first date
+    assert written(project) == []
+    with pytest.raises(OnboardingError, match=r"--time-format 'dd/mm/yyyy': the strftime layout"):
+        init_project(data, "label", project, time_column="day", time_format="dd/mm/yyyy")
+    with pytest.raises(OnboardingError, match=r"--time-format '%d/%m/%Y': the strftime layout of --time-column"):
+        init_project(data, "label", project, time_format="%d/%m/%Y")  # no time column to read with it
+    init_project(data, "label", project, time_column="day", time_format="%d/%m/%Y")
+    params = load_params(project / "params.yaml")
+    assert params.data.time_format == "%d/%m/%Y" and params.split.method == "time"
+    assert str(params.split.train_start) == "2021-01-01"  # read day-first: the data's first day
