@@ -270,9 +270,9 @@ def _fit_baseline(draft: Draft, root: Path, frame: pd.DataFrame) -> None:
     threshold = score + GATE_MARGIN if lower else score - GATE_MARGIN
     draft.raw["gate"]["thresholds"] = {draft.primary: round(threshold, 2)}
     x, y = training.split_xy(splits.holdout.head(2000), params)
-    scoring = "roc_auc_ovr" if params.data.task == "classification" and y.nunique() > 2 else None
-    if params.data.task == "classification" and y.nunique() == 2:
-        scoring = "roc_auc"
+    scoring = None  # regression: the estimator's own score (R²)
+    if params.data.task == "classification":
+        scoring = "roc_auc" if y.nunique() == 2 else "roc_auc_ovr"
     try:
         importance = permutation_importance(model, x, y, n_repeats=3, random_state=0, scoring=scoring)
         ranked = sorted(zip(x.columns, importance.importances_mean, strict=True), key=lambda p: -p[1])
