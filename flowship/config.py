@@ -6,6 +6,7 @@ A bad key or value fails here, before any work, naming the key, the value and wh
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -215,12 +216,51 @@ class ReleaseConfig(Section):
     golden_tolerance: float = Field(default=1e-6, ge=0.0)
     max_batch: int = Field(default=1000, ge=1, le=1_000_000)
     health_timeout_s: float = Field(default=60.0, gt=0.0)
+    # containers of the production version behind the gateway; null: chosen for the machine (`replicas_for`)
+    replicas: int | None = Field(default=None, ge=1, le=16)
+    # after a promotion or rollback the version it replaced keeps running (out of traffic) this long, so that going
+    # back within it is a switch of the gateway, not a start; the next release or `flowship status` stops it after
+    warm_s: float = Field(default=600.0, ge=0.0, le=7 * 24 * 3600)
+
+    @property
+    def replica_count(self) -> int:
+        return self.replicas if self.replicas is not None else replicas_for(os.cpu_count())
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> ReleaseConfig:
         if self.production_port == self.staging_port:
             raise ValueError(f"staging_port must differ from production_port ({self.production_port})")
         return self
+
+
+def replicas_for(cpus: int | None) -> int:
+    """One replica per two cores, at least two (one crashing never stops production) and at most eight."""
+    return max(2, min(8, (cpus or 1) // 2))
+
+
+class RateLimit(Section):
+    """Requests per second per client (its `client_header` value, else its address), with a burst allowance."""
+
+    per_second: float = Field(default=500.0, gt=0.0, le=1_000_000.0)
+    burst: int = Field(default=1000, ge=0, le=1_000_000)
+
+
+class GatewayConfig(Section):
+    """The reverse proxy in front of production (nginx): what it lets through and how long it waits."""
+
+    enabled: bool = True  # false: production containers are published directly on production_port, as before
+    rate_limit: RateLimit | None = RateLimit()  # null: no limit
+    client_header: str = Field(default="X-Client-Key", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)  # the model's answer; past it the client gets a 504
+    max_body_mb: float = Field(default=8.0, gt=0.0, le=1024.0)  # a larger request body gets a 413
+    # a file of API keys, one per line (kept out of git): then every request but /health needs `X-API-Key`
+    api_keys_file: Path | None = None
+    # what the gateway answers with while paused (`flowship pause`)
+    retry_after_s: int = Field(default=30, ge=1, le=86_400)
+    # 0: each answer closes its client connection, so a reload (a promotion, a rollback) never cuts a request a
+    # client sends on an idle kept-alive connection at that instant. Above 0: connections kept that long, cheaper
+    # for busy clients, which must then retry a request cut by a reload.
+    keepalive_s: float = Field(default=0.0, ge=0.0, le=3600.0)
 
 
 # Evidently's statistical tests by name; pinned in params.yaml because Evidently's own default changes with row count.
@@ -314,6 +354,7 @@ class Params(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig
     release: ReleaseConfig = ReleaseConfig()
+    gateway: GatewayConfig = GatewayConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     compute: ComputeConfig = ComputeConfig()
 

@@ -71,6 +71,11 @@ class ReleaseCheckFailed(ReleaseError):
         super().__init__(f"release of v{version} stopped in staging: {failed}")
 
 
+class GatewayError(ReleaseError):
+    """The gateway in front of production cannot take a change (its configuration is refused, its port is taken,
+    it does not answer); what serves is left as it was."""
+
+
 class ReplayError(FlowshipError):
     """Replayed traffic could not be sent: a bad month, no data for it, or an endpoint that does not answer."""
 

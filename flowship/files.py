@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
@@ -98,18 +99,27 @@ def parse_lines(lines: Iterable[Line], parse: Callable[[Line], R | None]) -> tup
     return records, skipped
 
 
-def daily_path(folder: Path, prefix: str, day: date) -> Path:
-    """A log's file for one UTC day: `<prefix><YYYYMMDD>.jsonl`."""
-    return folder / f"{prefix}{day:%Y%m%d}{JSONL_SUFFIX}"
+WRITER_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+_DAILY_NAME = re.compile(rf"(\d{{8}})(?:\.({WRITER_PATTERN}))?")
+
+
+def daily_path(folder: Path, prefix: str, day: date, writer: str | None = None) -> Path:
+    """A log's file for one UTC day: `<prefix><YYYYMMDD>.jsonl`, or `<prefix><YYYYMMDD>.<writer>.jsonl` for one of
+    several processes writing the same log (replicas of a service: each appends to its own file)."""
+    middle = f"{day:%Y%m%d}" if writer is None else f"{day:%Y%m%d}.{writer}"
+    return folder / f"{prefix}{middle}{JSONL_SUFFIX}"
 
 
 def daily_paths(folder: Path, prefix: str, first: date | None = None, last: date | None = None) -> list[Path]:
-    """A log's daily files from day `first` to day `last` (both included; None: no bound), oldest first.
-    Files whose name is not `<prefix><YYYYMMDD>.jsonl` are passed over."""
+    """A log's daily files (every writer's) from day `first` to day `last` (both included; None: no bound), oldest
+    day first. Files whose name `daily_path` would not give are passed over."""
     paths = []
     for path in sorted(folder.glob(f"{prefix}*{JSONL_SUFFIX}")):
+        match = _DAILY_NAME.fullmatch(path.name[len(prefix) : -len(JSONL_SUFFIX)])
+        if match is None:
+            continue
         try:
-            day = datetime.strptime(path.name[len(prefix) : -len(JSONL_SUFFIX)], "%Y%m%d").date()
+            day = datetime.strptime(match.group(1), "%Y%m%d").date()
         except ValueError:
             continue
         if (first is None or day >= first) and (last is None or day <= last):

@@ -113,3 +113,58 @@ def prefect_api(method: str, url: str, body: dict[str, Any] | None = None, attem
         time.sleep(1.0 + attempt)
     response.raise_for_status()
     return response.json() if response.content else None
+
+
+class SteadyLoad:
+    """`clients` threads, each with its own keep-alive connection, posting `body` to `url` back to back until the
+    block ends; every answer is counted by status (or by the exception that stood for one), and the versions
+    that answered are collected (`X-Model-Version`)."""
+
+    def __init__(self, url: str, body: Any, clients: int = 16, headers: dict[str, str] | None = None) -> None:
+        import threading
+        from collections import Counter
+
+        self.url, self.body, self.clients, self.headers = url, body, clients, headers or {}
+        self.statuses: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
+
+    def _client(self, number: int) -> None:
+        # each its own client key: a gateway's per-client rate limit counts them apart
+        with httpx.Client(timeout=30.0, headers={"X-Client-Key": f"load-{number}", **self.headers}) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post(self.url, json=self.body)
+                    key, version = str(response.status_code), response.headers.get("X-Model-Version")
+                except httpx.HTTPError as exc:
+                    key, version = type(exc).__name__, None
+                with self._lock:
+                    self.statuses[key] += 1
+                    if version:
+                        self.versions[version] += 1
+                    if key != "200" and len(self.errors) < 20:
+                        self.errors.append(key)
+
+    @property
+    def answered(self) -> int:
+        return self.statuses["200"]
+
+    @property
+    def failed(self) -> int:
+        return sum(self.statuses.values()) - self.answered
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        wait_until(
+            lambda: self.answered >= self.clients, 60, "the load's first answers", detail=lambda: str(self.statuses)
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)

@@ -16,7 +16,8 @@ from tests.helpers import flowship
 # Every test runs the `flowship` executable in its own process.
 pytestmark = pytest.mark.integration
 
-COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "history", "stop", "monitor", "score"]
+COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "stop", "monitor"]
+COMMANDS += ["score"]
 COMMANDS += ["schedule", "up", "down"]
 
 

@@ -439,30 +439,110 @@ class DockerEngine:
         self,
         image: str,
         name: str,
-        host_port: int,
+        host_port: int | None,
         log_dir: Path,
         env: dict[str, str] | None = None,
         restart_policy: str = "unless-stopped",
+        *,
+        network: str | None = None,
+        container_port: int = CONTAINER_PORT,
+        log_mount: str = CONTAINER_LOG_DIR,
+        read_only: dict[Path, str] | None = None,
+        labels: dict[str, str] | None = None,
     ) -> str:
-        """Start `image` detached as `name`, on 127.0.0.1:`host_port`, logging into `log_dir`; returns its id."""
+        """Start `image` detached as `name`, logging into `log_dir`; returns its id.
+
+        Published on 127.0.0.1:`host_port` only (None: not published, reached on `network` alone); `read_only`
+        mounts host folders at container paths, read-only.
+        """
         user = str(self._image(image).attrs["Config"].get("User") or "")
         log_dir.mkdir(parents=True, exist_ok=True)
         _writable_by(log_dir, user)
         policy: dict[str, Any] = {"Name": restart_policy}
         if restart_policy == "on-failure":
             policy["MaximumRetryCount"] = 5
+        volumes = {str(log_dir.resolve()): {"bind": log_mount, "mode": "rw"}}
+        volumes |= {str(host.resolve()): {"bind": inside, "mode": "ro"} for host, inside in (read_only or {}).items()}
         with _daemon_errors(f"run {image} as {name}"):
             container = self.client.containers.run(
                 image,
                 name=name,
                 detach=True,
                 # Loopback only: a reverse proxy (or the operator) decides what is exposed further.
-                ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", host_port)},
-                volumes={str(log_dir.resolve()): {"bind": CONTAINER_LOG_DIR, "mode": "rw"}},
+                ports={} if host_port is None else {f"{container_port}/tcp": ("127.0.0.1", host_port)},
+                volumes=volumes,
                 environment=env or {},
                 restart_policy=policy,
+                network=network,
+                labels=labels or {},
             )
             return str(container.id)
+
+    def run_once(self, image: str, command: Sequence[str], read_only: dict[Path, str] | None = None) -> tuple[int, str]:
+        """Run `command` in a throwaway container of `image` (no network): its exit code and output."""
+        volumes = {str(host.resolve()): {"bind": inside, "mode": "ro"} for host, inside in (read_only or {}).items()}
+        with _daemon_errors(f"run {command[0]} in {image}"):
+            container = self.client.containers.run(
+                image, list(command), detach=True, volumes=volumes, network_mode="none"
+            )
+            try:
+                code = int(container.wait(timeout=120).get("StatusCode", 1))
+                output = bytes(container.logs(stdout=True, stderr=True)).decode(errors="replace")
+            finally:
+                container.remove(force=True)
+        return code, output
+
+    def ensure_network(self, name: str) -> None:
+        """A bridge network `name` (made if missing), on which containers reach each other by address."""
+        docker = _docker()
+        with _daemon_errors(f"create network {name}"):
+            try:
+                self.client.networks.get(name)
+            except docker.errors.NotFound:
+                self.client.networks.create(name, driver="bridge", labels={"io.flowship.network": name})
+
+    def remove_network(self, name: str) -> None:
+        docker = _docker()
+        with _daemon_errors(f"remove network {name}"):
+            try:
+                self.client.networks.get(name).remove()
+            except docker.errors.NotFound:
+                pass
+
+    def address(self, name: str, network: str) -> str:
+        """The container's IP address on `network` (kept across restarts by its policy)."""
+        container = self._container(name)
+        if container is None:
+            raise ContainerError(f"no container named {name}")
+        networks = container.attrs["NetworkSettings"].get("Networks") or {}
+        address = (networks.get(network) or {}).get("IPAddress")
+        if not address:
+            raise ContainerError(f"{name} has no address on network {network}")
+        return str(address)
+
+    def execute(self, name: str, command: Sequence[str]) -> tuple[int, str]:
+        """Run `command` inside the running container `name`: its exit code and output."""
+        container = self._container(name)
+        if container is None:
+            raise ContainerError(f"no container named {name}")
+        with _daemon_errors(f"run {command[0]} in {name}"):
+            code, output = container.exec_run(list(command))
+        return int(code), bytes(output or b"").decode(errors="replace")
+
+    def processes(self, name: str) -> list[str]:
+        """The command lines of the processes running in `name` (empty when it is not running)."""
+        container = self._container(name)
+        if container is None or container.status != "running":
+            return []
+        with _daemon_errors(f"list the processes of {name}"):
+            top = container.top(ps_args="-eo pid,args")  # the daemon wants the PID column
+        return [str(row[-1]) for row in top.get("Processes") or []]
+
+    def names(self, labels: dict[str, str]) -> list[str]:
+        """The containers (running or not) carrying all of `labels`, by name."""
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        with _daemon_errors("list containers"):
+            return sorted(str(c.name) for c in self.client.containers.list(all=True, filters=filters))
 
     def stop(self, name: str, timeout: int = 10) -> None:
         """Stop `name` (SIGTERM, then SIGKILL after `timeout` s); nothing to do if it doesn't exist."""
@@ -485,10 +565,11 @@ class DockerEngine:
         if container is None:
             return None
         attrs = container.attrs
-        bindings = (attrs["NetworkSettings"].get("Ports") or {}).get(f"{CONTAINER_PORT}/tcp") or (
-            attrs["HostConfig"].get("PortBindings") or {}
-        ).get(f"{CONTAINER_PORT}/tcp")
-        host_port = int(bindings[0]["HostPort"]) if bindings and bindings[0].get("HostPort") else None
+        # the first published port (a stopped container keeps only its configured bindings)
+        ports = attrs["NetworkSettings"].get("Ports") or {}
+        published = [*ports.values(), *(attrs["HostConfig"].get("PortBindings") or {}).values()]
+        host_ports = [int(b["HostPort"]) for bindings in published for b in bindings or () if b.get("HostPort")]
+        host_port = host_ports[0] if host_ports else None
         return ContainerInfo(
             name=name,
             id=str(container.id),

@@ -9,7 +9,7 @@ import typer
 from flowship.cli.monitoring import monitor, replay
 from flowship.cli.onboarding import init
 from flowship.cli.pipeline import status, train
-from flowship.cli.release import deploy, history, rollback, stop
+from flowship.cli.release import deploy, history, pause, resume, rollback, stop
 from flowship.cli.scoring import score
 from flowship.cli.services import down, schedule, up
 
@@ -18,7 +18,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for command in (init, train, status, replay, deploy, rollback, history, stop, monitor, score, schedule, up, down):
+COMMANDS = (
+    init,
+    train,
+    status,
+    replay,
+    deploy,
+    rollback,
+    pause,
+    resume,
+    history,
+    stop,
+    monitor,
+    score,
+    schedule,
+    up,
+    down,
+)
+for command in COMMANDS:
     app.command()(command)
 
 

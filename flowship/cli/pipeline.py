@@ -10,6 +10,7 @@ import typer
 
 from flowship.cli.common import ParamsOption, environment, fail, read_params, runtimes
 from flowship.errors import FlowshipError
+from flowship.release.docker_runtime import DockerRuntime
 from flowship.release.runtime import ROLES
 
 if TYPE_CHECKING:
@@ -111,6 +112,8 @@ def status(
                 where = f"image {deployed.image}" if deployed.image else f"pid {deployed.ref}"
                 state = f"{deployed.status}  ({deployed.kind}, {where})"
                 typer.echo(f"  {role:<11} v{deployed.version}  {deployed.url}  {state}")
+        if isinstance(runtime, DockerRuntime):
+            _gateway_lines(runtime, cfg)
     typer.echo("recent runs:")
     recent = tracker.recent_runs(name, runs)
     if not recent:
@@ -120,3 +123,23 @@ def status(
         value = r["metrics"].get(metric)
         shown = f"{metric}={value:.4f}" if value is not None else ""
         typer.echo(f"  {r['started']}  {r['run_id']}  {r['status']:<8}  gate {r['verdict']:<7} {shown}")
+
+
+def _gateway_lines(runtime: DockerRuntime, cfg: Params) -> None:
+    """The gateway in front of production: where, whether paused, the replicas of each version it holds."""
+    stopped = runtime.reap()  # warm versions past their time go now
+    state = runtime.gateway_state()
+    if state is None:
+        return
+    gateway = runtime.gateway.status() or "missing"
+    paused = f"PAUSED ({state.paused})" if state.paused is not None else "serving"
+    typer.echo(f"  {'gateway':<11} nginx on 127.0.0.1:{state.port}  {gateway}, {paused}")
+    chosen = "release.replicas" if cfg.release.replicas is not None else f"chosen for {os.cpu_count()} cores"
+    replicas = ", ".join(runtime.replica_status(state.stable))
+    typer.echo(f"  {'replicas':<11} v{state.stable.version}: {len(state.stable.backends)} ({chosen}): {replicas}")
+    for warm in state.warm:
+        until = warm.until.strftime("%Y-%m-%d %H:%M UTC")
+        typer.echo(f"  {'warm':<11} v{warm.pool.version}: {len(warm.pool.backends)} out of traffic until {until}"
+                   " (`flowship rollback` to it is a switch)")  # fmt: skip
+    for version in stopped:
+        typer.echo(f"  {'stopped':<11} v{version}: its warm time was up")

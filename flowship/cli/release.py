@@ -107,7 +107,7 @@ def rollback(
 
 
 def history(params: ParamsOption = Path("params.yaml")) -> None:
-    """Every promotion and rollback: when, from which version to which, image, check results."""
+    """Every promotion and rollback: when, from which version to which, image, check results; and each pause."""
     path = check_params(params, check_estimator=False)
     from flowship.release import history as release_history
 
@@ -115,6 +115,11 @@ def history(params: ParamsOption = Path("params.yaml")) -> None:
     if not events:
         typer.echo("no releases yet: run `flowship deploy`")
     for e in events:
+        if e["action"] not in release_history.CHANGES_OF_VERSION:
+            typer.echo(
+                f"{e['time']}  {e['action']:<8} {e['outcome']:<6} v{e.get('version') or '-'}  {e.get('reason', '')}"
+            )
+            continue
         checks = ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}" for c in e.get("checks", []))
         typer.echo(
             f"{e['time']}  {e['action']:<8} {e['outcome']:<6} v{e.get('from_version') or '-'} → v{e['to_version']}"
@@ -137,3 +142,44 @@ def stop(params: ParamsOption = Path("params.yaml")) -> None:
                 typer.echo(f"stopped {role}: v{deployed.version} ({deployed.kind} {deployed.ref})")
     if not stopped:
         typer.echo("nothing is serving")
+
+
+def pause(
+    params: ParamsOption = Path("params.yaml"),
+    reason: str = typer.Option("paused by an operator", "--reason", help="Said in every answer while paused."),
+) -> None:
+    """The kill switch: the gateway answers every request with 503 and Retry-After; nothing is stopped."""
+    _switch(params, reason)
+
+
+def resume(params: ParamsOption = Path("params.yaml")) -> None:
+    """Undo `flowship pause`: the gateway serves production again."""
+    _switch(params, None)
+
+
+def _switch(params: Path, reason: str | None) -> None:
+    path = params.resolve()
+    cfg = read_params(path, check_estimator=False)
+    environment(path.parent)
+    from flowship.release import history as release_history
+    from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
+
+    root = path.parent
+    try:
+        runtime = DockerRuntime(root, cfg.project.name, production=ProductionSpec.from_params(cfg, root))
+        state = runtime.pause(reason)
+    except FlowshipError as exc:
+        fail(str(exc))
+    action = "resume" if reason is None else "pause"
+    event = {
+        "action": action,
+        "outcome": "done",
+        "version": state.stable.version,
+        "url": f"http://127.0.0.1:{state.port}",
+    }
+    release_history.record(root, event | ({"reason": reason} if reason is not None else {}))
+    if reason is None:
+        typer.echo(f"production:    v{state.stable.version} serves again at http://127.0.0.1:{state.port}")
+    else:
+        typer.echo(f"production:    paused ({reason}): every request to http://127.0.0.1:{state.port} gets 503 with "
+                   f"Retry-After {cfg.gateway.retry_after_s} s until `flowship resume`")  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flowship.adapters.docker_engine import DockerEngine
 from flowship.errors import ReleaseError
-from flowship.release.docker_runtime import DockerRuntime
+from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
 from flowship.release.runtime import ProcessRuntime, Runtime
 
 WANTED = ("auto", "docker", "process")
@@ -47,10 +47,13 @@ def choose_runtime(
     return RuntimeChoice("process", note, fallback=True)
 
 
-def runtime_for(kind: str, root: Path, project: str, env: dict[str, str] | None = None) -> Runtime:
-    """The runtime of this kind for the project; `env` goes to the serving app it starts."""
+def runtime_for(
+    kind: str, root: Path, project: str, env: dict[str, str] | None = None, production: ProductionSpec | None = None
+) -> Runtime:
+    """The runtime of this kind for the project; `env` goes to the serving app it starts, `production` says how
+    production is served (with Docker: behind the gateway)."""
     if kind == "docker":
-        return DockerRuntime(root, project, env)
+        return DockerRuntime(root, project, env, production)
     if kind == "process":
         return ProcessRuntime(root, project, env)
     raise ReleaseError(f"runtime {kind!r}: allowed values are docker, process")

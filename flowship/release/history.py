@@ -1,4 +1,5 @@
-"""The release history: every promotion and rollback, append-only, one JSON line each."""
+"""The release history: every promotion and rollback (and each pause and resume of the gateway), append-only, one
+JSON line each."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from flowship.files import append_durably, parse_lines
+
+# the events that change which version serves (a pause or resume leaves it as it is)
+CHANGES_OF_VERSION = ("release", "rollback")
 
 
 def history_file(root: Path) -> Path:
@@ -41,6 +45,8 @@ def _parse_event(line: str) -> dict[str, Any] | None:
 def previous_champion(root: Path, current: str | None) -> str | None:
     """The version that served before `current`, from the last promotion or rollback that installed it."""
     for event in reversed(read(root)):
-        if event.get("outcome") == "done" and event.get("to_version") == current and event.get("from_version"):
+        if event.get("action") not in CHANGES_OF_VERSION or event.get("outcome") != "done":
+            continue
+        if event.get("to_version") == current and event.get("from_version"):
             return str(event["from_version"])
     return None

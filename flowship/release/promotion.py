@@ -16,9 +16,10 @@ from flowship.errors import ReleaseError
 from flowship.paths import Layout
 from flowship.release import http_checks
 from flowship.release.checks import Check, summary
-from flowship.release.runtime import Deployed, Release, Runtime
+from flowship.release.runtime import PRODUCTION, STAGING, Deployed, Release, Runtime
 
-STAGING, PRODUCTION = "staging", "production"
+__all__ = ["PRODUCTION", "STAGING"]  # re-exported: the release tasks name the roles from here
+
 # MLflow refuses tag values above 5000 characters.
 CHECKS_TAG_LIMIT = 4900
 REASONS_TAG_LIMIT = 4000
@@ -167,18 +168,23 @@ def start_production(
     new = runtime.start(PRODUCTION, release, port, log_dir, restart=True)
     ready = http_checks.wait_ready(new.url, timeout_s)
     if not ready.passed:
-        restore_production(runtime, previous, port, log_dir, timeout_s)
+        restore_production(runtime, previous, release, port, log_dir, timeout_s)
         back = f"v{previous.version} serves again" if previous else "nothing served before"
         raise ReleaseError(f"production did not come up with v{release.version} ({ready.detail}); {back}")
     return new
 
 
-def restore_production(runtime: Runtime, previous: Release | None, port: int, log_dir: Path, timeout_s: float) -> None:
-    """Production as it was: the previous version started again, or nothing serving."""
-    runtime.stop(PRODUCTION)
-    if previous is not None:
-        back = runtime.start(PRODUCTION, previous, port, log_dir, restart=True)
-        http_checks.wait_ready(back.url, timeout_s)
+def restore_production(
+    runtime: Runtime, previous: Release | None, failed: Release, port: int, log_dir: Path, timeout_s: float
+) -> None:
+    """Production as it was: the previous version serving again (behind a gateway: switched back to, as it was kept
+    warm) and the failed one stopped; or nothing serving."""
+    if previous is None:
+        runtime.stop(PRODUCTION)
+        return
+    back = runtime.start(PRODUCTION, previous, port, log_dir, restart=True)
+    runtime.retire(PRODUCTION, failed.version)
+    http_checks.wait_ready(back.url, timeout_s)
 
 
 def move_champion(tracker: Tracker, target: ReleaseTarget) -> None:

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from flowship.files import atomic_write
 
-ROLES = ("staging", "production")
+STAGING, PRODUCTION = "staging", "production"
+ROLES = (STAGING, PRODUCTION)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Runtime(Protocol):
     def start(self, role: str, release: Release, port: int, log_dir: Path, restart: bool) -> Deployed: ...
 
     def stop(self, role: str) -> None: ...
+
+    def retire(self, role: str, version: str) -> None:
+        """Stop `version` in `role` if it runs without serving (kept warm)."""
 
     def deployed(self, role: str) -> Deployed | None: ...
 
@@ -123,6 +127,9 @@ class ProcessRuntime:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         state_file.unlink(missing_ok=True)
+
+    def retire(self, role: str, version: str) -> None:
+        """Nothing to do: a process replaces the one before it, nothing is kept warm."""
 
     def deployed(self, role: str) -> Deployed | None:
         state_file = self._state_file(role)

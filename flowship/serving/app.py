@@ -40,6 +40,7 @@ from flowship.serving.settings import ServingSettings
 from flowship.values import plain
 
 REQUEST_ID_HEADER = "X-Request-ID"
+MODEL_VERSION_HEADER = "X-Model-Version"
 # An incoming request id is kept only if it is short and plain (it goes into headers and logs).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 ENDPOINTS = frozenset({"/health", "/ready", "/predict", "/metadata", "/metrics", "/docs", "/openapi.json"})
@@ -224,7 +225,9 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.inference_log = InferenceLog(settings.log_dir, settings.log_flush_seconds).start()
+        state.inference_log = InferenceLog(
+            settings.log_dir, settings.log_flush_seconds, writer=settings.log_writer
+        ).start()
         state.batcher = MicroBatcher(
             state.predictor.score_many,
             settings.batch_window_seconds,
@@ -305,6 +308,8 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             context.features = features
         if state.batcher is None or not state.ready:
             raise NotReady(f"the model is not ready ({state.reason})")
+        if settings.fault_delay_ms:
+            await asyncio.sleep(settings.fault_delay_ms / 1000)
         scored = await state.batcher.submit(rows, context.arrival)
         assert state.inference_log is not None
         state.inference_log.append(
@@ -544,14 +549,18 @@ class ServingMiddleware:
             context.arrival = batcher.arrival()
         status = 500
         response_started = False
-        request_id_header = (REQUEST_ID_HEADER.lower().encode(), context.request_id.encode())
+        # the request id, and the version that answered (a gateway in front logs it)
+        headers = [(REQUEST_ID_HEADER.lower().encode(), context.request_id.encode())]
+        version = self.state.model.get("version")
+        if version is not None:
+            headers.append((MODEL_VERSION_HEADER.lower().encode(), str(version).encode("latin-1", "replace")))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started = True
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", []), request_id_header]
+                message["headers"] = [*message.get("headers", []), *headers]
             await send(message)
 
         try:

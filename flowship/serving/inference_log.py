@@ -67,8 +67,8 @@ class InferenceEntry:
             yield stamp.date(), json.dumps(record, separators=(",", ":"), default=str) + "\n"
 
 
-def log_path(folder: Path, day: date) -> Path:
-    return daily_path(folder, FILE_PREFIX, day)
+def log_path(folder: Path, day: date, writer: str | None = None) -> Path:
+    return daily_path(folder, FILE_PREFIX, day, writer)
 
 
 def log_files(folder: Path, first: date | None = None, last: date | None = None) -> list[Path]:
@@ -79,8 +79,16 @@ def log_files(folder: Path, first: date | None = None, last: date | None = None)
 class InferenceLog:
     """Appends entries to the day's file from a background thread; `close()` writes and fsyncs everything."""
 
-    def __init__(self, folder: str | Path, flush_seconds: float = 0.5, max_pending_rows: int = 100_000) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        flush_seconds: float = 0.5,
+        max_pending_rows: int = 100_000,
+        writer: str | None = None,
+    ) -> None:
+        """`writer` names this process's own file when several processes log into `folder` (replicas)."""
         self.folder = Path(folder)
+        self.writer = writer
         self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
         self._cond = threading.Condition()
@@ -173,7 +181,7 @@ class InferenceLog:
         if self._fd is not None and self._day == day:
             return self._fd
         self._close_file()
-        path = log_path(self.folder, day)
+        path = log_path(self.folder, day, self.writer)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if ends_mid_line(path, os.fstat(fd).st_size):
             # a crash cut the last line: start ours on a fresh line so only that one is lost
@@ -220,13 +228,16 @@ def read_inference_log(
     skipped = 0
     first = None if lower is None else lower.date()
     last = None if upper is None else upper.date()
-    for path in log_files(Path(folder), first, last):
+    paths = log_files(Path(folder), first, last)
+    for path in paths:
         with path.open("rb") as handle:
             parsed, unreadable = parse_lines(handle, parse_line)
         skipped += unreadable
         records += [r for r in parsed if (lower is None or r["time"] >= lower) and (upper is None or r["time"] < upper)]
     frame = pd.DataFrame(records, columns=COLUMNS)
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    if len({path.name[len(FILE_PREFIX) :][:8] for path in paths}) < len(paths):  # several writers on one day
+        frame = frame.sort_values("time", kind="stable", ignore_index=True)
     return frame, skipped
 
 

@@ -9,18 +9,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from flowship.files import WRITER_PATTERN
 from flowship.serving.errors import SettingsError
 
 # field -> environment variable
 ENV_VARS: dict[str, str] = {
     "model_dir": "FLOWSHIP_MODEL_DIR",
     "log_dir": "FLOWSHIP_LOG_DIR",
+    "log_writer": "FLOWSHIP_LOG_WRITER",
     "max_batch": "FLOWSHIP_MAX_BATCH",
     "api_token": "FLOWSHIP_API_TOKEN",
     "log_flush_seconds": "FLOWSHIP_LOG_FLUSH_SECONDS",
     "batch_window_ms": "FLOWSHIP_BATCH_WINDOW_MS",
     "log_features": "FLOWSHIP_LOG_FEATURES",
     "host": "FLOWSHIP_HOST",
+    "fault_delay_ms": "FLOWSHIP_FAULT_DELAY_MS",
     "port": "FLOWSHIP_PORT",
 }
 
@@ -33,6 +36,8 @@ class ServingSettings(BaseModel):
     model_dir: Path = Path("/app/model")
     # the inference log folder (one JSON-lines file per UTC day)
     log_dir: Path = Path("/var/log/flowship")
+    # this process's own inference log file in `log_dir` when several replicas share it (`inference-<day>.<writer>`)
+    log_writer: str | None = Field(default=None, pattern=rf"^{WRITER_PATTERN}$")
     # records per /predict request; more gets a 413
     max_batch: int = Field(default=1000, ge=1, le=1_000_000)
     # when set, every endpoint but /health, /ready and the docs wants `Authorization: Bearer <token>`
@@ -44,6 +49,8 @@ class ServingSettings(BaseModel):
     log_features: bool = False
     host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104 - a container must listen on all interfaces
     port: int = Field(default=8000, ge=0, le=65535)
+    # a drill, never for production: every /predict waits this long before it is scored (to try timeouts)
+    fault_delay_ms: float = Field(default=0.0, ge=0, le=600_000, allow_inf_nan=False)
 
     @field_validator("api_token")
     @classmethod

@@ -19,6 +19,7 @@ from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
 from flowship.errors import ReleaseCheckFailed, ReleaseError
 from flowship.release import discovery, history, http_checks, promotion
 from flowship.release.checks import Check
+from flowship.release.docker_runtime import ProductionSpec
 from flowship.release.export import already_exported, export_version
 from flowship.release.promotion import PRODUCTION, STAGING, Promotion, ReleaseTarget
 from flowship.release.runtime import Deployed, Release, Runtime
@@ -33,7 +34,11 @@ def serving_env(ctx: Context) -> dict[str, str]:
 
 
 def runtime_for(ctx: Context, kind: str) -> Runtime:
-    return discovery.runtime_for(kind, ctx.root, ctx.params.project.name, serving_env(ctx))
+    return discovery.runtime_for(kind, ctx.root, ctx.params.project.name, serving_env(ctx), production_spec(ctx))
+
+
+def production_spec(ctx: Context) -> ProductionSpec:
+    return ProductionSpec.from_params(ctx.params, ctx.root)
 
 
 def bundle_dir(ctx: Context, version: str) -> Path:
@@ -148,11 +153,12 @@ def start_production(ctx: Context, kind: str, ref: VersionRef, bundle: str, imag
     """Production runs the new version and answers; a failed start brings the old one back."""
     runtime = runtime_for(ctx, kind)
     previous = promotion.previous_release(ctx.layout, runtime.deployed(PRODUCTION))
-    _remember(ctx=ctx, kind=kind, previous=previous)
+    new = Release(ref.name, ref.version, Path(bundle), image)
+    _remember(ctx=ctx, kind=kind, previous=previous, new=new)
     cfg = ctx.params.release
     return promotion.start_production(
         runtime,
-        Release(ref.name, ref.version, Path(bundle), image),
+        new,
         previous,
         cfg.production_port,
         promotion.inference_log_dir(ctx.layout, PRODUCTION),
@@ -167,7 +173,7 @@ def _restore_production(txn: Transaction) -> None:
     cfg = ctx.params.release
     log_dir = promotion.inference_log_dir(ctx.layout, PRODUCTION)
     runtime = runtime_for(ctx, txn.get("kind"))
-    promotion.restore_production(runtime, previous, cfg.production_port, log_dir, cfg.health_timeout_s)
+    promotion.restore_production(runtime, previous, txn.get("new"), cfg.production_port, log_dir, cfg.health_timeout_s)
 
 
 @task(name="move_champion", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)

@@ -21,6 +21,10 @@ def release_params(**release: object) -> dict[str, object]:
         "latency_requests": 40,
         "latency_p95_ms": 500,
         "health_timeout_s": 120,
+        # one replica and nothing kept warm: each version's container is the one production container
+        # (tests/release/test_gateway.py runs several and keeps the replaced one warm)
+        "replicas": 1,
+        "warm_s": 0,
         **release,
     }
     return params

@@ -10,7 +10,7 @@ import pytest
 
 from flowship.errors import ReleaseCheckFailed
 from flowship.release import history
-from flowship.release.docker_runtime import container_name
+from flowship.release.docker_runtime import DockerRuntime, container_name
 from flowship.release.promotion import ReleaseResult
 from tests.conftest import Project
 from tests.release.conftest import NAME
@@ -33,7 +33,10 @@ def rollback(project: Project, to: str | None = None) -> ReleaseResult:
 
 
 def production_name(project: Project) -> str:
-    return container_name(project.root, NAME, "production")
+    """The one production replica (the module's params ask for one) behind the gateway."""
+    state = DockerRuntime(project.root, NAME).gateway_state()
+    assert state is not None and len(state.stable.backends) == 1
+    return state.stable.backends[0].name
 
 
 def staging_name(project: Project) -> str:

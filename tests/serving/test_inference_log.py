@@ -81,6 +81,19 @@ def test_read_returns_records_and_filters_by_time(tmp_path: Path) -> None:
     assert earlier["request_id"].tolist() == ["a", "a", "a"]
 
 
+def test_replicas_write_their_own_files_and_are_read_as_one_log_in_time_order(tmp_path: Path) -> None:
+    with InferenceLog(tmp_path, writer="v7-ab12-1") as one, InferenceLog(tmp_path, writer="v7-ab12-2") as two:
+        one.append(entry("a", time=T0 - timedelta(seconds=3)))
+        two.append(entry("b", time=T0 - timedelta(seconds=2)))
+        one.append(entry("c", time=T0 - timedelta(seconds=1)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "inference-20260301.v7-ab12-1.jsonl",
+        "inference-20260301.v7-ab12-2.jsonl",
+    ]
+    records, skipped = read_inference_log(tmp_path)
+    assert skipped == 0 and list(records["request_id"]) == ["a", "b", "c"] and list(records.index) == [0, 1, 2]
+
+
 def test_an_empty_or_missing_folder_reads_as_no_records(tmp_path: Path) -> None:
     records, skipped = read_inference_log(tmp_path / "none")
     assert (len(records), skipped) == (0, 0)

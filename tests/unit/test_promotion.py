@@ -43,6 +43,9 @@ class FakeRuntime:
         self.serving = None
         self.events.append("stop")
 
+    def retire(self, role: str, version: str) -> None:
+        self.events.append(f"retire v{version}")
+
     def deployed(self, role: str) -> Deployed | None:
         return deployed(self.serving.version) if self.serving else None
 
@@ -113,13 +116,15 @@ def test_a_production_that_does_not_come_up_gives_way_to_the_previous_one(tmp_pa
         promotion.start_production(
             runtime, Release("flights-delay", "2", tmp_path / "v2"), previous, CLOSED_PORT, tmp_path, 0.3
         )
-    assert runtime.events == ["start v2", "stop", "start v1"]
+    # v1 back in production (behind a gateway: switched back to, as it was kept warm), then v2 let go
+    assert runtime.events == ["start v2", "start v1", "retire v2"]
     assert runtime.serving == previous
 
 
 def test_restoring_production_with_nothing_before_leaves_nothing_serving(tmp_path: Path) -> None:
-    runtime = FakeRuntime(Release("flights-delay", "2", tmp_path / "v2"))
-    promotion.restore_production(runtime, None, CLOSED_PORT, tmp_path, 0.3)
+    failed = Release("flights-delay", "2", tmp_path / "v2")
+    runtime = FakeRuntime(failed)
+    promotion.restore_production(runtime, None, failed, CLOSED_PORT, tmp_path, 0.3)
     assert runtime.serving is None and runtime.events == ["stop"]
 
 

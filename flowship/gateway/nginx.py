@@ -1,0 +1,230 @@
+"""The gateway's nginx configuration, written from what serves (`Routing`) and what `params.yaml` allows (`gateway:`).
+
+One pure function, `render`: the same text whether nginx runs in a container or on the host (`Site` says where it
+listens and writes). Every answer the gateway makes itself is JSON shaped like the serving app's errors
+(`error`, `message`, `request_id`), with the request id in `X-Request-ID`; the app's own answers pass through as
+they are. A request goes to the next replica only when its replica refused the connection (never a second time
+once it was sent: a prediction is not repeated).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowship.config import GatewayConfig
+
+# The request id the gateway passes on: the client's when it is short and plain (the serving app's own rule),
+# else nginx's random one.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+API_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=\-]{16,256}$")
+UNPROTECTED = ("/health", "/ready")  # probes: no API key, no rate limit
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One replica as the gateway reaches it."""
+
+    name: str  # the container (or process) it is
+    address: str  # host:port
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The replicas of one model version (and the image they run, with Docker)."""
+
+    version: str
+    backends: tuple[Backend, ...]
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the gateway sends traffic to, and whether it is paused (the reason, then)."""
+
+    stable: Pool
+    paused: str | None = None
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where this nginx listens and writes: inside its container, or on the host."""
+
+    listen: str  # "8080" (all interfaces of a container) or "127.0.0.1:8000"
+    access_log: Path
+    error_log: str  # a path, or "stderr"
+    pid: Path
+    temp: Path
+    workers: int = 1
+
+
+# What the gateway answers itself: status -> (error, message)
+ERRORS = {
+    401: ("unauthorized", "this gateway wants an API key in the X-API-Key header"),
+    403: ("forbidden", "the API key in X-API-Key is not one this gateway knows"),
+    413: ("payload_too_large", "the request body is larger than this gateway accepts"),
+    429: ("rate_limited", "too many requests from this client; retry after the time in Retry-After"),
+    502: ("bad_gateway", "no replica of the model answered"),
+    504: ("timeout", "the model did not answer in time"),
+}
+
+
+def _json_text(value: object) -> str:
+    """A JSON document as an nginx single-quoted string (nginx variables in it stay live)."""
+    text = json.dumps(value, separators=(",", ":"))
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _error_location(status: int, code: str, message: str, retry_after: int | None = None) -> str:
+    body = _json_text({"error": code, "message": message, "request_id": "$req_id"})
+    retry = f"        add_header Retry-After {retry_after} always;\n" if retry_after is not None else ""
+    return (
+        f"    location @error_{status} {{\n"
+        "        default_type application/json;\n"
+        "        add_header X-Request-ID $req_id always;\n"
+        f"{retry}"
+        f"        return {status} {body};\n"
+        "    }\n"
+    )
+
+
+def _rate(per_second: float) -> str:
+    if per_second >= 1 and float(per_second).is_integer():
+        return f"{int(per_second)}r/s"
+    return f"{max(1, round(per_second * 60))}r/m"
+
+
+def header_variable(header: str) -> str:
+    """nginx's variable for a request header: `X-Client-Key` → `$http_x_client_key`."""
+    return "$http_" + header.lower().replace("-", "_")
+
+
+def read_api_keys(path: Path) -> list[str]:
+    """The keys in `path`, one per line (blank lines and `#` comments skipped); each must be a plain token."""
+    keys = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        key = line.strip()
+        if not key or key.startswith("#"):
+            continue
+        if not API_KEY_PATTERN.fullmatch(key):
+            raise ValueError(
+                f"{path}, line {number}: an API key is 16 to 256 characters of letters, digits and ._~+/=- "
+                "(no spaces or quotes)"
+            )
+        keys.append(key)
+    if not keys:
+        raise ValueError(f"{path} holds no API key")
+    return keys
+
+
+def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[str] | None = None) -> str:
+    """The whole nginx.conf. `api_keys`: the keys read from `config.api_keys_file` (None: no key is asked)."""
+    if not routing.stable.backends:
+        raise ValueError(f"v{routing.stable.version} has no replica to send traffic to")
+    servers = "".join(
+        f"        server {b.address} max_fails=1 fail_timeout=3s;  # {b.name}\n" for b in routing.stable.backends
+    )
+    client = header_variable(config.client_header)
+    limit_zone = limit = ""
+    if config.rate_limit is not None:
+        limit_zone = (
+            f'    map {client} $limit_key {{ "" $binary_remote_addr; default {client}; }}\n'
+            f"    limit_req_zone $limit_key zone=clients:10m rate={_rate(config.rate_limit.per_second)};\n"
+            "    limit_req_status 429;\n"
+            "    limit_req_log_level warn;\n"
+        )
+        burst = f" burst={config.rate_limit.burst}" if config.rate_limit.burst else ""  # nginx refuses burst=0
+        limit = f"            limit_req zone=clients{burst} nodelay;\n"
+    key_map = key_check = ""
+    if api_keys is not None:
+        entries = "".join(f'        "{key}" 0;\n' for key in api_keys)
+        key_map = (
+            f'    map $http_x_api_key $api_key_refusal {{\n        default 403;\n        "" 401;\n{entries}    }}\n'
+        )
+        key_check = (
+            "            if ($api_key_refusal = 401) { return 401; }\n"
+            "            if ($api_key_refusal = 403) { return 403; }\n"
+        )
+    proxy = (
+        "            proxy_pass http://stable;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "            proxy_set_header Host $host;\n"
+        "            proxy_set_header X-Request-ID $req_id;\n"
+        "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+        '            proxy_set_header X-API-Key "";\n'
+    )
+    if routing.paused is not None:
+        message = f"production is paused: {routing.paused}"
+        main = (
+            "        location / {\n"
+            "            default_type application/json;\n"
+            "            add_header X-Request-ID $req_id always;\n"
+            f"            add_header Retry-After {config.retry_after_s} always;\n"
+            f"            return 503 {_json_text({'error': 'paused', 'message': message, 'request_id': '$req_id'})};\n"
+            "        }\n"
+        )
+        probes = ""
+    else:
+        main = f"        location / {{\n{key_check}{limit}{proxy}        }}\n"
+        probes = "".join(f"        location = {path} {{\n{proxy}        }}\n" for path in UNPROTECTED)
+    errors = "".join(
+        _error_location(status, code, message, 1 if status == 429 else None)
+        for status, (code, message) in ERRORS.items()
+    )
+    error_pages = "".join(f"        error_page {status} = @error_{status};\n" for status in ERRORS)
+    temp = site.temp
+    return f"""# Written by flowship from .flowship/gateway/routing.json and params.yaml (gateway:); edits are lost.
+worker_processes {site.workers};
+pid {site.pid};
+error_log {site.error_log} warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    server_tokens off;
+    default_type application/json;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout {round(config.keepalive_s * 1000)}ms;
+    keepalive_requests 100000;
+
+    map $http_x_request_id $req_id {{
+        default $request_id;
+        "~{REQUEST_ID_PATTERN}" $http_x_request_id;
+    }}
+    log_format flowship escape=json '{{"time":"$time_iso8601","request_id":"$req_id","client":"$remote_addr",'
+        '"client_key":"{client}","method":"$request_method","path":"$uri","status":$status,'
+        '"request_bytes":$request_length,"response_bytes":$body_bytes_sent,"request_time":$request_time,'
+        '"upstream":"$upstream_addr","upstream_status":"$upstream_status",'
+        '"upstream_time":"$upstream_response_time","version":"$upstream_http_x_model_version"}}';
+    access_log {site.access_log} flowship;
+{limit_zone}{key_map}
+    upstream stable {{
+        # v{routing.stable.version}
+{servers}        keepalive 32;
+    }}
+
+    server {{
+        listen {site.listen};
+        client_max_body_size {round(config.max_body_mb * 1024)}k;
+        proxy_connect_timeout 2s;
+        proxy_send_timeout {round(config.timeout_s * 1000)}ms;
+        proxy_read_timeout {round(config.timeout_s * 1000)}ms;
+        # only a refused or broken connection goes to the next replica: a request once sent is not repeated
+        proxy_next_upstream error;
+        proxy_next_upstream_tries 3;
+{error_pages}
+{probes}{main}
+{errors}    }}
+}}
+"""

@@ -1,0 +1,112 @@
+"""The gateway's configuration as text, its routing state on disk, and the settings behind them (no nginx here:
+tests/release/test_gateway.py runs what these write)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from flowship.config import GatewayConfig, RateLimit, ReleaseConfig, replicas_for
+from flowship.files import daily_path, daily_paths
+from flowship.gateway import routing
+from flowship.gateway.nginx import Backend, Pool, Routing, Site, header_variable, read_api_keys, render
+from flowship.gateway.routing import GatewayState
+
+SITE = Site("8080", Path("/logs/access.jsonl"), "stderr", Path("/tmp/nginx.pid"), Path("/tmp"))
+V1 = Pool("1", (Backend("r1", "172.18.0.2:8000"), Backend("r2", "172.18.0.3:8000")), "img:v1")
+V2 = Pool("2", (Backend("r3", "172.18.0.4:8000"),), "img:v2")
+
+
+def test_every_replica_is_an_upstream_server_and_a_request_is_never_sent_twice() -> None:
+    text = render(SITE, Routing(V1), GatewayConfig())
+    assert "server 172.18.0.2:8000 max_fails=1 fail_timeout=3s;  # r1" in text
+    assert "server 172.18.0.3:8000 max_fails=1 fail_timeout=3s;  # r2" in text
+    assert "proxy_next_upstream error;" in text  # not `timeout`, not `non_idempotent`
+    assert "listen 8080;" in text and "access_log /logs/access.jsonl flowship;" in text
+
+
+def test_the_protections_follow_the_settings() -> None:
+    text = render(SITE, Routing(V1), GatewayConfig(timeout_s=2.5, max_body_mb=0.5, client_header="X-Tenant"))
+    assert "proxy_read_timeout 2500ms;" in text and "client_max_body_size 512k;" in text
+    assert 'map $http_x_tenant $limit_key { "" $binary_remote_addr; default $http_x_tenant; }' in text
+    assert "rate=500r/s" in text and "limit_req zone=clients burst=1000 nodelay;" in text
+    assert "keepalive_timeout 0ms;" in text  # a reload never cuts a request sent on an idle connection
+    slow = render(SITE, Routing(V1), GatewayConfig(rate_limit=RateLimit(per_second=0.5, burst=0)))
+    assert "rate=30r/m" in slow and "limit_req zone=clients nodelay;" in slow  # nginx refuses burst=0
+    unlimited = render(SITE, Routing(V1), GatewayConfig(rate_limit=None))
+    assert "limit_req" not in unlimited
+    assert "X-API-Key" in unlimited and "$api_key_refusal" not in unlimited  # the header is stripped, never checked
+
+
+def test_api_keys_are_checked_except_on_the_probes(tmp_path: Path) -> None:
+    text = render(SITE, Routing(V1), GatewayConfig(), ["k-0123456789abcdef", "k-fedcba9876543210"])
+    assert '"k-0123456789abcdef" 0;' in text and '"" 401;' in text and "default 403;" in text
+    main = text[text.index("location / {") :]
+    assert "if ($api_key_refusal = 401) { return 401; }" in main
+    probe = text[text.index("location = /health {") : text.index("location = /ready {")]
+    assert "api_key_refusal" not in probe and "limit_req" not in probe
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "holds no API key"),
+        ("# only a comment\n\n", "holds no API key"),
+        ("k-0123456789abcdef\nshort\n", "line 2: an API key is 16 to 256 characters"),
+        ('k-0123456789abcdef"; evil\n', "line 1: an API key is 16 to 256 characters"),
+    ],
+)
+def test_an_api_key_file_nginx_could_not_hold_safely_is_refused(tmp_path: Path, content: str, message: str) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_api_keys(keys)
+
+
+def test_paused_answers_503_json_everywhere_and_sends_nothing_on() -> None:
+    text = render(SITE, Routing(V1, paused="it's broken"), GatewayConfig(retry_after_s=60))
+    server = text[text.index("    server {") :]
+    assert "proxy_pass" not in server and "add_header Retry-After 60 always;" in server
+    assert """"error":"paused","message":"production is paused: it\\'s broken","request_id":"$req_id\"""" in server
+
+
+def test_a_version_without_replicas_cannot_be_routed_to() -> None:
+    with pytest.raises(ValueError, match="v3 has no replica"):
+        render(SITE, Routing(Pool("3", ())), GatewayConfig())
+
+
+def test_header_names_and_settings_are_checked() -> None:
+    assert header_variable("X-Client-Key") == "$http_x_client_key"
+    with pytest.raises(ValidationError, match="client_header"):
+        GatewayConfig(client_header="X Client")
+    with pytest.raises(ValidationError, match="timeout_s"):
+        GatewayConfig(timeout_s=0)
+    assert [replicas_for(n) for n in (None, 1, 2, 4, 6, 8, 64)] == [2, 2, 2, 2, 3, 4, 8]
+    assert ReleaseConfig(replicas=3).replica_count == 3
+
+
+def test_a_switch_keeps_the_replaced_version_warm_until_its_time(tmp_path: Path) -> None:
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    state = GatewayState(8000, V1).switched(V2, now + timedelta(minutes=10))
+    assert state.stable == V2 and state.warm_pool("1") == V1 and state.running_pool("2") == V2
+    assert state.expired(now) == [] and state.expired(now + timedelta(minutes=10)) == [V1]
+    back = state.switched(V1, None)  # back to v1, v2 let go
+    assert back.stable == V1 and back.warm == ()
+    routing.save(tmp_path, state)
+    assert routing.load(tmp_path) == state
+    routing.forget(tmp_path)
+    assert routing.load(tmp_path) is None
+
+
+def test_each_writer_of_a_log_has_its_own_daily_file(tmp_path: Path) -> None:
+    day = date(2026, 12, 2)
+    assert daily_path(tmp_path, "inference-", day).name == "inference-20261202.jsonl"
+    assert daily_path(tmp_path, "inference-", day, "v2-ab12-1").name == "inference-20261202.v2-ab12-1.jsonl"
+    for name in ("inference-20261202.jsonl", "inference-20261202.v2-ab12-1.jsonl", "inference-20261203.v2-ab12-2.jsonl",
+                 "inference-2026120.jsonl", "inference-20261202.a.b.jsonl", "inference-20261302.jsonl"):  # fmt: skip
+        (tmp_path / name).touch()
+    found = [p.name for p in daily_paths(tmp_path, "inference-", last=day)]
+    assert found == ["inference-20261202.jsonl", "inference-20261202.v2-ab12-1.jsonl"]
