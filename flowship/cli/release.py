@@ -44,7 +44,7 @@ def deploy(
         fail(str(exc))
     production = result.production
     if result.runtime == "process":
-        typer.echo("runtime:       no Docker daemon answers: serving as a local process (no image built)")
+        typer.echo("runtime:       serving as a local process on the production port: no image, no gateway")
     if not result.released:
         typer.echo(f"production:    v{result.version} already serves at {production.url}: nothing to release")
     else:
@@ -53,6 +53,7 @@ def deploy(
         typer.echo(f"production:    v{result.version} at {production.url} (was {_was(result.from_version)})")
         if production.image:
             typer.echo(f"image:         {production.image}")
+    _gateway_line(path.parent, cfg)
     typer.echo(f"try:           {_example_request(path.parent, cfg, production.url, result.version)}")
 
 
@@ -104,6 +105,20 @@ def rollback(
     except FlowshipError as exc:
         fail(str(exc))
     typer.echo(f"production:    v{result.version} at {result.production.url} (was {_was(result.from_version)})")
+    _gateway_line(path.parent, cfg)
+
+
+def _gateway_line(root: Path, cfg: Params) -> None:
+    """What the gateway holds after a release: the serving version's replicas, and the version kept warm."""
+    if not cfg.gateway.enabled or os.environ.get("FLOWSHIP_RUNTIME") == "process":
+        return
+    from flowship.release.docker_runtime import DockerRuntime
+
+    state = DockerRuntime(root, cfg.project.name).gateway_state()
+    if state is None:
+        return
+    warm = "".join(f"; v{w.pool.version} warm until {w.until:%H:%M} UTC" for w in state.warm)
+    typer.echo(f"gateway:       nginx, {len(state.stable.backends)} replicas of v{state.stable.version}{warm}")
 
 
 def history(params: ParamsOption = Path("params.yaml")) -> None:

@@ -43,6 +43,9 @@ _ENDPOINT_REFUSED = {
 KEEP_ERRORS = 5
 ATTEMPTS = 3
 BACKOFF_SECONDS = 0.2
+# A gateway's rate limit (429) is waited out as its Retry-After says, for at most this long per request.
+RATE_LIMITED_WAIT_S = 120.0
+CLIENT_KEY = "flowship-replay"  # the gateway counts the replay's requests as one client's
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,7 @@ class Replay:
     def _send(self, chunks: list[_Chunk]) -> _Progress:
         progress = _Progress()
         queue = iter(chunks)
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "X-Client-Key": CLIENT_KEY}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
@@ -340,13 +343,21 @@ class Replay:
         # default=str: a value JSON has no type for goes as text, and the endpoint decides
         body = json.dumps(payload, separators=(",", ":"), default=str)
         last = ""
-        for attempt in range(ATTEMPTS):
+        attempt, waited = 0, 0.0
+        while attempt < ATTEMPTS:
             if attempt:
                 time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+            attempt += 1
             try:
                 response = client.post("/predict", content=body, headers={"X-Request-ID": chunk.request_id})
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                continue
+            if response.status_code == 429 and waited < RATE_LIMITED_WAIT_S:  # sent too fast: as told, then again
+                pause = _retry_after(response)
+                time.sleep(pause)
+                waited += pause
+                attempt -= 1
                 continue
             if response.status_code >= 500:
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
@@ -402,3 +413,11 @@ def _message(response: httpx.Response) -> str:
 
 def _error_text(chunk: _Chunk) -> str:
     return f"request {chunk.request_id}: HTTP {chunk.status}: {chunk.error}"
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds the server asks to wait (its `Retry-After` in seconds; 1 when it says nothing usable), at most 30."""
+    try:
+        return min(30.0, max(0.05, float(response.headers.get("Retry-After", "1"))))
+    except ValueError:
+        return 1.0

@@ -38,12 +38,12 @@ def choose_runtime(
     if wanted not in WANTED:
         raise ReleaseError(f"FLOWSHIP_RUNTIME={wanted!r}: allowed values are {', '.join(WANTED)}")
     if wanted == "process":
-        return RuntimeChoice("process", "FLOWSHIP_RUNTIME=process: serving as a local process")
+        return RuntimeChoice("process", "FLOWSHIP_RUNTIME=process: serving as a local process (no gateway)")
     if (docker_answers or DockerEngine().available)():
         return RuntimeChoice("docker")
     if wanted == "docker" or require_docker:
         raise ReleaseError("no Docker daemon answers (FLOWSHIP_RUNTIME=docker or FLOWSHIP_REQUIRE_DOCKER=1 wants one)")
-    note = "no Docker daemon answers: serving the same app as a local process instead (no image is built)"
+    note = "no Docker daemon answers: serving the same app as a local process instead (no image, no gateway)"
     return RuntimeChoice("process", note, fallback=True)
 
 

@@ -418,6 +418,52 @@ def test_a_server_error_is_retried_then_fails_naming_what_was_sent(tmp_path: Pat
     assert labels["request_id"].tolist() == [f"{replay.id}-{n}" for n in range(4)]
 
 
+class _RateLimited(_Failing):
+    """Answers every other request 429 with `Retry-After: 0.05` (every one, past `always_after` hits), the rest 200."""
+
+    always_after = 10**9
+    client_keys: set[str] = set()
+
+    def do_POST(self) -> None:
+        type(self).hits += 1
+        type(self).client_keys.add(str(self.headers.get("X-Client-Key")))
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).hits % 2 or type(self).hits > type(self).always_after:
+            self.send_response(429)
+            self.send_header("Retry-After", "0.05")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+        else:
+            self._answer(200, b'{"predictions":[true],"request_id":"%s"}' % self.headers["X-Request-ID"].encode())
+
+
+def test_a_rate_limit_is_waited_out_as_the_gateway_says_within_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowship.monitoring import replay as replay_module
+
+    _RateLimited.hits, _RateLimited.always_after, _RateLimited.client_keys = 0, 10**9, set()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _RateLimited)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        result = Replay(url, COLUMNS, tmp_path / "labels", batch_size=1, concurrency=1).month(production_frame(), JULY)
+        assert result.sent == 30 and result.rejected == 0 and _RateLimited.hits == 60  # each told once to wait
+        assert _RateLimited.client_keys == {"flowship-replay"}
+
+        # Past the bound, a 429 is a refusal like any 4xx: counted, and the replay goes on.
+        monkeypatch.setattr(replay_module, "RATE_LIMITED_WAIT_S", 0.1)
+        _RateLimited.hits, _RateLimited.always_after = 0, 20
+        result = Replay(url, COLUMNS, tmp_path / "labels-2", batch_size=1, concurrency=1).month(
+            production_frame(), JULY
+        )
+        assert result.sent == 10 and result.rejected == 20
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 # --- the command ---
 
 
