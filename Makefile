@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway clean base-image
 
 setup: $(VENV)/.installed
 
@@ -81,6 +81,10 @@ bench-search: data
 # Time from `flowship up` to both UIs answering (fresh and existing databases), and `flowship down`.
 bench-services: setup
 	$(PY) bench/services_startup.py
+
+# the gateway's cost beside direct serving, and failed requests during a release under load (after `make run`)
+bench-gateway: setup
+	$(PY) bench/gateway_overhead.py
 
 clean:
 	-$(VENV)/bin/flowship down

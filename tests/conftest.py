@@ -43,6 +43,7 @@ LONGEST_FIRST = (
     "tests/services/test_postgres.py",
     "tests/flows/test_training_flow.py",
     "tests/release/test_release.py",
+    "tests/release/test_gateway.py",
     "tests/monitoring/test_monitoring_flow.py",
     "tests/monitoring/test_schedule.py",
     "tests/flows/test_bad_input.py",

@@ -58,13 +58,14 @@ CMD ["nginx", "-c", "{CONF_INSIDE}/{CONF_FILE}", "-g", "daemon off;"]
 """
 
 
-def ensure_image(engine: DockerEngine, base: str, on_log: Callable[[str], None] | None = None) -> str:
-    """The gateway image, built on `base` the first time (the serving image's base: no Docker Hub needed)."""
+def ensure_image(engine: DockerEngine, base: Callable[[], str], on_log: Callable[[str], None] | None = None) -> str:
+    """The gateway image, built the first time on the image `base()` gives (the serving image's base: no Docker Hub
+    needed)."""
     if engine.image_exists(IMAGE):
         return IMAGE
     with tempfile.TemporaryDirectory(prefix="flowship-gateway-build-") as tmp:
         (Path(tmp) / "Dockerfile").write_text(DOCKERFILE)
-        engine.build(Path(tmp), IMAGE, labels={"io.flowship.gateway": "nginx"}, buildargs={"BASE_IMAGE": base},
+        engine.build(Path(tmp), IMAGE, labels={"io.flowship.gateway": "nginx"}, buildargs={"BASE_IMAGE": base()},
                      on_log=on_log)  # fmt: skip
     return IMAGE
 

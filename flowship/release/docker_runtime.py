@@ -224,7 +224,7 @@ class DockerRuntime:
         if not gateway_up and port_taken(port) and not (direct is not None and direct.host_port == port):
             raise GatewayError(f"port {port} (release.production_port) is taken by another program: the gateway "
                                "cannot listen there; nothing was changed")  # fmt: skip
-        image = ensure_gateway_image(self.engine, self.engine.ensure_base_image(DEFAULT_BASE))
+        image = ensure_gateway_image(self.engine, lambda: self.engine.ensure_base_image(DEFAULT_BASE))
         self.engine.ensure_network(self.network)
         timeout = max(30.0, spec.gateway.timeout_s + 5)
         pool = state.running_pool(release.version) if state is not None else None
