@@ -206,8 +206,35 @@ class GateConfig(Section):
         return tolerances
 
 
+class CanaryConfig(Section):
+    """Live traffic on the challenger in steps, each judged against stable on that step's traffic (names after
+    Flagger's: `step_weights`, `interval`, a success rate and a request duration)."""
+
+    step_weights: list[int] = Field(default=[5, 25, 50], min_length=1)  # percent of live traffic, in turn
+    interval_s: float = Field(default=30.0, ge=0.0, le=86_400.0)  # at least this long per step
+    min_requests: int = Field(default=100, ge=1, le=10_000_000)  # and at least this many canary answers
+    max_wait_s: float = Field(default=600.0, gt=0.0, le=7 * 86_400.0)  # a step short of them by then aborts
+    min_success_rate: float = Field(default=0.99, ge=0.0, le=1.0)  # share of the canary's answers not 5xx
+    max_p99_ratio: float = Field(default=1.5, gt=0.0)  # canary's p99 (at the gateway) at most this x stable's
+    max_p99_ms: float | None = Field(default=None, gt=0.0)  # and, when set, at most this
+    # how far the canary's predictions may be from stable's: Jensen-Shannon distance of the predicted classes
+    # (classification), Wasserstein distance over stable's standard deviation (regression)
+    max_prediction_distance: float = Field(default=0.1, gt=0.0)
+
+    @field_validator("step_weights")
+    @classmethod
+    def _rising_percentages(cls, weights: list[int]) -> list[int]:
+        if any(not 0 < w < 100 for w in weights) or weights != sorted(set(weights)):
+            raise ValueError(f"{weights}: percentages between 1 and 99, rising (all steps passing promotes)")
+        return weights
+
+
 class ReleaseConfig(Section):
     """How a challenger is verified in staging and served in production (on loopback)."""
+
+    # direct: production switches once staging passes; canary: live traffic in steps first (`canary:`)
+    strategy: Literal["direct", "canary"] = "direct"
+    canary: CanaryConfig = CanaryConfig()
 
     production_port: int = Field(default=8000, ge=1024, le=65535)
     staging_port: int = Field(default=8001, ge=1024, le=65535)

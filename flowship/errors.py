@@ -71,6 +71,17 @@ class ReleaseCheckFailed(ReleaseError):
         super().__init__(f"release of v{version} stopped in staging: {failed}")
 
 
+class CanaryAborted(ReleaseError):
+    """A canary step failed: the challenger's traffic went back to stable, the aliases are untouched."""
+
+    def __init__(self, version: str, weight: float, checks: list[dict[str, Any]]) -> None:
+        self.version = version
+        self.weight = weight
+        self.checks = checks
+        failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checks if not c["passed"])
+        super().__init__(f"canary of v{version} aborted at {weight:g}% of the traffic: {failed}; stable serves all")
+
+
 class GatewayError(ReleaseError):
     """The gateway in front of production cannot take a change (its configuration is refused, its port is taken,
     it does not answer); what serves is left as it was."""

@@ -120,11 +120,15 @@ class SteadyLoad:
     block ends; every answer is counted by status (or by the exception that stood for one), and the versions
     that answered are collected (`X-Model-Version`)."""
 
-    def __init__(self, url: str, body: Any, clients: int = 16, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, body: Any, clients: int = 16, headers: dict[str, str] | None = None, keyed: bool = True
+    ) -> None:
+        """`keyed`: each client sends its own X-Client-Key (a gateway then rate-limits and splits them apart);
+        without, every request is anonymous (split request by request)."""
         import threading
         from collections import Counter
 
-        self.url, self.body, self.clients, self.headers = url, body, clients, headers or {}
+        self.url, self.body, self.clients, self.headers, self.keyed = url, body, clients, headers or {}, keyed
         self.statuses: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.errors: list[str] = []
@@ -134,7 +138,8 @@ class SteadyLoad:
 
     def _client(self, number: int) -> None:
         # each its own client key: a gateway's per-client rate limit counts them apart
-        with httpx.Client(timeout=30.0, headers={"X-Client-Key": f"load-{number}", **self.headers}) as client:
+        key = {"X-Client-Key": f"load-{number}"} if self.keyed else {}
+        with httpx.Client(timeout=30.0, headers={**key, **self.headers}) as client:
             while not self._stop.is_set():
                 try:
                     response = client.post(self.url, json=self.body)

@@ -42,6 +42,8 @@ def test_help_lists_every_command_and_no_arguments_shows_it_too(tmp_path: Path) 
     [
         ("train", ["--params", "--full", "[default: params.yaml]"]),
         ("status", ["--params", "--runs", "[default: 5]"]),
+        ("deploy", ["--params", "--version", "--full", "--canary", "--direct"]),
+        ("pause", ["--params", "--reason", "[default: paused by an operator]"]),
     ],
 )
 def test_a_commands_help_shows_its_usage_and_options(command: str, options: list[str], tmp_path: Path) -> None:

@@ -529,14 +529,14 @@ class DockerEngine:
             code, output = container.exec_run(list(command))
         return int(code), bytes(output or b"").decode(errors="replace")
 
-    def processes(self, name: str) -> list[str]:
-        """The command lines of the processes running in `name` (empty when it is not running)."""
+    def processes(self, name: str) -> list[tuple[int, str]]:
+        """The processes running in `name` (host pid, command line); empty when it is not running."""
         container = self._container(name)
         if container is None or container.status != "running":
             return []
         with _daemon_errors(f"list the processes of {name}"):
             top = container.top(ps_args="-eo pid,args")  # the daemon wants the PID column
-        return [str(row[-1]) for row in top.get("Processes") or []]
+        return [(int(row[0]), str(row[-1])) for row in top.get("Processes") or []]
 
     def names(self, labels: dict[str, str]) -> list[str]:
         """The containers (running or not) carrying all of `labels`, by name."""

@@ -21,6 +21,9 @@ def deploy(
     params: ParamsOption = Path("params.yaml"),
     version: str | None = typer.Option(None, "--version", help="Release this version instead of the challenger."),
     full: bool = typer.Option(False, "--full", help="Run the release flow even when the challenger already serves."),
+    canary: bool | None = typer.Option(
+        None, "--canary/--direct", help="Live traffic in steps before promotion, or not (default: release.strategy)."
+    ),
 ) -> None:
     """Release the challenger: image → staging → checks (health, golden set, bad input, latency) → production."""
     path = params.resolve()
@@ -33,13 +36,14 @@ def deploy(
         if serving is not None:
             typer.echo(f"production:    v{serving.version} (champion and challenger) already serves at {serving.url}")
             typer.echo("               nothing to release")
+            _reconfigure_gateway(path.parent, cfg)
             typer.echo(f"try:           {_example_request(path.parent, cfg, serving.url, serving.version)}")
             return
     check_estimator(cfg)
     from flowship.flows.release import release_flow
 
     try:
-        result = release_flow(params_path=str(path), version=version, params=cfg)
+        result = release_flow(params_path=str(path), version=version, params=cfg, canary=canary)
     except FlowshipError as exc:
         fail(str(exc))
     production = result.production
@@ -106,6 +110,23 @@ def rollback(
         fail(str(exc))
     typer.echo(f"production:    v{result.version} at {result.production.url} (was {_was(result.from_version)})")
     _gateway_line(path.parent, cfg)
+
+
+def _reconfigure_gateway(root: Path, cfg: Params) -> None:
+    """A gateway that serves follows params.yaml's `gateway:` as it is now (a changed limit, a new API key)."""
+    if not cfg.gateway.enabled or os.environ.get("FLOWSHIP_RUNTIME") == "process":
+        return
+    from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
+
+    runtime = DockerRuntime(root, cfg.project.name, production=ProductionSpec.from_params(cfg, root))
+    if runtime.gateway_state() is None:
+        return
+    try:
+        changed = runtime.reconfigure()
+    except FlowshipError as exc:
+        fail(str(exc))
+    if changed:
+        typer.echo("gateway:       its settings changed in params.yaml: applied (graceful reload)")
 
 
 def _gateway_line(root: Path, cfg: Params) -> None:

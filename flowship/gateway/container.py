@@ -79,6 +79,7 @@ class DockerGateway:
         self.network = network
         self.conf_dir = conf_dir
         self.log_dir = log_dir
+        self._draining: set[int] = set()  # workers of configurations replaced by `apply`, until they exit
 
     @property
     def access_log(self) -> Path:
@@ -113,16 +114,34 @@ class DockerGateway:
             detail = " ".join(_NGINX_PREFIX.sub("", line).strip() for line in output.splitlines() if line.strip())
             raise GatewayError(f"nginx refused the gateway configuration, nothing was changed: {detail}")
 
-    def apply(self, text: str) -> None:
-        """Validate `text`, make it the configuration and, when the gateway runs, reload it gracefully."""
+    def apply(self, text: str, timeout: float = 30.0) -> None:
+        """Validate `text` and make it the configuration; when the gateway runs, reload it gracefully and return once
+        new workers took over from every old one (new connections follow `text`; `wait_drained` then waits for
+        the old workers' last requests)."""
         self.validate(text)
         (self.conf_dir / NEXT_FILE).replace(self.conf_dir / CONF_FILE)
-        if self.status() == "running":
-            # nginx signals its own master; a signal sent through the daemon (`docker kill -s HUP`) would count as
-            # a manual stop, and the restart policy would no longer bring a crashed gateway back
-            code, output = self.engine.execute(self.name, ["nginx", "-c", f"{CONF_INSIDE}/{CONF_FILE}", "-s", "reload"])
-            if code != 0:
-                raise GatewayError(f"the gateway did not reload: {output.strip()}")
+        if self.status() != "running":
+            return
+        before = self._workers()
+        # nginx signals its own master; a signal sent through the daemon (`docker kill -s HUP`) would count as
+        # a manual stop, and the restart policy would no longer bring a crashed gateway back
+        code, output = self.engine.execute(self.name, ["nginx", "-c", f"{CONF_INSIDE}/{CONF_FILE}", "-s", "reload"])
+        if code != 0:
+            raise GatewayError(f"the gateway did not reload: {output.strip()}")
+        self._draining |= before
+        deadline = time.monotonic() + timeout
+        while True:
+            serving = self._workers()
+            if serving and not serving & before:
+                return
+            if time.monotonic() > deadline:
+                raise GatewayError(f"the gateway did not start new workers within {timeout:.0f} s of its reload")
+            time.sleep(0.05)
+
+    def configuration(self) -> str | None:
+        """The configuration in force (None: none yet)."""
+        path = self.conf_dir / CONF_FILE
+        return path.read_text() if path.exists() else None
 
     def start(self, image: str, port: int) -> None:
         """Run the gateway (its configuration applied before) on 127.0.0.1:`port`, restarted unless stopped."""
@@ -165,10 +184,20 @@ class DockerGateway:
         """Wait until the workers of earlier configurations have finished their requests and exited."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not any("shutting down" in p for p in self.engine.processes(self.name)):
+            alive = {pid for pid, _ in self.engine.processes(self.name)}
+            self._draining &= alive
+            if not self._draining:
                 return True
             time.sleep(0.1)
         return False
+
+    def _workers(self) -> set[int]:
+        """The workers that take new connections (not those shutting down after a reload)."""
+        return {
+            pid
+            for pid, args in self.engine.processes(self.name)
+            if args.startswith("nginx: worker process") and "shutting down" not in args
+        }
 
     def _prepare_conf_dir(self) -> None:
         self.conf_dir.mkdir(parents=True, exist_ok=True)

@@ -42,10 +42,13 @@ class Pool:
 
 @dataclass(frozen=True)
 class Routing:
-    """What the gateway sends traffic to, and whether it is paused (the reason, then)."""
+    """What the gateway sends traffic to: `stable`, and `canary_weight` percent to `canary` (the same client key
+    always to the same side); whether it is paused (the reason, then)."""
 
     stable: Pool
     paused: str | None = None
+    canary: Pool | None = None
+    canary_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,11 @@ def _rate(per_second: float) -> str:
     return f"{max(1, round(per_second * 60))}r/m"
 
 
+def _upstream(name: str, pool: Pool) -> str:
+    servers = "".join(f"        server {b.address} max_fails=1 fail_timeout=3s;  # {b.name}\n" for b in pool.backends)
+    return f"    upstream {name} {{\n        # v{pool.version}\n{servers}        keepalive 32;\n    }}\n"
+
+
 def header_variable(header: str) -> str:
     """nginx's variable for a request header: `X-Client-Key` → `$http_x_client_key`."""
     return "$http_" + header.lower().replace("-", "_")
@@ -121,11 +129,23 @@ def read_api_keys(path: Path) -> list[str]:
 
 def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[str] | None = None) -> str:
     """The whole nginx.conf. `api_keys`: the keys read from `config.api_keys_file` (None: no key is asked)."""
-    if not routing.stable.backends:
-        raise ValueError(f"v{routing.stable.version} has no replica to send traffic to")
-    servers = "".join(
-        f"        server {b.address} max_fails=1 fail_timeout=3s;  # {b.name}\n" for b in routing.stable.backends
-    )
+    pools = {"stable": routing.stable}
+    if routing.canary is not None and routing.canary_weight > 0:
+        pools["canary"] = routing.canary
+    for pool in pools.values():
+        if not pool.backends:
+            raise ValueError(f"v{pool.version} has no replica to send traffic to")
+    upstreams = "".join(_upstream(name, pool) for name, pool in pools.items())
+    if "canary" in pools:
+        # sticky: a client that sends its key always lands on the same side; without one, each request is drawn
+        client = header_variable(config.client_header)
+        split = (
+            f'    map {client} $split_key {{ "" $request_id; default {client}; }}\n'
+            f'    split_clients "$split_key" $pool {{\n'
+            f"        {routing.canary_weight:g}% canary;\n        * stable;\n    }}\n"
+        )
+    else:
+        split = "    map $request_id $pool { default stable; }\n"
     client = header_variable(config.client_header)
     limit_zone = limit = ""
     if config.rate_limit is not None:
@@ -148,7 +168,7 @@ def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[s
             "            if ($api_key_refusal = 403) { return 403; }\n"
         )
     proxy = (
-        "            proxy_pass http://stable;\n"
+        "            proxy_pass http://$pool;\n"
         "            proxy_http_version 1.1;\n"
         '            proxy_set_header Connection "";\n'
         "            proxy_set_header Host $host;\n"
@@ -206,14 +226,10 @@ http {{
         '"client_key":"{client}","method":"$request_method","path":"$uri","status":$status,'
         '"request_bytes":$request_length,"response_bytes":$body_bytes_sent,"request_time":$request_time,'
         '"upstream":"$upstream_addr","upstream_status":"$upstream_status",'
-        '"upstream_time":"$upstream_response_time","version":"$upstream_http_x_model_version"}}';
+        '"upstream_time":"$upstream_response_time","pool":"$pool","version":"$upstream_http_x_model_version"}}';
     access_log {site.access_log} flowship;
-{limit_zone}{key_map}
-    upstream stable {{
-        # v{routing.stable.version}
-{servers}        keepalive 32;
-    }}
-
+{limit_zone}{key_map}{split}
+{upstreams}
     server {{
         listen {site.listen};
         client_max_body_size {round(config.max_body_mb * 1024)}k;

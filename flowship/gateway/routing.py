@@ -1,7 +1,8 @@
 """What the gateway routes to, kept on disk (`.flowship/gateway/routing.json`): the configuration is made from it.
 
-`stable` serves; `warm` are versions it replaced, still running out of traffic until their time is up, so going
-back to one is a switch of the gateway; `paused` holds the reason while `flowship pause` is in force.
+`stable` serves (and `canary`, a challenger, gets `canary_weight` percent of the traffic); `warm` are versions it
+replaced, still running out of traffic until their time is up, so going back to one is a switch of the gateway;
+`paused` holds the reason while `flowship pause` is in force.
 """
 
 from __future__ import annotations
@@ -32,24 +33,34 @@ class GatewayState:
     stable: Pool
     warm: tuple[Warm, ...] = field(default_factory=tuple)
     paused: str | None = None
+    canary: Pool | None = None
+    canary_weight: float = 0.0
 
     @property
     def routing(self) -> Routing:
-        return Routing(self.stable, self.paused)
+        return Routing(self.stable, self.paused, self.canary, self.canary_weight)
+
+    def with_canary(self, pool: Pool | None, weight: float) -> GatewayState:
+        """`weight` percent of the traffic to `pool` (None, 0: no canary)."""
+        return replace(self, canary=pool, canary_weight=weight if pool is not None else 0.0)
 
     def warm_pool(self, version: str) -> Pool | None:
         return next((w.pool for w in self.warm if w.pool.version == version), None)
 
     def running_pool(self, version: str) -> Pool | None:
-        """The replicas of `version` that run now, serving or warm."""
-        return self.stable if self.stable.version == version else self.warm_pool(version)
+        """The replicas of `version` that run now: serving, as the canary, or warm."""
+        if self.stable.version == version:
+            return self.stable
+        if self.canary is not None and self.canary.version == version:
+            return self.canary
+        return self.warm_pool(version)
 
     def switched(self, pool: Pool, keep_until: datetime | None) -> GatewayState:
         """`pool` serves; the one it replaces stays warm until `keep_until` (None: it is let go)."""
         warm = [w for w in self.warm if w.pool.version not in (pool.version, self.stable.version)]
         if keep_until is not None and self.stable.version != pool.version:
             warm.append(Warm(self.stable, keep_until))
-        return replace(self, stable=pool, warm=tuple(warm))
+        return replace(self, stable=pool, warm=tuple(warm), canary=None, canary_weight=0.0)
 
     def without_warm(self, versions: set[str]) -> GatewayState:
         return replace(self, warm=tuple(w for w in self.warm if w.pool.version not in versions))
@@ -58,7 +69,7 @@ class GatewayState:
         return [w.pool for w in self.warm if w.until <= now]
 
     def pools(self) -> list[Pool]:
-        return [self.stable, *(w.pool for w in self.warm)]
+        return [self.stable, *([self.canary] if self.canary is not None else []), *(w.pool for w in self.warm)]
 
 
 def _pool(data: dict[str, Any]) -> Pool:
@@ -80,7 +91,9 @@ def load(folder: Path) -> GatewayState | None:
         return None
     data = json.loads(path.read_text())
     warm = tuple(Warm(_pool(w["pool"]), datetime.fromisoformat(w["until"])) for w in data.get("warm", []))
-    return GatewayState(int(data["port"]), _pool(data["stable"]), warm, data.get("paused"))
+    canary = _pool(data["canary"]) if data.get("canary") else None
+    weight = float(data.get("canary_weight", 0.0))
+    return GatewayState(int(data["port"]), _pool(data["stable"]), warm, data.get("paused"), canary, weight)
 
 
 def save(folder: Path, state: GatewayState) -> None:
@@ -89,6 +102,8 @@ def save(folder: Path, state: GatewayState) -> None:
         "stable": _pool_dict(state.stable),
         "warm": [{"pool": _pool_dict(w.pool), "until": w.until.astimezone(UTC).isoformat()} for w in state.warm],
         "paused": state.paused,
+        "canary": _pool_dict(state.canary) if state.canary is not None else None,
+        "canary_weight": state.canary_weight,
     }
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / STATE_FILE, json.dumps(data, indent=2) + "\n")

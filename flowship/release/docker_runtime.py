@@ -270,6 +270,61 @@ class DockerRuntime:
         self.gateway.wait_serving(state.port, None if reason is not None else state.stable.version, timeout=30)
         return new_state
 
+    def set_canary(self, release: Release, weight: float, log_dir: Path) -> GatewayState:
+        """`weight` percent of live traffic to `release`'s replicas, started beside stable the first time; the
+        stable replicas and the aliases are untouched."""
+        spec, state = self._serving()
+        timeout = max(30.0, spec.gateway.timeout_s + 5)
+        if release.version == state.stable.version:
+            raise GatewayError(f"v{release.version} already serves: it cannot be its own canary")
+        pool = state.canary if state.canary is not None and state.canary.version == release.version else None
+        started = pool is None or pool.image != release.image or not self._healthy(pool)
+        if started:
+            pool = self._start_pool(release, spec.replicas, log_dir, timeout)
+        assert pool is not None
+        new_state = state.with_canary(pool, weight)
+        try:
+            self.gateway.apply(self._render(spec, new_state))
+        except (GatewayError, ContainerError):
+            if started:
+                self._remove_pool(pool)
+            raise
+        routing.save(self.gateway_dir, new_state)
+        self.gateway.wait_drained(timeout)  # every worker now splits by the new weight
+        return new_state
+
+    def clear_canary(self) -> GatewayState:
+        """No traffic to the canary any more (answers in flight finish), then its replicas go."""
+        spec, state = self._serving()
+        if state.canary is None:
+            return state
+        new_state = state.with_canary(None, 0.0)
+        self.gateway.apply(self._render(spec, new_state))
+        routing.save(self.gateway_dir, new_state)
+        self.gateway.wait_drained(max(30.0, spec.gateway.timeout_s + 5))
+        self._remove_pool(state.canary)
+        return new_state
+
+    def reconfigure(self) -> bool:
+        """The running gateway made to follow params.yaml's `gateway:` as it is now; whether anything changed."""
+        spec, state = self._serving()
+        text = self._render(spec, state)
+        if self.gateway.configuration() == text:
+            return False
+        self.gateway.apply(text)
+        self.gateway.wait_drained(max(30.0, spec.gateway.timeout_s + 5))
+        return True
+
+    def canary_alive(self) -> bool:
+        state = routing.load(self.gateway_dir)
+        return state is not None and state.canary is not None and self._healthy(state.canary)
+
+    def _serving(self) -> tuple[ProductionSpec, GatewayState]:
+        state = routing.load(self.gateway_dir)
+        if self.production is None or state is None or self.gateway.status() != "running":
+            raise GatewayError("no gateway serves this project: a canary needs production behind the gateway")
+        return self.production, state
+
     def gateway_state(self) -> GatewayState | None:
         return routing.load(self.gateway_dir)
 

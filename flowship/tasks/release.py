@@ -8,6 +8,9 @@ are as they were and the history records nothing.
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +19,25 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.transactions import Transaction, get_transaction
 
 from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
-from flowship.errors import ReleaseCheckFailed, ReleaseError
-from flowship.release import discovery, history, http_checks, promotion
-from flowship.release.checks import Check
-from flowship.release.docker_runtime import ProductionSpec
+from flowship.errors import CanaryAborted, ReleaseCheckFailed, ReleaseError
+from flowship.release import canary, discovery, history, http_checks, promotion
+from flowship.release.canary import CanaryStep
+from flowship.release.checks import Check, summary
+from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
 from flowship.release.export import already_exported, export_version
 from flowship.release.promotion import PRODUCTION, STAGING, Promotion, ReleaseTarget
 from flowship.release.runtime import Deployed, Release, Runtime
+from flowship.serving.inference_log import read_inference_log
 from flowship.tasks.common import Context, is_transient
 
 
 def serving_env(ctx: Context) -> dict[str, str]:
+    """What the serving app started by a release is told: the batch limit, and from this environment the API token
+    and a drill's fault (FLOWSHIP_FAULT_DELAY_MS: the versions released meanwhile answer that much later)."""
     env = {"FLOWSHIP_MAX_BATCH": str(ctx.params.release.max_batch)}
-    if os.environ.get("FLOWSHIP_API_TOKEN"):
-        env["FLOWSHIP_API_TOKEN"] = os.environ["FLOWSHIP_API_TOKEN"]
+    for name in ("FLOWSHIP_API_TOKEN", "FLOWSHIP_FAULT_DELAY_MS"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     return env
 
 
@@ -241,3 +249,101 @@ def rollback_target(ctx: Context, to_version: str | None) -> str:
             f"no previous champion recorded before v{current}: name the version to go back to with --to VERSION"
         )
     return target
+
+
+# --- canary: live traffic in steps, each judged against stable on the same traffic ---
+
+
+def _gateway_runtime(ctx: Context, kind: str) -> DockerRuntime:
+    runtime = runtime_for(ctx, kind)
+    if not isinstance(runtime, DockerRuntime) or not ctx.params.gateway.enabled:
+        raise ReleaseError(
+            "a canary release needs the gateway, which runs with Docker (gateway.enabled: true); "
+            f"this release serves {'as a local process' if kind == 'process' else 'without it'}"
+        )
+    return runtime
+
+
+@task(name="check_canary_possible")
+def check_canary_possible(ctx: Context, kind: str) -> None:
+    """Before staging: a canary needs the gateway, and something serving behind it to compare with."""
+    runtime = _gateway_runtime(ctx, kind)
+    if runtime.gateway_state() is None:
+        raise ReleaseError("nothing serves behind the gateway yet: release the first version directly, then canary")
+
+
+@task(name="canary_step", task_run_name="canary-{weight}pct")
+def canary_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: str | None, weight: float) -> CanaryStep:
+    """`weight` percent of live traffic on the challenger for at least `interval_s` and `min_requests` of its answers
+    (at most `max_wait_s`), then judged against stable on that step's traffic."""
+    runtime = _gateway_runtime(ctx, kind)
+    cfg = ctx.params.release.canary
+    access = runtime.gateway.access_log
+    offset = access.stat().st_size if access.exists() else 0
+    release = Release(ref.name, ref.version, Path(bundle), image)
+    state = runtime.set_canary(release, weight, promotion.inference_log_dir(ctx.layout, PRODUCTION))
+    started, began = datetime.now(UTC), time.monotonic()
+    alive = True
+    while True:
+        time.sleep(1.0)
+        lines = canary.read_access_log(access, offset)
+        seconds = time.monotonic() - began
+        alive = runtime.canary_alive()
+        enough = seconds >= cfg.interval_s and canary.traffic(lines, "canary").requests >= cfg.min_requests
+        if not alive or enough or seconds >= cfg.max_wait_s:
+            break
+    records, _ = read_inference_log(ctx.layout.inference_log_dir, started, datetime.now(UTC))
+    versions = records["model_version"].astype(str)
+    distance = canary.prediction_distance(
+        list(records.loc[versions == ref.version, "prediction"]),
+        list(records.loc[versions == state.stable.version, "prediction"]),
+        ctx.params.data.task,
+    )
+    measure = canary.StepMeasure(
+        weight, seconds, canary.traffic(lines, "canary"), canary.traffic(lines, "stable"), distance
+    )
+    replicas = Check("canary_replicas", alive, "every canary replica ran" if alive else "a canary replica stopped")
+    step = canary.CanaryStep(weight, measure, (replicas, *canary.judge_step(measure, cfg)))
+    log = get_run_logger()
+    for c in step.checks:
+        log.info("canary %g%%: %s %s (%s)", weight, c.name, "passed" if c.passed else "FAILED", c.detail)
+    create_markdown_artifact(
+        key=f"canary-step-{int(weight)}",
+        markdown=canary.steps_markdown(ref.version, [step], f"{weight:g}% {'passed' if step.passed else 'failed'}"),
+        description=f"canary of v{ref.version} at {weight:g}%",
+    )
+    return step
+
+
+@task(name="abort_canary", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
+def abort_canary(ctx: Context, kind: str, target: ReleaseTarget, steps: tuple[CanaryStep, ...]) -> None:
+    """All traffic back to stable, the canary's replicas gone, the numbers kept (version tags, artifact, history);
+    the aliases are untouched. Raises CanaryAborted."""
+    runtime = _gateway_runtime(ctx, kind)
+    runtime.clear_canary()
+    failed = steps[-1]
+    checks = canary_checks(steps)
+    Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.failure_tags(checks))
+    create_markdown_artifact(
+        key="canary-steps",
+        markdown=canary.steps_markdown(target.version, steps, f"aborted at {failed.weight:g}%"),
+        description=f"canary of v{target.version}: aborted",
+    )
+    history.record(
+        ctx.root,
+        {
+            "action": "canary",
+            "outcome": "aborted",
+            "version": target.version,
+            "from_version": target.champion,
+            "to_version": target.version,
+            "steps": [s.as_dict() for s in steps],
+            "reason": summary(list(failed.checks))[1],
+        },
+    )
+    raise CanaryAborted(target.version, failed.weight, [c.as_dict() for c in failed.checks])
+
+
+def canary_checks(steps: tuple[CanaryStep, ...]) -> tuple[Check, ...]:
+    """Every step's checks, each named with its weight."""
+    return tuple(replace(c, name=f"canary {s.weight:g}% {c.name}") for s in steps for c in s.checks)

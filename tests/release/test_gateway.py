@@ -64,10 +64,10 @@ def state(project: Project) -> GatewayState:
     return found
 
 
-def release(project: Project, version: str | None = None) -> ReleaseResult:
+def release(project: Project, version: str | None = None, canary: bool | None = None) -> ReleaseResult:
     from flowship.flows.release import release_flow
 
-    return release_flow(params_path=str(project.params_path), version=version)
+    return release_flow(params_path=str(project.params_path), version=version, canary=canary)
 
 
 def golden_record(project: Project, version: str) -> dict[str, object]:
@@ -280,3 +280,72 @@ def _answers(record: dict[str, object]) -> bool:
         return httpx.post(f"{GATEWAY}/predict", json=record, timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# --- canary ---
+
+
+def canary_params(project: Project, **canary: object) -> None:
+    params = project.params()
+    params.pop("gateway", None)
+    params["gateway"] = {"rate_limit": None}  # the test's anonymous load comes from one address
+    params["release"]["canary"] = {"step_weights": [20, 50], "interval_s": 2, "min_requests": 30, "max_wait_s": 90,
+                                   **canary}  # fmt: skip
+    project.write_params(params)
+    # as `flowship deploy` does when nothing is to release: the gateway follows the changed settings
+    gateway = runtime(project)
+    gateway.reconfigure()
+    assert "limit_req" not in (gateway.gateway.configuration() or "")
+    assert not gateway.reconfigure()  # nothing changed since
+
+
+def test_a_slow_canary_is_aborted_at_its_first_step_and_stable_keeps_serving(
+    project: Project, docker_engine: DockerEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canary_params(project)
+    before = state(project)
+    stable = before.stable.version
+    challenger = "2" if stable == "1" else "1"
+    tracker = project.tracker()
+    aliases = tracker.aliases(NAME)
+    monkeypatch.setenv("FLOWSHIP_FAULT_DELAY_MS", "200")  # the versions released now answer 200 ms late
+    from flowship.errors import CanaryAborted
+
+    with SteadyLoad(f"{GATEWAY}/predict", golden_record(project, stable), clients=8, keyed=False) as load:
+        with pytest.raises(CanaryAborted, match=r"aborted at 20% of the traffic: request_duration: p99 "):
+            release(project, version=challenger, canary=True)
+        after_abort = load.versions[stable]
+        wait_until(lambda: load.versions[stable] > after_abort + 50, 60, "stable's answers after the abort")
+    assert load.failed == 0, load.statuses  # slow, not failed: every client got its answer
+    assert load.versions[challenger] > 0  # the canary did get its share before the abort
+    after = state(project)
+    assert after.canary is None and after.stable == before.stable
+    assert docker_engine.names({"io.flowship.pool": DockerRuntime(project.root, NAME).network}) == sorted(
+        b.name for pool in after.pools() for b in pool.backends
+    )  # the canary's replicas are gone
+    assert tracker.aliases(NAME) == aliases
+    tags = tracker.version(NAME, challenger).tags
+    assert (
+        tags["flowship.release.verdict"] == "failed"
+        and "canary 20% request_duration" in tags["flowship.release.failed_checks"]
+    )
+    event = history.read(project.root)[-1]
+    assert (event["action"], event["outcome"], event["to_version"]) == ("canary", "aborted", challenger)
+    assert [s["weight"] for s in event["steps"]] == [20] and event["steps"][0]["canary"]["p99_ms"] >= 200
+
+
+def test_a_canary_that_holds_up_is_promoted_step_by_step_without_a_failed_request(
+    project: Project, docker_engine: DockerEngine
+) -> None:
+    canary_params(project)
+    stable = state(project).stable.version
+    challenger = "2" if stable == "1" else "1"
+    with SteadyLoad(f"{GATEWAY}/predict", golden_record(project, stable), clients=8, keyed=False) as load:
+        result = release(project, version=challenger, canary=True)
+        wait_until(lambda: load.versions[challenger] > 100, 60, "the promoted version's answers")
+    assert load.failed == 0, load.statuses
+    assert result.released and result.version == challenger and state(project).stable.version == challenger
+    names = [c.name for c in result.checks]
+    assert "canary 20% success_rate" in names and "canary 50% prediction_distance" in names
+    assert all(c.passed for c in result.checks)
+    assert project.tracker().aliases(NAME)["champion"] == challenger

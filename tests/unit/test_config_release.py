@@ -20,7 +20,11 @@ def test_defaults_when_the_section_is_absent() -> None:
         ({"staging_port": 8000}, "staging_port must differ from production_port (8000)"),
         ({"production_port": 80}, "release.production_port: Input should be greater than or equal to 1024 (got 80)"),
         ({"latency_p95_ms": -1}, "release.latency_p95_ms"),
-        ({"canary": True}, "release.canary: unknown key"),
+        ({"blue_green": True}, "release.blue_green: unknown key"),
+        ({"strategy": "big-bang"}, "release.strategy: Input should be 'direct' or 'canary'"),
+        ({"canary": {"step_weights": [50, 5]}}, "release.canary.step_weights: Value error, [50, 5]: percentages"),
+        ({"canary": {"min_success_rate": 2}}, "release.canary.min_success_rate"),
+        ({"replicas": 0}, "release.replicas: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_release_settings_are_named(release: dict[str, object], expected: str) -> None:

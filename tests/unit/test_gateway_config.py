@@ -110,3 +110,14 @@ def test_each_writer_of_a_log_has_its_own_daily_file(tmp_path: Path) -> None:
         (tmp_path / name).touch()
     found = [p.name for p in daily_paths(tmp_path, "inference-", last=day)]
     assert found == ["inference-20261202.jsonl", "inference-20261202.v2-ab12-1.jsonl"]
+
+
+def test_a_canary_gets_its_share_sticky_per_client_key() -> None:
+    text = render(SITE, Routing(V1, canary=V2, canary_weight=5), GatewayConfig())
+    assert "upstream canary {" in text and "server 172.18.0.4:8000" in text
+    assert 'map $http_x_client_key $split_key { "" $request_id; default $http_x_client_key; }' in text
+    assert "5% canary;" in text and "* stable;" in text and "proxy_pass http://$pool;" in text
+    assert '"pool":"$pool"' in text  # the access log says which side answered
+    for off in (Routing(V1, canary=V2, canary_weight=0), Routing(V1)):
+        plain = render(SITE, off, GatewayConfig())
+        assert "upstream canary" not in plain and "map $request_id $pool { default stable; }" in plain
