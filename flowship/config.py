@@ -229,12 +229,25 @@ class CanaryConfig(Section):
         return weights
 
 
+class ShadowConfig(Section):
+    """A copy of live traffic for the challenger, whose answers are compared with stable's and never sent back."""
+
+    min_requests: int = Field(default=200, ge=1, le=10_000_000)  # records answered by both and compared
+    max_wait_s: float = Field(default=600.0, gt=0.0, le=7 * 86_400.0)  # short of them by then: the shadow fails
+    min_agreement: float = Field(default=0.95, ge=0.0, le=1.0)  # classification: share given the same class
+    max_mean_difference: float = Field(default=0.1, ge=0.0)  # regression: mean |difference| / stable's std
+    max_p99_ratio: float = Field(default=2.0, gt=0.0)  # the shadow's p99 (model time) at most this x stable's
+    max_p99_ms: float | None = Field(default=None, gt=0.0)  # and, when set, at most this
+
+
 class ReleaseConfig(Section):
     """How a challenger is verified in staging and served in production (on loopback)."""
 
-    # direct: production switches once staging passes; canary: live traffic in steps first (`canary:`)
-    strategy: Literal["direct", "canary"] = "direct"
+    # direct: production switches once staging passes; canary: live traffic in steps first (`canary:`);
+    # shadow: a copy of live traffic first, answers compared (`shadow:`)
+    strategy: Literal["direct", "canary", "shadow"] = "direct"
     canary: CanaryConfig = CanaryConfig()
+    shadow: ShadowConfig = ShadowConfig()
 
     production_port: int = Field(default=8000, ge=1024, le=65535)
     staging_port: int = Field(default=8001, ge=1024, le=65535)

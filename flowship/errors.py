@@ -71,15 +71,16 @@ class ReleaseCheckFailed(ReleaseError):
         super().__init__(f"release of v{version} stopped in staging: {failed}")
 
 
-class CanaryAborted(ReleaseError):
-    """A canary step failed: the challenger's traffic went back to stable, the aliases are untouched."""
+class ReleaseAborted(ReleaseError):
+    """A step on live traffic failed (a canary step, the shadow): the challenger's traffic went back to stable (or
+    its copies stopped), the aliases are untouched."""
 
-    def __init__(self, version: str, weight: float, checks: list[dict[str, Any]]) -> None:
+    def __init__(self, version: str, step: str, checks: list[dict[str, Any]]) -> None:
         self.version = version
-        self.weight = weight
+        self.step = step
         self.checks = checks
         failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checks if not c["passed"])
-        super().__init__(f"canary of v{version} aborted at {weight:g}% of the traffic: {failed}; stable serves all")
+        super().__init__(f"release of v{version} aborted at {step}: {failed}; stable serves all traffic")
 
 
 class GatewayError(ReleaseError):

@@ -85,6 +85,11 @@ class Layout:
         return self.root / "logs" / "inference"
 
     @property
+    def shadow_inference_log_dir(self) -> Path:
+        """A shadow's inference log: its answers to mirrored traffic, compared with production's, never monitored."""
+        return self.root / "logs" / "inference-shadow"
+
+    @property
     def staging_inference_log_dir(self) -> Path:
         """Staging's inference log: its checks' requests never mix with production traffic."""
         return self.root / "logs" / "inference-staging"

@@ -42,7 +42,7 @@ def test_help_lists_every_command_and_no_arguments_shows_it_too(tmp_path: Path) 
     [
         ("train", ["--params", "--full", "[default: params.yaml]"]),
         ("status", ["--params", "--runs", "[default: 5]"]),
-        ("deploy", ["--params", "--version", "--full", "--canary", "--direct"]),
+        ("deploy", ["--params", "--version", "--full", "--canary", "--shadow", "--direct"]),
         ("pause", ["--params", "--reason", "[default: paused by an operator]"]),
     ],
 )

@@ -133,10 +133,14 @@ def _gateway_lines(runtime: DockerRuntime, cfg: Params) -> None:
         return
     gateway = runtime.gateway.status() or "missing"
     paused = f"PAUSED ({state.paused})" if state.paused is not None else "serving"
+    paused += f"; v{state.stable.version} {100 - state.canary_weight:g}%" if state.canary is not None else ""
     typer.echo(f"  {'gateway':<11} nginx on 127.0.0.1:{state.port}  {gateway}, {paused}")
     chosen = "release.replicas" if cfg.release.replicas is not None else f"chosen for {os.cpu_count()} cores"
     replicas = ", ".join(runtime.replica_status(state.stable))
     typer.echo(f"  {'replicas':<11} v{state.stable.version}: {len(state.stable.backends)} ({chosen}): {replicas}")
+    if state.canary is not None:
+        replicas = ", ".join(runtime.replica_status(state.canary))
+        typer.echo(f"  {'canary':<11} v{state.canary.version}: {state.canary_weight:g}% of the traffic; {replicas}")
     for warm in state.warm:
         until = warm.until.strftime("%Y-%m-%d %H:%M UTC")
         typer.echo(f"  {'warm':<11} v{warm.pool.version}: {len(warm.pool.backends)} out of traffic until {until}"

@@ -21,11 +21,16 @@ def deploy(
     params: ParamsOption = Path("params.yaml"),
     version: str | None = typer.Option(None, "--version", help="Release this version instead of the challenger."),
     full: bool = typer.Option(False, "--full", help="Run the release flow even when the challenger already serves."),
-    canary: bool | None = typer.Option(
-        None, "--canary/--direct", help="Live traffic in steps before promotion, or not (default: release.strategy)."
+    canary: bool = typer.Option(False, "--canary", help="Live traffic in steps before promotion (release.canary)."),
+    shadow: bool = typer.Option(
+        False, "--shadow", help="A copy of live traffic first, answers compared (release.shadow)."
     ),
+    direct: bool = typer.Option(False, "--direct", help="Production switches once staging passes."),
 ) -> None:
     """Release the challenger: image → staging → checks (health, golden set, bad input, latency) → production."""
+    chosen = [name for name, on in (("canary", canary), ("shadow", shadow), ("direct", direct)) if on]
+    if len(chosen) > 1:
+        fail(f"--{' and --'.join(chosen)}: choose one strategy")
     path = params.resolve()
     # Read once; the estimator check (it imports scikit-learn) only when there is something to release.
     cfg = read_params(path, check_estimator=False)
@@ -43,7 +48,8 @@ def deploy(
     from flowship.flows.release import release_flow
 
     try:
-        result = release_flow(params_path=str(path), version=version, params=cfg, canary=canary)
+        strategy = chosen[0] if chosen else None
+        result = release_flow(params_path=str(path), version=version, params=cfg, strategy=strategy)
     except FlowshipError as exc:
         fail(str(exc))
     production = result.production

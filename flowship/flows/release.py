@@ -9,20 +9,26 @@ from prefect import flow
 from prefect.transactions import transaction
 
 from flowship.config import Params  # at run time: Prefect reads the flow's annotations
+from flowship.errors import ReleaseError
 from flowship.flows.training import context
-from flowship.release.canary import CanaryStep
+from flowship.release.canary import LiveStep
 from flowship.release.promotion import ReleaseResult, ReleaseTarget
 from flowship.tasks import release
 from flowship.tasks.common import Context
 
+STRATEGIES = ("direct", "canary", "shadow")
+
 
 def _stage_and_promote(
-    ctx: Context, kind: str, target: ReleaseTarget, action: str, full: bool, canary: bool = False
+    ctx: Context, kind: str, target: ReleaseTarget, action: str, full: bool, live: str | None = "direct"
 ) -> ReleaseResult:
-    """Bundle and image of `target`, staging and its checks (then, for a canary, live traffic in steps); promoted
-    only when every check passed."""
-    if canary:
-        release.check_canary_possible(ctx, kind)
+    """Bundle and image of `target`, staging and its checks, then live traffic as `live` says (None: as
+    `release.strategy` says): canary steps, or the shadow; promoted only when every check passed."""
+    strategy = ctx.params.release.strategy if live is None else live
+    if strategy not in STRATEGIES:
+        raise ReleaseError(f"strategy {strategy!r}: allowed values are {', '.join(STRATEGIES)}")
+    if strategy != "direct":
+        release.check_live_possible(ctx, kind)
     bundle = release.export_bundle(ctx, target.ref)
     image = release.build_image(ctx, target.ref, bundle) if kind == "docker" else None
     staging = release.start_staging(ctx, kind, target.ref, bundle, image)
@@ -30,13 +36,18 @@ def _stage_and_promote(
     release.teardown_staging(ctx, kind)
     if not all(c.passed for c in checks):
         release.record_failure(ctx, kind, target, checks, action)
-    if canary:
-        steps: list[CanaryStep] = []
-        for weight in ctx.params.release.canary.step_weights:
-            steps.append(release.canary_step(ctx, kind, target.ref, bundle, image, weight))
-            if not steps[-1].passed:
-                release.abort_canary(ctx, kind, target, tuple(steps))
-        checks = (*checks, *release.canary_checks(tuple(steps)))
+    if strategy != "direct":
+        steps: list[LiveStep] = []
+        if strategy == "shadow":
+            steps.append(release.shadow_step(ctx, kind, target.ref, bundle, image))
+        else:
+            for weight in ctx.params.release.canary.step_weights:
+                steps.append(release.canary_step(ctx, kind, target.ref, bundle, image, weight))
+                if not steps[-1].passed:
+                    break
+        if not steps[-1].passed:
+            release.abort_live_release(ctx, kind, target, tuple(steps))
+        checks = (*checks, *release.live_checks(tuple(steps)))
     # All or nothing: a step that fails undoes the steps before it (production, `champion`, tags).
     with transaction():
         production = release.start_production(ctx, kind, target.ref, bundle, image)
@@ -53,10 +64,11 @@ def release_flow(
     version: str | None = None,
     overrides: dict[str, Any] | None = None,
     params: Params | None = None,
-    canary: bool | None = None,
+    strategy: str | None = None,
 ) -> ReleaseResult:
     """The CLI, which has read and checked params.yaml, hands `params` over: the file is read once per command.
-    `canary` (None: as `release.strategy` says) gives the challenger live traffic in steps before promotion."""
+    `strategy` (direct, canary, shadow; None: as `release.strategy` says) says what live traffic the challenger
+    gets before promotion."""
     ctx = context(params_path, overrides, params)
     kind = release.choose_runtime(ctx)
     target = release.resolve_release(ctx, version)
@@ -68,8 +80,7 @@ def release_flow(
         and target.champion == target.version
     ):
         return ReleaseResult.already_serving(target.version, kind, production)
-    as_canary = ctx.params.release.strategy == "canary" if canary is None else canary
-    return _stage_and_promote(ctx, kind, target, "release", full=True, canary=as_canary)
+    return _stage_and_promote(ctx, kind, target, "release", full=True, live=strategy)
 
 
 @flow(name="rollback", description="Serve the previous champion (or a named version) again, health-checked first.")

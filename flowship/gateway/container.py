@@ -34,9 +34,11 @@ LOG_INSIDE = "/var/log/flowship-gateway"
 CONF_FILE = "nginx.conf"
 NEXT_FILE = "nginx.next.conf"
 ACCESS_LOG = "access.jsonl"
+SHADOW_LOG = "shadow.jsonl"
 SITE = Site(
     listen=str(INSIDE_PORT),
     access_log=Path(LOG_INSIDE) / ACCESS_LOG,
+    shadow_log=Path(LOG_INSIDE) / SHADOW_LOG,
     error_log="stderr",
     pid=Path("/tmp/nginx.pid"),  # noqa: S108 - inside the container, which only this user writes
     temp=Path("/tmp"),  # noqa: S108
@@ -84,6 +86,10 @@ class DockerGateway:
     @property
     def access_log(self) -> Path:
         return self.log_dir / ACCESS_LOG
+
+    @property
+    def shadow_log(self) -> Path:
+        return self.log_dir / SHADOW_LOG
 
     def status(self) -> str | None:
         """The container's status (running, restarting, exited, ...), None when there is none."""

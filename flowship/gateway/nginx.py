@@ -3,8 +3,8 @@
 One pure function, `render`: the same text whether nginx runs in a container or on the host (`Site` says where it
 listens and writes). Every answer the gateway makes itself is JSON shaped like the serving app's errors
 (`error`, `message`, `request_id`), with the request id in `X-Request-ID`; the app's own answers pass through as
-they are. A request goes to the next replica only when its replica refused the connection (never a second time
-once it was sent: a prediction is not repeated).
+they are. A request goes to the next replica only when its replica refused the connection or did not take it in time
+(never a second time once it was sent: a prediction is not repeated).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Routing:
     paused: str | None = None
     canary: Pool | None = None
     canary_weight: float = 0.0
+    shadow: Pool | None = None  # gets a copy of every request; its answers are dropped
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Site:
 
     listen: str  # "8080" (all interfaces of a container) or "127.0.0.1:8000"
     access_log: Path
+    shadow_log: Path  # the shadow's answers to mirrored requests, one JSON line each
     error_log: str  # a path, or "stderr"
     pid: Path
     temp: Path
@@ -99,9 +101,16 @@ def _rate(per_second: float) -> str:
     return f"{max(1, round(per_second * 60))}r/m"
 
 
-def _upstream(name: str, pool: Pool) -> str:
+def _upstream(name: str, pool: Pool, backup: Pool | None = None) -> str:
     servers = "".join(f"        server {b.address} max_fails=1 fail_timeout=3s;  # {b.name}\n" for b in pool.backends)
-    return f"    upstream {name} {{\n        # v{pool.version}\n{servers}        keepalive 32;\n    }}\n"
+    if backup is not None:
+        servers += "".join(
+            f"        server {b.address} backup;  # {b.name} (v{backup.version})\n" for b in backup.backends
+        )
+    # idle connections to the replicas are closed by the gateway (2 s) before the app would close them (uvicorn: 5 s):
+    # otherwise a request can go out on a connection the app is closing at that instant, and fail
+    keepalive = "        keepalive 32;\n        keepalive_timeout 2s;\n"
+    return f"    upstream {name} {{\n        # v{pool.version}\n{servers}{keepalive}    }}\n"
 
 
 def header_variable(header: str) -> str:
@@ -135,7 +144,14 @@ def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[s
     for pool in pools.values():
         if not pool.backends:
             raise ValueError(f"v{pool.version} has no replica to send traffic to")
-    upstreams = "".join(_upstream(name, pool) for name, pool in pools.items())
+    # the canary's group falls back on stable's replicas when none of its own takes the connection
+    upstreams = "".join(
+        _upstream(name, pool, routing.stable if name == "canary" else None) for name, pool in pools.items()
+    )
+    if routing.shadow is not None:
+        if not routing.shadow.backends:
+            raise ValueError(f"v{routing.shadow.version} has no replica to send traffic to")
+        upstreams += _upstream("shadow", routing.shadow)
     if "canary" in pools:
         # sticky: a client that sends its key always lands on the same side; without one, each request is drawn
         client = header_variable(config.client_header)
@@ -176,6 +192,21 @@ def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[s
         "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
         '            proxy_set_header X-API-Key "";\n'
     )
+    mirror = shadow_location = ""
+    if routing.shadow is not None:
+        mirror = "            mirror /_shadow;\n"
+        shadow_location = (
+            "        location = /_shadow {\n"
+            "            internal;\n"
+            "            log_subrequest on;\n"
+            f"            access_log {site.shadow_log} flowship_shadow;\n"
+            "            proxy_pass http://shadow$request_uri;\n"
+            "            proxy_http_version 1.1;\n"
+            '            proxy_set_header Connection "";\n'
+            "            proxy_set_header X-Request-ID $req_id;\n"
+            '            proxy_set_header X-API-Key "";\n'
+            "        }\n"
+        )
     if routing.paused is not None:
         message = f"production is paused: {routing.paused}"
         main = (
@@ -188,7 +219,7 @@ def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[s
         )
         probes = ""
     else:
-        main = f"        location / {{\n{key_check}{limit}{proxy}        }}\n"
+        main = f"        location / {{\n{key_check}{limit}{mirror}{proxy}        }}\n{shadow_location}"
         probes = "".join(f"        location = {path} {{\n{proxy}        }}\n" for path in UNPROTECTED)
     errors = "".join(
         _error_location(status, code, message, 1 if status == 429 else None)
@@ -227,17 +258,20 @@ http {{
         '"request_bytes":$request_length,"response_bytes":$body_bytes_sent,"request_time":$request_time,'
         '"upstream":"$upstream_addr","upstream_status":"$upstream_status",'
         '"upstream_time":"$upstream_response_time","pool":"$pool","version":"$upstream_http_x_model_version"}}';
+    log_format flowship_shadow escape=json '{{"time":"$time_iso8601","request_id":"$req_id","path":"$request_uri",'
+        '"status":"$upstream_status","upstream_time":"$upstream_response_time","version":"$upstream_http_x_model_version"}}';
     access_log {site.access_log} flowship;
 {limit_zone}{key_map}{split}
 {upstreams}
     server {{
         listen {site.listen};
         client_max_body_size {round(config.max_body_mb * 1024)}k;
-        proxy_connect_timeout 2s;
+        proxy_connect_timeout 1s;
         proxy_send_timeout {round(config.timeout_s * 1000)}ms;
         proxy_read_timeout {round(config.timeout_s * 1000)}ms;
-        # only a refused or broken connection goes to the next replica: a request once sent is not repeated
-        proxy_next_upstream error;
+        # a replica that refuses the connection or does not take it in time (a stopped container's address)
+        # passes the request to the next one; a request once sent is never repeated (POST is not idempotent)
+        proxy_next_upstream error timeout;
         proxy_next_upstream_tries 3;
 {error_pages}
 {probes}{main}

@@ -35,10 +35,15 @@ class GatewayState:
     paused: str | None = None
     canary: Pool | None = None
     canary_weight: float = 0.0
+    shadow: Pool | None = None
 
     @property
     def routing(self) -> Routing:
-        return Routing(self.stable, self.paused, self.canary, self.canary_weight)
+        return Routing(self.stable, self.paused, self.canary, self.canary_weight, self.shadow)
+
+    def with_shadow(self, pool: Pool | None) -> GatewayState:
+        """A copy of every request to `pool` (None: to no one)."""
+        return replace(self, shadow=pool)
 
     def with_canary(self, pool: Pool | None, weight: float) -> GatewayState:
         """`weight` percent of the traffic to `pool` (None, 0: no canary)."""
@@ -48,7 +53,8 @@ class GatewayState:
         return next((w.pool for w in self.warm if w.pool.version == version), None)
 
     def running_pool(self, version: str) -> Pool | None:
-        """The replicas of `version` that run now: serving, as the canary, or warm."""
+        """The replicas of `version` that run now, serving, as the canary, or warm (not a shadow's: they log
+        elsewhere, so they never become production's)."""
         if self.stable.version == version:
             return self.stable
         if self.canary is not None and self.canary.version == version:
@@ -60,7 +66,7 @@ class GatewayState:
         warm = [w for w in self.warm if w.pool.version not in (pool.version, self.stable.version)]
         if keep_until is not None and self.stable.version != pool.version:
             warm.append(Warm(self.stable, keep_until))
-        return replace(self, stable=pool, warm=tuple(warm), canary=None, canary_weight=0.0)
+        return replace(self, stable=pool, warm=tuple(warm), canary=None, canary_weight=0.0, shadow=None)
 
     def without_warm(self, versions: set[str]) -> GatewayState:
         return replace(self, warm=tuple(w for w in self.warm if w.pool.version not in versions))
@@ -69,7 +75,8 @@ class GatewayState:
         return [w.pool for w in self.warm if w.until <= now]
 
     def pools(self) -> list[Pool]:
-        return [self.stable, *([self.canary] if self.canary is not None else []), *(w.pool for w in self.warm)]
+        trials = [p for p in (self.canary, self.shadow) if p is not None]
+        return [self.stable, *trials, *(w.pool for w in self.warm)]
 
 
 def _pool(data: dict[str, Any]) -> Pool:
@@ -93,7 +100,8 @@ def load(folder: Path) -> GatewayState | None:
     warm = tuple(Warm(_pool(w["pool"]), datetime.fromisoformat(w["until"])) for w in data.get("warm", []))
     canary = _pool(data["canary"]) if data.get("canary") else None
     weight = float(data.get("canary_weight", 0.0))
-    return GatewayState(int(data["port"]), _pool(data["stable"]), warm, data.get("paused"), canary, weight)
+    shadow = _pool(data["shadow"]) if data.get("shadow") else None
+    return GatewayState(int(data["port"]), _pool(data["stable"]), warm, data.get("paused"), canary, weight, shadow)
 
 
 def save(folder: Path, state: GatewayState) -> None:
@@ -104,6 +112,7 @@ def save(folder: Path, state: GatewayState) -> None:
         "paused": state.paused,
         "canary": _pool_dict(state.canary) if state.canary is not None else None,
         "canary_weight": state.canary_weight,
+        "shadow": _pool_dict(state.shadow) if state.shadow is not None else None,
     }
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / STATE_FILE, json.dumps(data, indent=2) + "\n")

@@ -315,9 +315,41 @@ class DockerRuntime:
         self.gateway.wait_drained(max(30.0, spec.gateway.timeout_s + 5))
         return True
 
+    def set_shadow(self, release: Release, log_dir: Path) -> GatewayState:
+        """A copy of every request to `release`'s replicas (started beside stable, logging into `log_dir`); their
+        answers are dropped by the gateway."""
+        spec, state = self._serving()
+        if release.version == state.stable.version:
+            raise GatewayError(f"v{release.version} already serves: it cannot be its own shadow")
+        pool = self._start_pool(release, spec.replicas, log_dir, max(30.0, spec.gateway.timeout_s + 5))
+        new_state = state.with_shadow(pool)
+        try:
+            self.gateway.apply(self._render(spec, new_state))
+        except (GatewayError, ContainerError):
+            self._remove_pool(pool)
+            raise
+        routing.save(self.gateway_dir, new_state)
+        return new_state
+
+    def clear_shadow(self) -> GatewayState:
+        """No more copies to the shadow (those in flight finish), then its replicas go."""
+        spec, state = self._serving()
+        if state.shadow is None:
+            return state
+        new_state = state.with_shadow(None)
+        self.gateway.apply(self._render(spec, new_state))
+        routing.save(self.gateway_dir, new_state)
+        self.gateway.wait_drained(max(30.0, spec.gateway.timeout_s + 5))
+        self._remove_pool(state.shadow)
+        return new_state
+
     def canary_alive(self) -> bool:
         state = routing.load(self.gateway_dir)
         return state is not None and state.canary is not None and self._healthy(state.canary)
+
+    def shadow_alive(self) -> bool:
+        state = routing.load(self.gateway_dir)
+        return state is not None and state.shadow is not None and self._healthy(state.shadow)
 
     def _serving(self) -> tuple[ProductionSpec, GatewayState]:
         state = routing.load(self.gateway_dir)

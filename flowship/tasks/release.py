@@ -19,9 +19,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.transactions import Transaction, get_transaction
 
 from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
-from flowship.errors import CanaryAborted, ReleaseCheckFailed, ReleaseError
+from flowship.errors import ReleaseAborted, ReleaseCheckFailed, ReleaseError
 from flowship.release import canary, discovery, history, http_checks, promotion
-from flowship.release.canary import CanaryStep
+from flowship.release.canary import LiveStep
 from flowship.release.checks import Check, summary
 from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
 from flowship.release.export import already_exported, export_version
@@ -258,22 +258,22 @@ def _gateway_runtime(ctx: Context, kind: str) -> DockerRuntime:
     runtime = runtime_for(ctx, kind)
     if not isinstance(runtime, DockerRuntime) or not ctx.params.gateway.enabled:
         raise ReleaseError(
-            "a canary release needs the gateway, which runs with Docker (gateway.enabled: true); "
+            "a canary or shadow release needs the gateway, which runs with Docker (gateway.enabled: true); "
             f"this release serves {'as a local process' if kind == 'process' else 'without it'}"
         )
     return runtime
 
 
-@task(name="check_canary_possible")
-def check_canary_possible(ctx: Context, kind: str) -> None:
-    """Before staging: a canary needs the gateway, and something serving behind it to compare with."""
+@task(name="check_live_possible")
+def check_live_possible(ctx: Context, kind: str) -> None:
+    """Before staging: a canary or a shadow needs the gateway, and something serving behind it to compare with."""
     runtime = _gateway_runtime(ctx, kind)
     if runtime.gateway_state() is None:
-        raise ReleaseError("nothing serves behind the gateway yet: release the first version directly, then canary")
+        raise ReleaseError("nothing serves behind the gateway yet: release the first version directly")
 
 
 @task(name="canary_step", task_run_name="canary-{weight}pct")
-def canary_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: str | None, weight: float) -> CanaryStep:
+def canary_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: str | None, weight: float) -> LiveStep:
     """`weight` percent of live traffic on the challenger for at least `interval_s` and `min_requests` of its answers
     (at most `max_wait_s`), then judged against stable on that step's traffic."""
     runtime = _gateway_runtime(ctx, kind)
@@ -283,14 +283,13 @@ def canary_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
     release = Release(ref.name, ref.version, Path(bundle), image)
     state = runtime.set_canary(release, weight, promotion.inference_log_dir(ctx.layout, PRODUCTION))
     started, began = datetime.now(UTC), time.monotonic()
-    alive = True
     while True:
         time.sleep(1.0)
         lines = canary.read_access_log(access, offset)
         seconds = time.monotonic() - began
         alive = runtime.canary_alive()
-        enough = seconds >= cfg.interval_s and canary.traffic(lines, "canary").requests >= cfg.min_requests
-        if not alive or enough or seconds >= cfg.max_wait_s:
+        own = canary.traffic(lines, "canary", answered_elsewhere=state.stable.version)
+        if not alive or (seconds >= cfg.interval_s and own.requests >= cfg.min_requests) or seconds >= cfg.max_wait_s:
             break
     records, _ = read_inference_log(ctx.layout.inference_log_dir, started, datetime.now(UTC))
     versions = records["model_version"].astype(str)
@@ -299,40 +298,81 @@ def canary_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
         list(records.loc[versions == state.stable.version, "prediction"]),
         ctx.params.data.task,
     )
-    measure = canary.StepMeasure(
-        weight, seconds, canary.traffic(lines, "canary"), canary.traffic(lines, "stable"), distance
-    )
+    measure = canary.StepMeasure(weight, seconds, own, canary.traffic(lines, "stable"), distance)
     replicas = Check("canary_replicas", alive, "every canary replica ran" if alive else "a canary replica stopped")
-    step = canary.CanaryStep(weight, measure, (replicas, *canary.judge_step(measure, cfg)))
+    return _reported(canary.LiveStep(f"canary {weight:g}%", measure, (replicas, *canary.judge_step(measure, cfg))), ref)
+
+
+@task(name="shadow_step")
+def shadow_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: str | None) -> LiveStep:
+    """A copy of every live request for the challenger (clients get stable's answers only) until `min_requests`
+    records were answered by both (at most `max_wait_s`); then the copies stop and the answers are compared."""
+    runtime = _gateway_runtime(ctx, kind)
+    cfg = ctx.params.release.shadow
+    access, shadow_log = runtime.gateway.access_log, runtime.gateway.shadow_log
+    offsets = [path.stat().st_size if path.exists() else 0 for path in (access, shadow_log)]
+    release = Release(ref.name, ref.version, Path(bundle), image)
+    state = runtime.set_shadow(release, ctx.layout.shadow_inference_log_dir)
+    started, began = datetime.now(UTC), time.monotonic()
+    try:
+        while True:
+            time.sleep(1.0)
+            answered = [e for e in canary.read_access_log(shadow_log, offsets[1]) if e.get("status") == "200"]
+            seconds = time.monotonic() - began
+            alive = runtime.shadow_alive()
+            if not alive or len(answered) >= cfg.min_requests * 1.1 or seconds >= cfg.max_wait_s:
+                break
+    finally:
+        runtime.clear_shadow()  # a shadow never serves: its replicas go, pass or fail
+    until = datetime.now(UTC)
+    stable, _ = read_inference_log(ctx.layout.inference_log_dir, started, until)
+    copies, _ = read_inference_log(ctx.layout.shadow_inference_log_dir, started, until)
+    stable = stable[stable["model_version"].astype(str) == state.stable.version]
+    compared, agreement, largest, difference = canary.compare_answers(stable, copies, ctx.params.data.task)
+    measure = canary.ShadowMeasure(
+        seconds,
+        compared,
+        agreement,
+        largest,
+        difference,
+        canary.upstream_p99(canary.read_access_log(shadow_log, offsets[1])),
+        canary.upstream_p99(canary.read_access_log(access, offsets[0]), pool="stable"),
+    )
+    replicas = Check("shadow_replicas", alive, "every shadow replica ran" if alive else "a shadow replica stopped")
+    return _reported(canary.LiveStep("shadow", measure, (replicas, *canary.judge_shadow(measure, cfg))), ref)
+
+
+def _reported(step: LiveStep, ref: VersionRef) -> LiveStep:
+    """Each check in the run's log, the step as an artifact."""
     log = get_run_logger()
     for c in step.checks:
-        log.info("canary %g%%: %s %s (%s)", weight, c.name, "passed" if c.passed else "FAILED", c.detail)
+        log.info("%s: %s %s (%s)", step.name, c.name, "passed" if c.passed else "FAILED", c.detail)
     create_markdown_artifact(
-        key=f"canary-step-{int(weight)}",
-        markdown=canary.steps_markdown(ref.version, [step], f"{weight:g}% {'passed' if step.passed else 'failed'}"),
-        description=f"canary of v{ref.version} at {weight:g}%",
+        key=f"live-{step.name.replace(' ', '-').replace('%', 'pct')}",
+        markdown=canary.steps_markdown(ref.version, [step], f"{step.name} {'passed' if step.passed else 'failed'}"),
+        description=f"v{ref.version}: {step.name}",
     )
     return step
 
 
-@task(name="abort_canary", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def abort_canary(ctx: Context, kind: str, target: ReleaseTarget, steps: tuple[CanaryStep, ...]) -> None:
-    """All traffic back to stable, the canary's replicas gone, the numbers kept (version tags, artifact, history);
-    the aliases are untouched. Raises CanaryAborted."""
+@task(name="abort_live_release", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
+def abort_live_release(ctx: Context, kind: str, target: ReleaseTarget, steps: tuple[LiveStep, ...]) -> None:
+    """All traffic back to stable (a canary's replicas gone; a shadow's went when its step ended), the numbers kept
+    (version tags, artifact, history); the aliases are untouched. Raises ReleaseAborted."""
     runtime = _gateway_runtime(ctx, kind)
     runtime.clear_canary()
     failed = steps[-1]
-    checks = canary_checks(steps)
+    checks = live_checks(steps)
     Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.failure_tags(checks))
     create_markdown_artifact(
-        key="canary-steps",
-        markdown=canary.steps_markdown(target.version, steps, f"aborted at {failed.weight:g}%"),
-        description=f"canary of v{target.version}: aborted",
+        key="live-steps",
+        markdown=canary.steps_markdown(target.version, steps, f"aborted at {failed.name}"),
+        description=f"v{target.version} on live traffic: aborted",
     )
     history.record(
         ctx.root,
         {
-            "action": "canary",
+            "action": failed.name.split()[0],  # canary, shadow
             "outcome": "aborted",
             "version": target.version,
             "from_version": target.champion,
@@ -341,9 +381,9 @@ def abort_canary(ctx: Context, kind: str, target: ReleaseTarget, steps: tuple[Ca
             "reason": summary(list(failed.checks))[1],
         },
     )
-    raise CanaryAborted(target.version, failed.weight, [c.as_dict() for c in failed.checks])
+    raise ReleaseAborted(target.version, failed.name, [c.as_dict() for c in failed.checks])
 
 
-def canary_checks(steps: tuple[CanaryStep, ...]) -> tuple[Check, ...]:
-    """Every step's checks, each named with its weight."""
-    return tuple(replace(c, name=f"canary {s.weight:g}% {c.name}") for s in steps for c in s.checks)
+def live_checks(steps: tuple[LiveStep, ...]) -> tuple[Check, ...]:
+    """Every step's checks, each named with its step."""
+    return tuple(replace(c, name=f"{s.name} {c.name}") for s in steps for c in s.checks)

@@ -28,6 +28,9 @@ def test_each_side_counts_its_own_answers_and_server_errors() -> None:
     assert (canary.requests, canary.server_errors) == (3, 1) and canary.success_rate == pytest.approx(2 / 3)
     assert (stable.requests, stable.server_errors, stable.p99_ms) == (2, 0, 100.0)
     assert math.isnan(traffic([], "canary").success_rate)
+    # stable's replicas standing in for a canary that took no connection: their answers are not the canary's
+    stood_in = [{**line("canary"), "version": "1"}, {**line("canary", 500), "version": "2"}]
+    assert traffic(stood_in, "canary", answered_elsewhere="1") == Traffic(1, 1, 4.0)
 
 
 def test_the_access_log_is_read_from_the_steps_start(tmp_path: Path) -> None:
@@ -77,3 +80,41 @@ def test_a_step_passes_only_when_every_check_does() -> None:
 def test_step_weights_must_rise_below_100(weights: list[int]) -> None:
     with pytest.raises(ValidationError, match="step_weights"):
         CanaryConfig(step_weights=weights)
+
+
+def test_a_shadows_answers_are_matched_to_stables_by_request_and_row() -> None:
+    import pandas as pd
+
+    from flowship.config import ShadowConfig
+    from flowship.release.canary import ShadowMeasure, compare_answers, judge_shadow, upstream_p99
+
+    def frame(predictions: list[object], probabilities: list[dict[str, float]] | None = None) -> pd.DataFrame:
+        n = len(predictions)
+        return pd.DataFrame({"request_id": [f"r{i}" for i in range(n)], "row": [0] * n, "prediction": predictions,
+                             "probabilities": probabilities or [None] * n})  # fmt: skip
+
+    stable = frame([True, True, False, False], [{"True": 0.9, "False": 0.1}] * 4)
+    shadow = frame([True, False, False], [{"True": 0.6, "False": 0.4}] * 3)  # r3 never answered by the shadow
+    assert compare_answers(stable, shadow, "classification") == (3, pytest.approx(2 / 3), pytest.approx(0.3), None)
+    values = frame([1.0, 2.0, 3.0])
+    assert compare_answers(values, frame([1.5, 2.5, 3.5]), "regression")[3] == pytest.approx(0.5 / 0.8165, rel=1e-3)
+    assert (
+        compare_answers(stable, frame([])[["request_id", "row", "prediction", "probabilities"]], "classification")[0]
+        == 0
+    )
+
+    lines = [{"path": "/predict", "upstream_time": "0.010"}, {"path": "/predict", "upstream_time": "0.002, 0.030"},
+             {"path": "/predict", "upstream_time": "-"}, {"path": "/health", "upstream_time": "0.500"}]  # fmt: skip
+    assert upstream_p99(lines) == pytest.approx(10.0)  # the first try's time; probes and no-answers left out
+
+    cfg = ShadowConfig(min_requests=3, min_agreement=0.9, max_p99_ratio=2.0)
+    good = judge_shadow(ShadowMeasure(5.0, 3, 1.0, 0.01, None, 8.0, 5.0), cfg)
+    assert all(c.passed for c in good) and [c.name for c in good] == [
+        "shadow_requests",
+        "agreement",
+        "request_duration",
+    ]
+    bad = judge_shadow(ShadowMeasure(5.0, 2, 0.5, 0.4, None, 11.0, 5.0), cfg)
+    assert [c.name for c in bad if not c.passed] == ["shadow_requests", "agreement", "request_duration"]
+    regression = judge_shadow(ShadowMeasure(5.0, 3, None, None, 0.2, 5.0, 5.0), ShadowConfig(max_mean_difference=0.1))
+    assert [c.name for c in regression if not c.passed] == ["shadow_requests", "mean_difference"]

@@ -21,7 +21,7 @@ def test_defaults_when_the_section_is_absent() -> None:
         ({"production_port": 80}, "release.production_port: Input should be greater than or equal to 1024 (got 80)"),
         ({"latency_p95_ms": -1}, "release.latency_p95_ms"),
         ({"blue_green": True}, "release.blue_green: unknown key"),
-        ({"strategy": "big-bang"}, "release.strategy: Input should be 'direct' or 'canary'"),
+        ({"strategy": "big-bang"}, "release.strategy: Input should be 'direct', 'canary' or 'shadow'"),
         ({"canary": {"step_weights": [50, 5]}}, "release.canary.step_weights: Value error, [50, 5]: percentages"),
         ({"canary": {"min_success_rate": 2}}, "release.canary.min_success_rate"),
         ({"replicas": 0}, "release.replicas: Input should be greater than or equal to 1"),

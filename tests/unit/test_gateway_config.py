@@ -15,7 +15,9 @@ from flowship.gateway import routing
 from flowship.gateway.nginx import Backend, Pool, Routing, Site, header_variable, read_api_keys, render
 from flowship.gateway.routing import GatewayState
 
-SITE = Site("8080", Path("/logs/access.jsonl"), "stderr", Path("/tmp/nginx.pid"), Path("/tmp"))
+SITE = Site(
+    "8080", Path("/logs/access.jsonl"), Path("/logs/shadow.jsonl"), "stderr", Path("/tmp/nginx.pid"), Path("/tmp")
+)
 V1 = Pool("1", (Backend("r1", "172.18.0.2:8000"), Backend("r2", "172.18.0.3:8000")), "img:v1")
 V2 = Pool("2", (Backend("r3", "172.18.0.4:8000"),), "img:v2")
 
@@ -24,7 +26,7 @@ def test_every_replica_is_an_upstream_server_and_a_request_is_never_sent_twice()
     text = render(SITE, Routing(V1), GatewayConfig())
     assert "server 172.18.0.2:8000 max_fails=1 fail_timeout=3s;  # r1" in text
     assert "server 172.18.0.3:8000 max_fails=1 fail_timeout=3s;  # r2" in text
-    assert "proxy_next_upstream error;" in text  # not `timeout`, not `non_idempotent`
+    assert "proxy_next_upstream error timeout;" in text  # never `non_idempotent`: a sent POST is not repeated
     assert "listen 8080;" in text and "access_log /logs/access.jsonl flowship;" in text
 
 
@@ -117,6 +119,8 @@ def test_a_canary_gets_its_share_sticky_per_client_key() -> None:
     assert "upstream canary {" in text and "server 172.18.0.4:8000" in text
     assert 'map $http_x_client_key $split_key { "" $request_id; default $http_x_client_key; }' in text
     assert "5% canary;" in text and "* stable;" in text and "proxy_pass http://$pool;" in text
+    canary_group = text[text.index("upstream canary {") :]
+    assert "server 172.18.0.2:8000 backup;  # r1 (v1)" in canary_group[: canary_group.index("}")]  # stable stands in
     assert '"pool":"$pool"' in text  # the access log says which side answered
     for off in (Routing(V1, canary=V2, canary_weight=0), Routing(V1)):
         plain = render(SITE, off, GatewayConfig())
