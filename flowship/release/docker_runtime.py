@@ -94,6 +94,11 @@ class ProductionSpec:
     warm_s: float
     api_keys: list[str] | None = None
 
+    @property
+    def wait_s(self) -> float:
+        """How long a replica may take to become healthy, and the requests in flight to finish after a switch."""
+        return max(30.0, self.gateway.timeout_s + 5)
+
     @classmethod
     def from_params(cls, params: Params, root: Path) -> ProductionSpec:
         """From `params.yaml`; the API keys file (relative to the project) is read here: a bad one is a ConfigError."""
@@ -220,23 +225,23 @@ class DockerRuntime:
         assert release.image is not None
         state = routing.load(self.gateway_dir)
         direct = self.engine.container(self._name(PRODUCTION))  # production served without a gateway, before
-        gateway_up = self.gateway.status() is not None and self.gateway.host_port() == port
+        gateway_up = self.gateway.status() == "running" and self.gateway.host_port() == port
         if not gateway_up and port_taken(port) and not (direct is not None and direct.host_port == port):
             raise GatewayError(f"port {port} (release.production_port) is taken by another program: the gateway "
                                "cannot listen there; nothing was changed")  # fmt: skip
         image = ensure_gateway_image(self.engine, lambda: self.engine.ensure_base_image(DEFAULT_BASE))
         self.engine.ensure_network(self.network)
-        timeout = max(30.0, spec.gateway.timeout_s + 5)
+        timeout = spec.wait_s
         pool = state.running_pool(release.version) if state is not None else None
         started = pool is None or pool.image != release.image or not self._healthy(pool)
         if started:
             pool = self._start_pool(release, spec.replicas, log_dir, timeout)
         assert pool is not None
         keep = datetime.now(UTC) + timedelta(seconds=spec.warm_s) if spec.warm_s > 0 else None
-        new_state = state.switched(pool, keep) if state is not None else GatewayState(port, pool)
+        new_state = replace(state.switched(pool, keep), port=port) if state is not None else GatewayState(port, pool)
         try:
             self.gateway.apply(self._render(spec, new_state))
-            if self.gateway.status() != "running":
+            if not gateway_up:  # none yet, stopped, or on another port (release.production_port changed): (re)started
                 if direct is not None:
                     self.engine.remove(direct.name)  # the port changes hands: the gateway serves from now on
                 self.gateway.start(image, port)
@@ -274,7 +279,7 @@ class DockerRuntime:
         """`weight` percent of live traffic to `release`'s replicas, started beside stable the first time; the
         stable replicas and the aliases are untouched."""
         spec, state = self._serving()
-        timeout = max(30.0, spec.gateway.timeout_s + 5)
+        timeout = spec.wait_s
         if release.version == state.stable.version:
             raise GatewayError(f"v{release.version} already serves: it cannot be its own canary")
         pool = state.canary if state.canary is not None and state.canary.version == release.version else None
@@ -296,13 +301,14 @@ class DockerRuntime:
     def clear_canary(self) -> GatewayState:
         """No traffic to the canary any more (answers in flight finish), then its replicas go."""
         spec, state = self._serving()
-        if state.canary is None:
-            return state
-        new_state = state.with_canary(None, 0.0)
+        return state if state.canary is None else self._let_go(spec, state.with_canary(None, 0.0), state.canary)
+
+    def _let_go(self, spec: ProductionSpec, new_state: GatewayState, pool: Pool) -> GatewayState:
+        """`new_state` in force (`pool` no longer in it), the requests in flight to `pool` answered, then it goes."""
         self.gateway.apply(self._render(spec, new_state))
         routing.save(self.gateway_dir, new_state)
-        self.gateway.wait_drained(max(30.0, spec.gateway.timeout_s + 5))
-        self._remove_pool(state.canary)
+        self.gateway.wait_drained(spec.wait_s)
+        self._remove_pool(pool)
         return new_state
 
     def reconfigure(self) -> bool:
@@ -312,7 +318,7 @@ class DockerRuntime:
         if self.gateway.configuration() == text:
             return False
         self.gateway.apply(text)
-        self.gateway.wait_drained(max(30.0, spec.gateway.timeout_s + 5))
+        self.gateway.wait_drained(spec.wait_s)
         return True
 
     def set_shadow(self, release: Release, log_dir: Path) -> GatewayState:
@@ -321,7 +327,7 @@ class DockerRuntime:
         spec, state = self._serving()
         if release.version == state.stable.version:
             raise GatewayError(f"v{release.version} already serves: it cannot be its own shadow")
-        pool = self._start_pool(release, spec.replicas, log_dir, max(30.0, spec.gateway.timeout_s + 5))
+        pool = self._start_pool(release, spec.replicas, log_dir, spec.wait_s)
         new_state = state.with_shadow(pool)
         try:
             self.gateway.apply(self._render(spec, new_state))
@@ -334,14 +340,7 @@ class DockerRuntime:
     def clear_shadow(self) -> GatewayState:
         """No more copies to the shadow (those in flight finish), then its replicas go."""
         spec, state = self._serving()
-        if state.shadow is None:
-            return state
-        new_state = state.with_shadow(None)
-        self.gateway.apply(self._render(spec, new_state))
-        routing.save(self.gateway_dir, new_state)
-        self.gateway.wait_drained(max(30.0, spec.gateway.timeout_s + 5))
-        self._remove_pool(state.shadow)
-        return new_state
+        return state if state.shadow is None else self._let_go(spec, state.with_shadow(None), state.shadow)
 
     def canary_alive(self) -> bool:
         state = routing.load(self.gateway_dir)

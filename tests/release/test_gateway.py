@@ -427,3 +427,16 @@ def test_a_shadow_gets_copies_its_answers_are_compared_and_clients_only_see_stab
     shadow_ids = {c["request_id"] for c in copies}
     mixed = records[records["request_id"].isin(shadow_ids)]
     assert set(mixed["model_version"].astype(str)) == {stable}
+
+
+def test_a_new_production_port_moves_the_gateway_and_the_replicas_stay(project: Project) -> None:
+    current = state(project)
+    serving = Release(NAME, current.stable.version, project.root / f"build/{NAME}-v{current.stable.version}/model",
+                      current.stable.image)  # fmt: skip
+    moved = PORT + 5
+    runtime(project).start(PRODUCTION, serving, moved, project.root / "logs" / "inference", restart=True)
+    assert state(project).port == moved and state(project).stable.backends == current.stable.backends
+    record = golden_record(project, current.stable.version)
+    assert httpx.post(f"http://127.0.0.1:{moved}/predict", json=record, timeout=10).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"{GATEWAY}/predict", json=record, timeout=10)
