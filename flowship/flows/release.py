@@ -11,7 +11,7 @@ from prefect.transactions import transaction
 from flowship.config import Params  # at run time: Prefect reads the flow's annotations
 from flowship.errors import ReleaseError
 from flowship.flows.training import context
-from flowship.release.canary import LiveStep
+from flowship.release.live import LiveStep
 from flowship.release.promotion import ReleaseResult, ReleaseTarget
 from flowship.tasks import release
 from flowship.tasks.common import Context

@@ -1,4 +1,5 @@
-"""Release tasks: export the challenger, build its image, stage it, verify it, promote it, roll back.
+"""Release tasks: export the challenger, build its image, stage it, verify it, try it on live traffic (canary
+steps or a shadow, behind the gateway), promote it, roll back.
 
 Promotion is four steps, each with a rollback hook: run inside one Prefect transaction (as the release flow does),
 a failure in a later step undoes the earlier ones, newest first, so production, `champion` and the version's tags
@@ -20,11 +21,11 @@ from prefect.transactions import Transaction, get_transaction
 
 from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
 from flowship.errors import ReleaseAborted, ReleaseCheckFailed, ReleaseError
-from flowship.release import canary, discovery, history, http_checks, promotion
-from flowship.release.canary import LiveStep
+from flowship.release import discovery, history, http_checks, live, promotion
 from flowship.release.checks import Check, summary
 from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
 from flowship.release.export import already_exported, export_version
+from flowship.release.live import LiveStep
 from flowship.release.promotion import PRODUCTION, STAGING, Promotion, ReleaseTarget
 from flowship.release.runtime import Deployed, Release, Runtime
 from flowship.serving.inference_log import read_inference_log
@@ -285,22 +286,22 @@ def canary_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
     started, began = datetime.now(UTC), time.monotonic()
     while True:
         time.sleep(1.0)
-        lines = canary.read_access_log(access, offset)
+        lines = live.read_access_log(access, offset)
         seconds = time.monotonic() - began
         alive = runtime.canary_alive()
-        own = canary.traffic(lines, "canary", answered_elsewhere=state.stable.version)
+        own = live.traffic(lines, "canary", answered_elsewhere=state.stable.version)
         if not alive or (seconds >= cfg.interval_s and own.requests >= cfg.min_requests) or seconds >= cfg.max_wait_s:
             break
     records, _ = read_inference_log(ctx.layout.inference_log_dir, started, datetime.now(UTC))
     versions = records["model_version"].astype(str)
-    distance = canary.prediction_distance(
+    distance = live.prediction_distance(
         list(records.loc[versions == ref.version, "prediction"]),
         list(records.loc[versions == state.stable.version, "prediction"]),
         ctx.params.data.task,
     )
-    measure = canary.StepMeasure(weight, seconds, own, canary.traffic(lines, "stable"), distance)
+    measure = live.StepMeasure(weight, seconds, own, live.traffic(lines, "stable"), distance)
     replicas = Check("canary_replicas", alive, "every canary replica ran" if alive else "a canary replica stopped")
-    return _reported(canary.LiveStep(f"canary {weight:g}%", measure, (replicas, *canary.judge_step(measure, cfg))), ref)
+    return _reported(live.LiveStep(f"canary {weight:g}%", measure, (replicas, *live.judge_step(measure, cfg))), ref)
 
 
 @task(name="shadow_step")
@@ -317,7 +318,7 @@ def shadow_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
     try:
         while True:
             time.sleep(1.0)
-            answered = [e for e in canary.read_access_log(shadow_log, offsets[1]) if e.get("status") == "200"]
+            answered = [e for e in live.read_access_log(shadow_log, offsets[1]) if e.get("status") == "200"]
             seconds = time.monotonic() - began
             alive = runtime.shadow_alive()
             if not alive or len(answered) >= cfg.min_requests * 1.1 or seconds >= cfg.max_wait_s:
@@ -328,18 +329,18 @@ def shadow_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
     stable, _ = read_inference_log(ctx.layout.inference_log_dir, started, until)
     copies, _ = read_inference_log(ctx.layout.shadow_inference_log_dir, started, until)
     stable = stable[stable["model_version"].astype(str) == state.stable.version]
-    compared, agreement, largest, difference = canary.compare_answers(stable, copies, ctx.params.data.task)
-    measure = canary.ShadowMeasure(
+    compared, agreement, largest, difference = live.compare_answers(stable, copies, ctx.params.data.task)
+    measure = live.ShadowMeasure(
         seconds,
         compared,
         agreement,
         largest,
         difference,
-        canary.upstream_p99(canary.read_access_log(shadow_log, offsets[1])),
-        canary.upstream_p99(canary.read_access_log(access, offsets[0]), pool="stable"),
+        live.upstream_p99(live.read_access_log(shadow_log, offsets[1])),
+        live.upstream_p99(live.read_access_log(access, offsets[0]), pool="stable"),
     )
     replicas = Check("shadow_replicas", alive, "every shadow replica ran" if alive else "a shadow replica stopped")
-    return _reported(canary.LiveStep("shadow", measure, (replicas, *canary.judge_shadow(measure, cfg))), ref)
+    return _reported(live.LiveStep("shadow", measure, (replicas, *live.judge_shadow(measure, cfg))), ref)
 
 
 def _reported(step: LiveStep, ref: VersionRef) -> LiveStep:
@@ -349,7 +350,7 @@ def _reported(step: LiveStep, ref: VersionRef) -> LiveStep:
         log.info("%s: %s %s (%s)", step.name, c.name, "passed" if c.passed else "FAILED", c.detail)
     create_markdown_artifact(
         key=f"live-{step.name.replace(' ', '-').replace('%', 'pct')}",
-        markdown=canary.steps_markdown(ref.version, [step], f"{step.name} {'passed' if step.passed else 'failed'}"),
+        markdown=live.steps_markdown(ref.version, [step], f"{step.name} {'passed' if step.passed else 'failed'}"),
         description=f"v{ref.version}: {step.name}",
     )
     return step
@@ -366,7 +367,7 @@ def abort_live_release(ctx: Context, kind: str, target: ReleaseTarget, steps: tu
     Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.failure_tags(checks))
     create_markdown_artifact(
         key="live-steps",
-        markdown=canary.steps_markdown(target.version, steps, f"aborted at {failed.name}"),
+        markdown=live.steps_markdown(target.version, steps, f"aborted at {failed.name}"),
         description=f"v{target.version} on live traffic: aborted",
     )
     history.record(

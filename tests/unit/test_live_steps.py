@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from flowship.config import CanaryConfig
-from flowship.release.canary import StepMeasure, Traffic, judge_step, prediction_distance, read_access_log, traffic
+from flowship.release.live import StepMeasure, Traffic, judge_step, prediction_distance, read_access_log, traffic
 
 
 def line(
@@ -86,7 +86,7 @@ def test_a_shadows_answers_are_matched_to_stables_by_request_and_row() -> None:
     import pandas as pd
 
     from flowship.config import ShadowConfig
-    from flowship.release.canary import ShadowMeasure, compare_answers, judge_shadow, upstream_p99
+    from flowship.release.live import ShadowMeasure, compare_answers, judge_shadow, upstream_p99
 
     def frame(predictions: list[object], probabilities: list[dict[str, float]] | None = None) -> pd.DataFrame:
         n = len(predictions)
