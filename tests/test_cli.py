@@ -149,6 +149,25 @@ def test_score_refuses_arguments_that_cannot_work_before_prefect_starts(
     assert not (tmp_path / ".prefect").exists() and not (tmp_path / "out.parquet").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["deploy", "--canary", "--shadow"], "flowship: --canary and --shadow: choose one strategy\n"),
+        (["deploy", "--shadow", "--direct"], "flowship: --shadow and --direct: choose one strategy\n"),
+        (["pause"], "flowship: no gateway serves this project (deploy first): there is nothing to pause or resume\n"),
+        (["resume"], "flowship: no gateway serves this project (deploy first): there is nothing to pause or resume\n"),
+    ],
+)
+def test_release_commands_refuse_what_cannot_work_before_any_work(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    params = bare_project(tmp_path)
+    done = flowship([*args, "--params", str(params)], tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr == expected and done.stdout == ""
+    assert not (tmp_path / ".prefect").exists() and not (tmp_path / ".flowship").exists()
+
+
 # A `flowship` run without a Prefect server starts a temporary API of its own (about 20 s of CPU, minutes on two busy
 # cores): the first run of the test does so, as a user's first run would; the others use the session's test API.
 @pytest.mark.timeout(1500)
