@@ -240,6 +240,16 @@ class ShadowConfig(Section):
     max_p99_ms: float | None = Field(default=None, gt=0.0)  # and, when set, at most this
 
 
+class ApprovalConfig(Section):
+    """A person's decision before production changes, taken in the Prefect UI: the release flow pauses with a form
+    that shows the checks' numbers, and goes on only when someone approves."""
+
+    # none: no one is asked; promotion: before production switches; each_step: also before each canary step after
+    # the first (the canary keeps its share while it waits)
+    before: Literal["none", "promotion", "each_step"] = "none"
+    timeout_s: int = Field(default=3600, ge=10, le=7 * 86_400)  # no decision by then rejects
+
+
 class ReleaseConfig(Section):
     """How a challenger is verified in staging and served in production (on loopback)."""
 
@@ -248,6 +258,7 @@ class ReleaseConfig(Section):
     strategy: Literal["direct", "canary", "shadow"] = "direct"
     canary: CanaryConfig = CanaryConfig()
     shadow: ShadowConfig = ShadowConfig()
+    approval: ApprovalConfig = ApprovalConfig()
 
     production_port: int = Field(default=8000, ge=1024, le=65535)
     staging_port: int = Field(default=8001, ge=1024, le=65535)

@@ -1,16 +1,22 @@
-"""The release flow: challenger → image → staging → checks → [canary steps] → production and `champion`; and
-rollback."""
+"""The release flow: challenger → image → staging → checks → [canary steps or a shadow] → [a person's approval] →
+production and `champion`; and rollback.
+
+A run ends in a state that says what happened: `Promoted` (or `RolledBack`), `Aborted` with the reason when a step
+on live traffic failed or the approval was refused, `Failed` for anything else (a staging check, an error).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow
+from prefect.states import Completed, Failed
 from prefect.transactions import transaction
 
 from flowship.config import Params  # at run time: Prefect reads the flow's annotations
-from flowship.errors import ReleaseError
+from flowship.errors import ReleaseAborted, ReleaseError
 from flowship.flows.training import context
+from flowship.release.checks import Check
 from flowship.release.live import LiveStep
 from flowship.release.promotion import ReleaseResult, ReleaseTarget
 from flowship.tasks import release
@@ -29,6 +35,9 @@ def _stage_and_promote(
         raise ReleaseError(f"strategy {strategy!r}: allowed values are {', '.join(STRATEGIES)}")
     if strategy != "direct":
         release.check_live_possible(ctx, kind)
+    approval = ctx.params.release.approval.before if action == "release" else "none"  # a rollback is not held
+    if approval != "none":
+        release.check_approval_possible(ctx)
     bundle = release.export_bundle(ctx, target.ref)
     image = release.build_image(ctx, target.ref, bundle) if kind == "docker" else None
     staging = release.start_staging(ctx, kind, target.ref, bundle, image)
@@ -36,18 +45,22 @@ def _stage_and_promote(
     release.teardown_staging(ctx, kind)
     if not all(c.passed for c in checks):
         release.record_failure(ctx, kind, target, checks, action)
+    steps: list[LiveStep] = []
     if strategy != "direct":
-        steps: list[LiveStep] = []
         if strategy == "shadow":
             steps.append(release.shadow_step(ctx, kind, target.ref, bundle, image))
         else:
             for weight in ctx.params.release.canary.step_weights:
+                if steps and approval == "each_step":
+                    checks = (*checks, _approved(ctx, kind, target, f"canary {weight}%", checks, steps))
                 steps.append(release.canary_step(ctx, kind, target.ref, bundle, image, weight))
                 if not steps[-1].passed:
                     break
         if not steps[-1].passed:
             release.abort_live_release(ctx, kind, target, tuple(steps))
         checks = (*checks, *release.live_checks(tuple(steps)))
+    if approval != "none":
+        checks = (*checks, _approved(ctx, kind, target, "promotion", checks, steps))
     # All or nothing: a step that fails undoes the steps before it (production, `champion`, tags).
     with transaction():
         production = release.start_production(ctx, kind, target.ref, bundle, image)
@@ -56,6 +69,29 @@ def _stage_and_promote(
         promoted = release.record_release(ctx, target, production, image, checks, action)
     release.publish_release(ctx, target, promoted, checks, action)
     return ReleaseResult.promoted(target.version, kind, promoted, checks)
+
+
+def _approved(
+    ctx: Context, kind: str, target: ReleaseTarget, before: str, checks: tuple[Check, ...], steps: list[LiveStep]
+) -> Check:
+    """A person's approval before `before`, as a check; a refusal (or no answer in time) ends the release."""
+    decision = release.ask_approval(ctx, target, before, checks, tuple(steps))
+    if not decision.passed:
+        release.reject_release(ctx, kind, target, before, decision)
+    return decision
+
+
+def _ended(run: Any, name: str) -> ReleaseResult:
+    """The run's final state named for what happened (`run()` returns a ReleaseResult or raises). Prefect makes a
+    state a flow returns its run's final state, and hands its data (or raises its exception) to the caller, so the
+    flow's callers still get a ReleaseResult, or the exception."""
+    try:
+        result: ReleaseResult = run()
+    except ReleaseAborted as exc:
+        return cast(ReleaseResult, Failed(name="Aborted", message=str(exc), data=exc))
+    if not result.released:
+        return cast(ReleaseResult, Completed(message=f"v{result.version} already serves", data=result))
+    return cast(ReleaseResult, Completed(name=name, message=f"v{result.version} serves in production", data=result))
 
 
 @flow(name="release", description="Build, stage, verify and promote the challenger (or a named version).")
@@ -69,18 +105,22 @@ def release_flow(
     """The CLI, which has read and checked params.yaml, hands `params` over: the file is read once per command.
     `strategy` (direct, canary, shadow; None: as `release.strategy` says) says what live traffic the challenger
     gets before promotion."""
-    ctx = context(params_path, overrides, params)
-    kind = release.choose_runtime(ctx)
-    target = release.resolve_release(ctx, version)
-    production = release.production_now(ctx, kind)
-    if (
-        production is not None
-        and production.status == "running"
-        and production.version == target.version
-        and target.champion == target.version
-    ):
-        return ReleaseResult.already_serving(target.version, kind, production)
-    return _stage_and_promote(ctx, kind, target, "release", full=True, live=strategy)
+
+    def run() -> ReleaseResult:
+        ctx = context(params_path, overrides, params)
+        kind = release.choose_runtime(ctx)
+        target = release.resolve_release(ctx, version)
+        production = release.production_now(ctx, kind)
+        if (
+            production is not None
+            and production.status == "running"
+            and production.version == target.version
+            and target.champion == target.version
+        ):
+            return ReleaseResult.already_serving(target.version, kind, production)
+        return _stage_and_promote(ctx, kind, target, "release", full=True, live=strategy)
+
+    return _ended(run, "Promoted")
 
 
 @flow(name="rollback", description="Serve the previous champion (or a named version) again, health-checked first.")
@@ -91,8 +131,11 @@ def rollback_flow(
     params: Params | None = None,
 ) -> ReleaseResult:
     """The CLI, which has read and checked params.yaml, hands `params` over: the file is read once per command."""
-    ctx = context(params_path, overrides, params)
-    kind = release.choose_runtime(ctx)
-    version = release.rollback_target(ctx, to_version)
-    target = release.resolve_release(ctx, version)
-    return _stage_and_promote(ctx, kind, target, "rollback", full=False)
+
+    def run() -> ReleaseResult:
+        ctx = context(params_path, overrides, params)
+        kind = release.choose_runtime(ctx)
+        target = release.resolve_release(ctx, release.rollback_target(ctx, to_version))
+        return _stage_and_promote(ctx, kind, target, "rollback", full=False)
+
+    return _ended(run, "RolledBack")

@@ -9,15 +9,23 @@ are as they were and the history records nothing.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout, NotPausedError
+from prefect.flow_runs import pause_flow_run, resume_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run as prefect_flow_run
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.transactions import Transaction, get_transaction
+from pydantic import Field
 
 from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
 from flowship.errors import ReleaseAborted, ReleaseCheckFailed, ReleaseError
@@ -388,3 +396,99 @@ def abort_live_release(ctx: Context, kind: str, target: ReleaseTarget, steps: tu
 def live_checks(steps: tuple[LiveStep, ...]) -> tuple[Check, ...]:
     """Every step's checks, each named with its step."""
     return tuple(replace(c, name=f"{s.name} {c.name}") for s in steps for c in s.checks)
+
+
+# --- a person's decision ---
+
+APPROVAL_POLL_S = 2  # how often a paused release asks the Prefect server whether it was resumed
+APPROVAL_GRACE_S = 3600  # Prefect's own timeout beyond ours: fails a paused run whose process died
+UNANSWERED = "(no decision in time)"  # who refused, when nobody decided
+
+
+class Decision(RunInput):
+    """The form a paused release shows in the Prefect UI (Resume)."""
+
+    approve: bool = Field(default=False, description="Tick to approve; leave unticked to reject.")
+    by: str = Field(min_length=1, max_length=200, description="Who decides: kept with the release's history.")
+    comment: str = Field(default="", max_length=2000, description="Why (optional).")
+
+
+@task(name="check_approval_possible")
+def check_approval_possible(ctx: Context) -> None:
+    """Before any work: an approval needs a Prefect server whose UI the approver can open (not the temporary one
+    Prefect starts in-process when none is configured)."""
+    if ctx.params.release.approval.before != "none" and not PREFECT_API_URL.value():
+        raise ReleaseError(
+            f"release.approval.before is {ctx.params.release.approval.before!r}: a person approves in the Prefect "
+            "UI, and no Prefect server is configured (PREFECT_API_URL); start one with `flowship up`, or set "
+            "release.approval.before: none"
+        )
+
+
+@task(name="approval", task_run_name="approval-before-{before}")
+def ask_approval(
+    ctx: Context, target: ReleaseTarget, before: str, checks: tuple[Check, ...], steps: tuple[LiveStep, ...]
+) -> Check:
+    """Pause the flow run until someone resumes it in the Prefect UI with a `Decision` (at most
+    `release.approval.timeout_s`: no decision by then is a rejection). The form shows every check so far."""
+    cfg = ctx.params.release.approval
+    title = f"v{target.version}: approve before {before}?"
+    shown = promotion.checks_markdown("Release", target.version, checks, "passed its checks")
+    if steps:
+        shown += "\n" + live.steps_markdown(target.version, list(steps), "on live traffic so far")
+    ui = PREFECT_UI_URL.value()
+    where = f"{ui}/runs/flow-run/{prefect_flow_run.id}" if ui else "in the Prefect UI"
+    get_run_logger().warning("%s waiting up to %d s for a decision: Resume the run at %s", title, cfg.timeout_s, where)
+    # The timeout is ours: when it is up, the run is resumed with a refusal, as a person would; Prefect's own,
+    # later, only fails a run whose process is gone (its server would otherwise fail the run itself, and the
+    # refusal could not be recorded).
+    run_id = prefect_flow_run.id
+    timer = threading.Timer(cfg.timeout_s, _refuse_unanswered, args=(run_id, cfg.timeout_s))
+    timer.daemon = True
+    timer.start()
+    try:
+        decision = pause_flow_run(
+            wait_for_input=Decision.with_initial_data(description=f"# {title}\n\n{shown}", approve=False),
+            timeout=cfg.timeout_s + APPROVAL_GRACE_S,
+            poll_interval=APPROVAL_POLL_S,
+        )
+    except FlowPauseTimeout:
+        return Check("approval", False, f"no decision within {cfg.timeout_s} s")
+    finally:
+        timer.cancel()
+    if decision.by == UNANSWERED:
+        return Check("approval", False, f"no decision within {cfg.timeout_s} s")
+    verdict = "approved" if decision.approve else "rejected"
+    detail = f"{verdict} by {decision.by}" + (f" ({decision.comment})" if decision.comment else "")
+    return Check("approval", decision.approve, detail)
+
+
+def _refuse_unanswered(run_id: str, seconds: int) -> None:
+    """Resume the paused run `run_id` with a refusal (its approval's time is up), unless someone just decided."""
+    try:
+        resume_flow_run(UUID(run_id), run_input={"approve": False, "by": UNANSWERED, "comment": f"{seconds} s"})
+    except (NotPausedError, RuntimeError):
+        pass  # decided meanwhile: their decision stands
+
+
+@task(name="reject_release", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
+def reject_release(ctx: Context, kind: str, target: ReleaseTarget, before: str, decision: Check) -> None:
+    """Production as it was (a canary's share back to stable), the decision kept (version tags, history).
+    Raises ReleaseAborted."""
+    runtime = runtime_for(ctx, kind)
+    if isinstance(runtime, DockerRuntime) and (state := runtime.gateway_state()) and state.canary is not None:
+        runtime.clear_canary()
+    Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.failure_tags((decision,)))
+    history.record(
+        ctx.root,
+        {
+            "action": "approval",
+            "outcome": "rejected",
+            "version": target.version,
+            "from_version": target.champion,
+            "to_version": target.version,
+            "before": before,
+            "reason": decision.detail,
+        },
+    )
+    raise ReleaseAborted(target.version, f"approval before {before}", [decision.as_dict()])

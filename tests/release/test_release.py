@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
+from prefect.client.schemas.objects import FlowRun
 
-from flowship.errors import ReleaseCheckFailed
+from flowship.errors import ReleaseAborted, ReleaseCheckFailed
 from flowship.release import history
 from flowship.release.docker_runtime import DockerRuntime, container_name
 from flowship.release.promotion import ReleaseResult
 from tests.conftest import Project
+from tests.helpers import wait_until
 from tests.release.conftest import NAME
 
 pytestmark = pytest.mark.integration
@@ -182,6 +185,108 @@ def test_a_golden_set_mismatch_stops_the_release(trained_project: Project, docke
         (project.root / f"build/{NAME}-v2/model/metadata.json").unlink()  # re-exported next time
     assert project.tracker().aliases(NAME) == before
     assert serving_version() == serving_before
+
+
+class InBackground:
+    """The release flow in a thread of this test, so that the test can act as the approver meanwhile."""
+
+    def __init__(self, project: Project, version: str) -> None:
+        self.result: ReleaseResult | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(project, version))
+        self.thread.start()
+
+    def _run(self, project: Project, version: str) -> None:
+        try:
+            self.result = release(project, version)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def end(self) -> None:
+        self.thread.join(timeout=300)
+        assert not self.thread.is_alive(), "the release did not end"
+
+
+def paused_release(known: set[str]) -> FlowRun:
+    """The release run (not among `known`) once it waits for a decision."""
+    from prefect import get_client
+
+    def paused() -> FlowRun | None:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(limit=50)
+        return next((r for r in runs if str(r.id) not in known and r.state and r.state.is_paused()), None)
+
+    return wait_until(paused, 240, "the release run paused for a decision", interval=0.5)
+
+
+def final_state(run: FlowRun) -> tuple[str, str]:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state is not None
+    return state.name, state.message or ""
+
+
+def all_runs() -> set[str]:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return {str(r.id) for r in client.read_flow_runs(limit=200)}
+
+
+def test_a_release_waits_for_a_persons_decision_in_the_prefect_ui(trained_project: Project, docker_engine) -> None:  # noqa: ANN001
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import read_flow_run_input
+    from prefect.input.run_input import keyset_from_paused_state
+
+    project = trained_project
+    tracker = project.tracker()
+    serving_before, aliases = serving_version(), tracker.aliases(NAME)
+    other = "2" if serving_before == "1" else "1"
+    set_release(project, approval={"before": "promotion", "timeout_s": 600})
+    try:
+        # refused: nothing changes in production; the decision and who made it are kept
+        known = all_runs()
+        background = InBackground(project, other)
+        run = paused_release(known)
+        assert run.state is not None
+        form = read_flow_run_input(keyset_from_paused_state(run.state)["description"], run.id)
+        assert f"v{other}: approve before promotion?" in form and "| golden_set | pass |" in form
+        assert serving_version() == serving_before  # staging passed; production waits
+        resume_flow_run(run.id, run_input={"approve": False, "by": "bob", "comment": "not before the holidays"})
+        background.end()
+        assert isinstance(background.error, ReleaseAborted), background.error
+        assert "aborted at approval before promotion: approval: rejected by bob (not before the holidays)" in str(
+            background.error
+        )
+        assert final_state(run) == ("Aborted", str(background.error))
+        assert serving_version() == serving_before and tracker.aliases(NAME) == aliases
+        event = history.read(project.root)[-1]
+        assert (event["action"], event["outcome"], event["before"]) == ("approval", "rejected", "promotion")
+        assert event["reason"] == "rejected by bob (not before the holidays)"
+        assert tracker.version(NAME, other).tags["flowship.release.verdict"] == "failed"
+
+        # approved: promoted, the approval among the release's checks
+        known = all_runs()
+        background = InBackground(project, other)
+        run = paused_release(known)
+        resume_flow_run(run.id, run_input={"approve": True, "by": "alice"})
+        background.end()
+        assert background.error is None and background.result is not None and background.result.released
+        assert serving_version() == other and tracker.aliases(NAME)["champion"] == other
+        assert final_state(run) == ("Promoted", f"v{other} serves in production")
+        event = history.read(project.root)[-1]
+        assert (event["action"], event["outcome"]) == ("release", "done")
+        assert {"name": "approval", "passed": True, "detail": "approved by alice", "measured": {}} in event["checks"]
+
+        # no decision in time: rejected
+        set_release(project, approval={"before": "promotion", "timeout_s": 10})
+        with pytest.raises(ReleaseAborted, match=r"approval: no decision within 10 s"):
+            release(project, serving_before)
+        assert serving_version() == other
+    finally:
+        set_release(project, approval={"before": "none"})
 
 
 def log_rows(folder: Path) -> list[dict[str, object]]:

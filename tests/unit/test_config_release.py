@@ -12,6 +12,7 @@ from tests.unit.conftest import raw_params
 def test_defaults_when_the_section_is_absent() -> None:
     cfg = parse_params(raw_params()).release
     assert (cfg.production_port, cfg.staging_port, cfg.max_batch) == (8000, 8001, 1000)
+    assert (cfg.approval.before, cfg.approval.timeout_s) == ("none", 3600)  # nobody is asked unless configured
 
 
 @pytest.mark.parametrize(
@@ -25,6 +26,9 @@ def test_defaults_when_the_section_is_absent() -> None:
         ({"canary": {"step_weights": [50, 5]}}, "release.canary.step_weights: Value error, [50, 5]: percentages"),
         ({"canary": {"min_success_rate": 2}}, "release.canary.min_success_rate"),
         ({"replicas": 0}, "release.replicas: Input should be greater than or equal to 1"),
+        ({"approval": {"before": "always"}}, "release.approval.before: Input should be 'none', 'promotion' or"),
+        ({"approval": {"timeout_s": 5}}, "release.approval.timeout_s: Input should be greater than or equal to 10"),
+        ({"approval": {"by": "alice"}}, "release.approval.by: unknown key"),
     ],
 )
 def test_bad_release_settings_are_named(release: dict[str, object], expected: str) -> None:
