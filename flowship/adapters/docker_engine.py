@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import fcntl
 import importlib.util
+import ipaddress
 import logging
 import os
 import shutil
@@ -449,11 +450,12 @@ class DockerEngine:
         log_mount: str = CONTAINER_LOG_DIR,
         read_only: dict[Path, str] | None = None,
         labels: dict[str, str] | None = None,
+        address: str | None = None,
     ) -> str:
         """Start `image` detached as `name`, logging into `log_dir`; returns its id.
 
-        Published on 127.0.0.1:`host_port` only (None: not published, reached on `network` alone); `read_only`
-        mounts host folders at container paths, read-only.
+        Published on 127.0.0.1:`host_port` only (None: not published, reached on `network` alone, at `address`
+        when given: see `static_address`); `read_only` mounts host folders at container paths, read-only.
         """
         user = str(self._image(image).attrs["Config"].get("User") or "")
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -474,6 +476,9 @@ class DockerEngine:
                 environment=env or {},
                 restart_policy=policy,
                 network=network,
+                networking_config=None
+                if network is None or address is None
+                else {network: self.client.api.create_endpoint_config(ipv4_address=address)},
                 labels=labels or {},
             )
             return str(container.id)
@@ -493,13 +498,46 @@ class DockerEngine:
         return code, output
 
     def ensure_network(self, name: str) -> None:
-        """A bridge network `name` (made if missing), on which containers reach each other by address."""
+        """A bridge network `name` (made if missing), on which containers reach each other by address.
+
+        Its subnet is one Docker found free, made its own: Docker hands out the addresses of its lower half, and
+        `static_address` those of its upper half. A container given one keeps it across restarts; one given none
+        takes the lowest free address when its restart policy starts it again, which may not be its old one.
+        """
         docker = _docker()
         with _daemon_errors(f"create network {name}"):
             try:
                 self.client.networks.get(name)
+                return
             except docker.errors.NotFound:
-                self.client.networks.create(name, driver="bridge", labels={"io.flowship.network": name})
+                pass
+            probe = self.client.networks.create(f"{name}-probe", driver="bridge")
+            try:
+                probe.reload()
+                subnet = ipaddress.ip_network(probe.attrs["IPAM"]["Config"][0]["Subnet"])
+            finally:
+                probe.remove()
+            lower, _ = subnet.subnets(prefixlen_diff=1)
+            pool = docker.types.IPAMPool(subnet=str(subnet), iprange=str(lower))
+            ipam = docker.types.IPAMConfig(pool_configs=[pool])
+            self.client.networks.create(name, driver="bridge", ipam=ipam, labels={"io.flowship.network": name})
+
+    def static_address(self, network: str) -> str | None:
+        """An address of `network`'s upper half that no container on it holds or was given (None: the network
+        has no subnet of its own, made before flowship gave one; Docker hands out its addresses)."""
+        with _daemon_errors(f"inspect network {network}"):
+            configs = self.client.networks.get(network).attrs["IPAM"].get("Config") or []
+            if not configs or not configs[0].get("IPRange"):
+                return None
+            taken = set()
+            for container in self.client.containers.list(all=True, filters={"network": network}):
+                endpoint = (container.attrs["NetworkSettings"].get("Networks") or {}).get(network) or {}
+                taken |= {endpoint.get("IPAddress"), (endpoint.get("IPAMConfig") or {}).get("IPv4Address")}
+        _, upper = ipaddress.ip_network(configs[0]["Subnet"]).subnets(prefixlen_diff=1)
+        for host in upper.hosts():
+            if str(host) not in taken:
+                return str(host)
+        raise ContainerError(f"network {network} has no address left for another container")
 
     def remove_network(self, name: str) -> None:
         docker = _docker()
@@ -510,7 +548,7 @@ class DockerEngine:
                 pass
 
     def address(self, name: str, network: str) -> str:
-        """The container's IP address on `network` (kept across restarts by its policy)."""
+        """The container's IP address on `network` (across restarts, the one `static_address` gave it)."""
         container = self._container(name)
         if container is None:
             raise ContainerError(f"no container named {name}")

@@ -382,3 +382,30 @@ def test_a_container_that_dies_is_reported(
     assert "/nowhere/model.pkl" in str(caught.value)
     info = docker_engine.container(container_name)
     assert info is not None and info.restart_policy == "no"
+
+
+def test_a_container_given_a_static_address_keeps_it_when_restarted(
+    docker_engine: DockerEngine, image: Built, tmp_path: Path
+) -> None:
+    """Without one, a restarted container takes the lowest free address, which is another's old one once a container
+    before it was removed: a gateway that knows it by address would lose it."""
+    network = f"{TEST_LABEL}-net-{uuid.uuid4().hex[:6]}"
+    names = [f"{TEST_LABEL}-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    docker_engine.ensure_network(network)
+    try:
+        given = []
+        for name in names:
+            address = docker_engine.static_address(network)
+            docker_engine.run(image.tag, name, None, tmp_path / "logs", network=network, address=address)
+            given.append(address)
+        assert len(set(given)) == 3 and None not in given
+        assert [docker_engine.address(name, network) for name in names] == given
+        docker_engine.remove(names[1])  # an address below the last one falls free
+        docker_engine.client.containers.get(names[2]).restart(timeout=0)
+        docker_engine.wait_healthy(names[2], timeout=60)
+        assert docker_engine.address(names[2], network) == given[2]
+        assert docker_engine.static_address(network) == given[1]  # free again: handed out again
+    finally:
+        for name in names:
+            docker_engine.remove(name)
+        docker_engine.remove_network(network)
