@@ -45,7 +45,8 @@ sys.path.insert(0, str(REPO))
 from flowship.adapters.docker_engine import DockerEngine  # noqa: E402
 from flowship.config import load_params  # noqa: E402
 from flowship.paths import Layout  # noqa: E402
-from flowship.release.docker_runtime import DockerRuntime, ProductionSpec  # noqa: E402
+from flowship.release.docker_runtime import DockerRuntime  # noqa: E402
+from flowship.release.gateway_runtime import ProductionSpec  # noqa: E402
 from flowship.release.runtime import PRODUCTION, Release  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

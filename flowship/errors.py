@@ -88,6 +88,11 @@ class GatewayError(ReleaseError):
     it does not answer); what serves is left as it was."""
 
 
+class ReplicaError(ReleaseError):
+    """A replica of the model (a process behind the host's gateway) exited or was not ready in time; none of its
+    pool was left running."""
+
+
 class ReplayError(FlowshipError):
     """Replayed traffic could not be sent: a bad month, no data for it, or an endpoint that does not answer."""
 

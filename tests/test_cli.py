@@ -215,7 +215,7 @@ def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project:
     flowship(["train", "--params", params], root, **env, check=True)
     try:
         deployed = flowship(["deploy", "--params", params], root, **env, check=True)
-        assert "serving as a local process" in deployed.stdout
+        assert "serving as local processes behind this host's nginx: no image" in deployed.stdout
         assert "production:    v1 at http://127.0.0.1:18410 (was nothing served before)" in deployed.stdout
         assert "try:           curl -s http://127.0.0.1:18410/predict" in deployed.stdout
         assert httpx.get("http://127.0.0.1:18410/ready", timeout=10).status_code == 200

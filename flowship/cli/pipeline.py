@@ -10,7 +10,7 @@ import typer
 
 from flowship.cli.common import ParamsOption, environment, fail, read_params, runtimes
 from flowship.errors import FlowshipError
-from flowship.release.docker_runtime import DockerRuntime
+from flowship.release.gateway_runtime import GatewayRuntime
 from flowship.release.runtime import ROLES
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def status(
                 where = f"image {deployed.image}" if deployed.image else f"pid {deployed.ref}"
                 state = f"{deployed.status}  ({deployed.kind}, {where})"
                 typer.echo(f"  {role:<11} v{deployed.version}  {deployed.url}  {state}")
-        if isinstance(runtime, DockerRuntime):
+        if isinstance(runtime, GatewayRuntime):
             _gateway_lines(runtime, cfg)
     typer.echo("recent runs:")
     recent = tracker.recent_runs(name, runs)
@@ -125,16 +125,18 @@ def status(
         typer.echo(f"  {r['started']}  {r['run_id']}  {r['status']:<8}  gate {r['verdict']:<7} {shown}")
 
 
-def _gateway_lines(runtime: DockerRuntime, cfg: Params) -> None:
+def _gateway_lines(runtime: GatewayRuntime, cfg: Params) -> None:
     """The gateway in front of production: where, whether paused, the replicas of each version it holds."""
+    if runtime.gateway is None or runtime.gateway_state() is None:
+        return
     stopped = runtime.reap()  # warm versions past their time go now
     state = runtime.gateway_state()
-    if state is None:
-        return
+    assert state is not None
     gateway = runtime.gateway.status() or "missing"
+    where = "a container" if runtime.gateway.kind == "docker" else "this host"
     paused = f"PAUSED ({state.paused})" if state.paused is not None else "serving"
     paused += f"; v{state.stable.version} {100 - state.canary_weight:g}%" if state.canary is not None else ""
-    typer.echo(f"  {'gateway':<11} nginx on 127.0.0.1:{state.port}  {gateway}, {paused}")
+    typer.echo(f"  {'gateway':<11} nginx ({where}) on 127.0.0.1:{state.port}  {gateway}, {paused}")
     chosen = "release.replicas" if cfg.release.replicas is not None else f"chosen for {os.cpu_count()} cores"
     replicas = ", ".join(runtime.replica_status(state.stable))
     typer.echo(f"  {'replicas':<11} v{state.stable.version}: {len(state.stable.backends)} ({chosen}): {replicas}")

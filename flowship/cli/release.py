@@ -15,6 +15,7 @@ from flowship.release.runtime import ROLES, Deployed
 
 if TYPE_CHECKING:
     from flowship.config import Params
+    from flowship.release.gateway_runtime import GatewayRuntime
 
 
 def deploy(
@@ -54,7 +55,10 @@ def deploy(
         fail(str(exc))
     production = result.production
     if result.runtime == "process":
-        typer.echo("runtime:       serving as a local process on the production port: no image, no gateway")
+        if cfg.gateway.enabled and _gateway_runtime(path.parent, cfg).behind_gateway:
+            typer.echo("runtime:       serving as local processes behind this host's nginx: no image")
+        else:
+            typer.echo("runtime:       serving as a local process on the production port: no image, no gateway")
     if not result.released:
         typer.echo(f"production:    v{result.version} already serves at {production.url}: nothing to release")
     else:
@@ -120,14 +124,12 @@ def rollback(
 
 def _reconfigure_gateway(root: Path, cfg: Params) -> None:
     """A gateway that serves follows params.yaml's `gateway:` as it is now (a changed limit, a new API key)."""
-    if not cfg.gateway.enabled or os.environ.get("FLOWSHIP_RUNTIME") == "process":
-        return
-    from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
-
-    runtime = DockerRuntime(root, cfg.project.name, production=ProductionSpec.from_params(cfg, root))
-    if runtime.gateway_state() is None:
+    if not cfg.gateway.enabled:
         return
     try:
+        runtime = _gateway_runtime(root, cfg)
+        if not runtime.behind_gateway or runtime.gateway_state() is None:
+            return
         changed = runtime.reconfigure()
     except FlowshipError as exc:
         fail(str(exc))
@@ -137,15 +139,24 @@ def _reconfigure_gateway(root: Path, cfg: Params) -> None:
 
 def _gateway_line(root: Path, cfg: Params) -> None:
     """What the gateway holds after a release: the serving version's replicas, and the version kept warm."""
-    if not cfg.gateway.enabled or os.environ.get("FLOWSHIP_RUNTIME") == "process":
+    if not cfg.gateway.enabled:
         return
-    from flowship.release.docker_runtime import DockerRuntime
-
-    state = DockerRuntime(root, cfg.project.name).gateway_state()
+    runtime = _gateway_runtime(root, cfg)
+    state = runtime.gateway_state() if runtime.behind_gateway else None
     if state is None:
         return
+    where = "in a container" if runtime.gateway is not None and runtime.gateway.kind == "docker" else "on this host"
     warm = "".join(f"; v{w.pool.version} warm until {w.until:%H:%M} UTC" for w in state.warm)
-    typer.echo(f"gateway:       nginx, {len(state.stable.backends)} replicas of v{state.stable.version}{warm}")
+    typer.echo(f"gateway:       nginx {where}, {len(state.stable.backends)} replicas of v{state.stable.version}{warm}")
+
+
+def _gateway_runtime(root: Path, cfg: Params) -> GatewayRuntime:
+    """The runtime a release would use now, with production as params.yaml says (a bad API keys file: a
+    ConfigError)."""
+    from flowship.release.discovery import gateway_runtime
+    from flowship.release.gateway_runtime import ProductionSpec
+
+    return gateway_runtime(root, cfg.project.name, ProductionSpec.from_params(cfg, root))
 
 
 def history(params: ParamsOption = Path("params.yaml")) -> None:
@@ -204,12 +215,10 @@ def _switch(params: Path, reason: str | None) -> None:
     cfg = read_params(path, check_estimator=False)
     environment(path.parent)
     from flowship.release import history as release_history
-    from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
 
     root = path.parent
     try:
-        runtime = DockerRuntime(root, cfg.project.name, production=ProductionSpec.from_params(cfg, root))
-        state = runtime.pause(reason)
+        state = _gateway_runtime(root, cfg).pause(reason)
     except FlowshipError as exc:
         fail(str(exc))
     action = "resume" if reason is None else "pause"

@@ -63,6 +63,7 @@ class Site:
     pid: Path
     temp: Path
     workers: int = 1
+    user: str | None = None  # the workers' user, when nginx is started by root
 
 
 # What the gateway answers itself: status -> (error, message)
@@ -227,8 +228,9 @@ def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[s
     )
     error_pages = "".join(f"        error_page {status} = @error_{status};\n" for status in ERRORS)
     temp = site.temp
+    user = f"user {site.user};\n" if site.user else ""
     return f"""# Written by flowship from .flowship/gateway/routing.json and params.yaml (gateway:); edits are lost.
-worker_processes {site.workers};
+{user}worker_processes {site.workers};
 pid {site.pid};
 error_log {site.error_log} warn;
 

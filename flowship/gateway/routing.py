@@ -36,6 +36,7 @@ class GatewayState:
     canary: Pool | None = None
     canary_weight: float = 0.0
     shadow: Pool | None = None
+    runtime: str = "docker"  # what runs the gateway and the replicas: docker, or process (the host's nginx)
 
     @property
     def routing(self) -> Routing:
@@ -101,7 +102,16 @@ def load(folder: Path) -> GatewayState | None:
     canary = _pool(data["canary"]) if data.get("canary") else None
     weight = float(data.get("canary_weight", 0.0))
     shadow = _pool(data["shadow"]) if data.get("shadow") else None
-    return GatewayState(int(data["port"]), _pool(data["stable"]), warm, data.get("paused"), canary, weight, shadow)
+    return GatewayState(
+        int(data["port"]),
+        _pool(data["stable"]),
+        warm,
+        data.get("paused"),
+        canary,
+        weight,
+        shadow,
+        data.get("runtime", "docker"),  # written before hosts had a gateway of their own: Docker's
+    )
 
 
 def save(folder: Path, state: GatewayState) -> None:
@@ -113,6 +123,7 @@ def save(folder: Path, state: GatewayState) -> None:
         "canary": _pool_dict(state.canary) if state.canary is not None else None,
         "canary_weight": state.canary_weight,
         "shadow": _pool_dict(state.shadow) if state.shadow is not None else None,
+        "runtime": state.runtime,
     }
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / STATE_FILE, json.dumps(data, indent=2) + "\n")

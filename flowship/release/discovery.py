@@ -9,8 +9,11 @@ from pathlib import Path
 
 from flowship.adapters.docker_engine import DockerEngine
 from flowship.errors import ReleaseError
-from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
-from flowship.release.runtime import ProcessRuntime, Runtime
+from flowship.gateway.host import find_nginx
+from flowship.release.docker_runtime import DockerRuntime
+from flowship.release.gateway_runtime import GatewayRuntime, ProductionSpec
+from flowship.release.process_runtime import ProcessRuntime
+from flowship.release.runtime import Runtime
 
 WANTED = ("auto", "docker", "process")
 
@@ -27,7 +30,8 @@ class RuntimeChoice:
 def choose_runtime(
     wanted: str | None = None, require_docker: bool | None = None, docker_answers: Callable[[], bool] | None = None
 ) -> RuntimeChoice:
-    """Docker when a daemon answers; otherwise a local process, said plainly.
+    """Docker when a daemon answers; otherwise local processes (behind the host's nginx when one is installed),
+    said plainly.
 
     FLOWSHIP_RUNTIME=docker|process forces one (docker then fails when no daemon answers);
     FLOWSHIP_REQUIRE_DOCKER=1 refuses the fallback.
@@ -38,13 +42,20 @@ def choose_runtime(
     if wanted not in WANTED:
         raise ReleaseError(f"FLOWSHIP_RUNTIME={wanted!r}: allowed values are {', '.join(WANTED)}")
     if wanted == "process":
-        return RuntimeChoice("process", "FLOWSHIP_RUNTIME=process: serving as a local process (no gateway)")
+        return RuntimeChoice("process", f"FLOWSHIP_RUNTIME=process: serving as local processes {_front()}")
     if (docker_answers or DockerEngine().available)():
         return RuntimeChoice("docker")
     if wanted == "docker" or require_docker:
         raise ReleaseError("no Docker daemon answers (FLOWSHIP_RUNTIME=docker or FLOWSHIP_REQUIRE_DOCKER=1 wants one)")
-    note = "no Docker daemon answers: serving the same app as a local process instead (no image, no gateway)"
+    note = f"no Docker daemon answers: serving the same app as local processes instead (no image), {_front()}"
     return RuntimeChoice("process", note, fallback=True)
+
+
+def _front() -> str:
+    nginx = find_nginx()
+    if nginx is not None:
+        return f"production behind the host's nginx ({nginx})"
+    return "production on its port without a gateway (no nginx installed: `apt install nginx-light` gives it one)"
 
 
 def runtime_for(
@@ -55,7 +66,7 @@ def runtime_for(
     if kind == "docker":
         return DockerRuntime(root, project, env, production)
     if kind == "process":
-        return ProcessRuntime(root, project, env)
+        return ProcessRuntime(root, project, env, production, find_nginx())
     raise ReleaseError(f"runtime {kind!r}: allowed values are docker, process")
 
 
@@ -65,7 +76,14 @@ def runtimes(root: Path, project: str) -> list[Runtime]:
     FLOWSHIP_RUNTIME narrows it to one, as it does for a release.
     """
     wanted = os.environ.get("FLOWSHIP_RUNTIME", "auto")
-    found: list[Runtime] = [] if wanted == "docker" else [ProcessRuntime(root, project)]
+    found: list[Runtime] = [] if wanted == "docker" else [ProcessRuntime(root, project, nginx=find_nginx())]
     if wanted != "process" and DockerEngine().available():
         found.insert(0, DockerRuntime(root, project))
     return found
+
+
+def gateway_runtime(root: Path, project: str, production: ProductionSpec | None = None) -> GatewayRuntime:
+    """The runtime a release would use now, whose gateway (a container, or the host's nginx) fronts production."""
+    runtime = runtime_for(choose_runtime().kind, root, project, production=production)
+    assert isinstance(runtime, GatewayRuntime)
+    return runtime

@@ -31,8 +31,8 @@ from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
 from flowship.errors import ReleaseAborted, ReleaseCheckFailed, ReleaseError
 from flowship.release import discovery, history, http_checks, live, promotion
 from flowship.release.checks import Check, summary
-from flowship.release.docker_runtime import DockerRuntime, ProductionSpec
 from flowship.release.export import already_exported, export_version
+from flowship.release.gateway_runtime import GatewayRuntime, ProductionSpec
 from flowship.release.live import LiveStep
 from flowship.release.promotion import PRODUCTION, STAGING, Promotion, ReleaseTarget
 from flowship.release.runtime import Deployed, Release, Runtime
@@ -263,13 +263,11 @@ def rollback_target(ctx: Context, to_version: str | None) -> str:
 # --- canary: live traffic in steps, each judged against stable on the same traffic ---
 
 
-def _gateway_runtime(ctx: Context, kind: str) -> DockerRuntime:
+def _gateway_runtime(ctx: Context, kind: str) -> GatewayRuntime:
     runtime = runtime_for(ctx, kind)
-    if not isinstance(runtime, DockerRuntime) or not ctx.params.gateway.enabled:
-        raise ReleaseError(
-            "a canary or shadow release needs the gateway, which runs with Docker (gateway.enabled: true); "
-            f"this release serves {'as a local process' if kind == 'process' else 'without it'}"
-        )
+    if not isinstance(runtime, GatewayRuntime) or not runtime.behind_gateway:
+        why = "gateway.enabled is false" if not ctx.params.gateway.enabled else "no Docker daemon and no nginx here"
+        raise ReleaseError(f"a canary or shadow release needs production behind the gateway, and {why}")
     return runtime
 
 
@@ -287,7 +285,7 @@ def canary_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
     (at most `max_wait_s`), then judged against stable on that step's traffic."""
     runtime = _gateway_runtime(ctx, kind)
     cfg = ctx.params.release.canary
-    access = runtime.gateway.access_log
+    access = runtime.require_gateway().access_log
     offset = access.stat().st_size if access.exists() else 0
     release = Release(ref.name, ref.version, Path(bundle), image)
     state = runtime.set_canary(release, weight, promotion.inference_log_dir(ctx.layout, PRODUCTION))
@@ -318,7 +316,7 @@ def shadow_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
     records were answered by both (at most `max_wait_s`); then the copies stop and the answers are compared."""
     runtime = _gateway_runtime(ctx, kind)
     cfg = ctx.params.release.shadow
-    access, shadow_log = runtime.gateway.access_log, runtime.gateway.shadow_log
+    access, shadow_log = runtime.require_gateway().access_log, runtime.require_gateway().shadow_log
     offsets = [path.stat().st_size if path.exists() else 0 for path in (access, shadow_log)]
     release = Release(ref.name, ref.version, Path(bundle), image)
     state = runtime.set_shadow(release, ctx.layout.shadow_inference_log_dir)
@@ -476,7 +474,7 @@ def reject_release(ctx: Context, kind: str, target: ReleaseTarget, before: str, 
     """Production as it was (a canary's share back to stable), the decision kept (version tags, history).
     Raises ReleaseAborted."""
     runtime = runtime_for(ctx, kind)
-    if isinstance(runtime, DockerRuntime) and (state := runtime.gateway_state()) and state.canary is not None:
+    if isinstance(runtime, GatewayRuntime) and (state := runtime.gateway_state()) and state.canary is not None:
         runtime.clear_canary()
     Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.failure_tags((decision,)))
     history.record(

@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 
 from flowship.adapters.tracking import VersionRef
+from flowship.config import GatewayConfig
 from flowship.errors import ReleaseError
 from flowship.paths import Layout
 from flowship.release import discovery, promotion
 from flowship.release.checks import Check
+from flowship.release.gateway_runtime import ProductionSpec
+from flowship.release.process_runtime import ProcessRuntime
 from flowship.release.promotion import PRODUCTION, Promotion, ReleaseResult, ReleaseTarget
-from flowship.release.runtime import Deployed, ProcessRuntime, Release
+from flowship.release.runtime import Deployed, Release
 
 REF = VersionRef("flights-delay", "2", "run-2", "models:/m-2", {"flowship.task": "classification"})
 TARGET = ReleaseTarget(REF, champion="1")
@@ -78,6 +81,27 @@ def test_the_runtime_is_docker_when_a_daemon_answers_else_a_process_said_plainly
     assert fallback.kind == "process" and fallback.fallback and "no Docker daemon answers" in str(fallback.note)
     forced = discovery.choose_runtime("process", True, lambda: True)
     assert forced.kind == "process" and not forced.fallback and "FLOWSHIP_RUNTIME=process" in str(forced.note)
+
+
+@pytest.mark.parametrize("nginx", ["/usr/sbin/nginx", None])
+def test_without_docker_the_note_says_whether_the_hosts_nginx_fronts_production(
+    nginx: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discovery, "find_nginx", lambda: nginx)
+    note = str(discovery.choose_runtime("auto", False, lambda: False).note)
+    runtime = discovery.runtime_for("process", tmp_path, "flights-delay", production=spec())
+    assert isinstance(runtime, ProcessRuntime)
+    if nginx is not None:
+        assert "production behind the host's nginx (/usr/sbin/nginx)" in note and runtime.behind_gateway
+    else:
+        assert "production on its port without a gateway (no nginx installed: `apt install nginx-light`" in note
+        assert not runtime.behind_gateway
+        with pytest.raises(ReleaseError, match=r"no gateway to run \(no Docker daemon, and no nginx installed\)"):
+            runtime.pause("maintenance")
+
+
+def spec() -> ProductionSpec:
+    return ProductionSpec(GatewayConfig(), replicas=2, warm_s=0)
 
 
 @pytest.mark.parametrize(("wanted", "require"), [("docker", False), ("auto", True)])

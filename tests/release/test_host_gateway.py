@@ -1,0 +1,208 @@
+"""Production behind the host's nginx, without Docker: replicas as processes of this machine, driven by the release
+flow and by real HTTP clients (FLOWSHIP_RUNTIME=process stands for a machine without a Docker daemon)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowship.errors import GatewayError
+from flowship.gateway.host import find_nginx
+from flowship.gateway.routing import GatewayState
+from flowship.release.gateway_runtime import ProductionSpec
+from flowship.release.process_runtime import ProcessRuntime
+from flowship.release.promotion import ReleaseResult
+from flowship.release.runtime import PRODUCTION, Release
+from tests.conftest import Project, default_params, trained_flights_project
+from tests.helpers import SteadyLoad, flowship, wait_until
+
+pytestmark = pytest.mark.integration
+
+NAME = "flights-delay"
+PORT = 18430
+GATEWAY = f"http://127.0.0.1:{PORT}"
+
+
+@pytest.fixture(scope="module")
+def nginx() -> str:
+    found = find_nginx()
+    if found is None:
+        if os.environ.get("FLOWSHIP_REQUIRE_DOCKER") == "1":  # CI installs nginx-light with the daemon
+            pytest.fail("nginx is not installed: the host gateway cannot be tested")
+        pytest.skip("nginx is not installed")
+    return found
+
+
+@pytest.fixture(scope="module")
+def project(
+    tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None, nginx: str
+) -> Iterator[Project]:
+    params = default_params()
+    params["release"] = {
+        "production_port": PORT,
+        "staging_port": PORT + 1,
+        "latency_requests": 40,
+        "latency_p95_ms": 500,
+        "health_timeout_s": 120,
+        "replicas": 2,
+        "warm_s": 600,
+    }
+    project = trained_flights_project(tmp_path_factory.mktemp("host-gateway"), flights_sample, params)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLOWSHIP_RUNTIME", "process")  # as on a machine without a Docker daemon
+        yield project
+        ProcessRuntime(project.root, NAME, nginx=nginx).stop(PRODUCTION)
+
+
+def production_runtime(project: Project, nginx: str) -> ProcessRuntime:
+    """The project's process runtime with production behind the host's nginx, as its params.yaml says."""
+    from flowship.config import load_params
+
+    spec = ProductionSpec.from_params(load_params(project.params_path), project.root)
+    return ProcessRuntime(project.root, NAME, production=spec, nginx=nginx)
+
+
+def state(project: Project) -> GatewayState:
+    found = ProcessRuntime(project.root, NAME, nginx=find_nginx()).gateway_state()
+    assert found is not None
+    return found
+
+
+def release(project: Project, version: str | None = None) -> ReleaseResult:
+    from flowship.flows.release import release_flow
+
+    return release_flow(params_path=str(project.params_path), version=version)
+
+
+def golden_record(project: Project, version: str) -> dict[str, object]:
+    golden = json.loads((project.root / f"build/{NAME}-v{version}/model/golden.json").read_text())
+    return dict(golden[0]["features"])
+
+
+def pid_of(project: Project, replica: str) -> int:
+    return int(json.loads((project.root / ".flowship/processes/replicas" / f"{replica}.json").read_text())["pid"])
+
+
+def running(pid: int) -> bool:
+    """`pid` runs (a process that exited and was not yet reaped has no command line any more)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
+
+
+def nginx_master(project: Project) -> int:
+    return int((project.root / ".flowship/gateway/nginx.pid").read_text())
+
+
+def test_without_docker_production_is_served_behind_the_hosts_nginx(project: Project, nginx: str) -> None:
+    first = release(project)
+    assert first.released and first.runtime == "process" and first.production.url == GATEWAY
+    served = state(project)
+    assert served.stable.version == "1" and len(served.stable.backends) == 2
+    assert all(
+        b.address.startswith("127.0.0.1:") and not b.address.endswith(f":{PORT}") for b in served.stable.backends
+    )
+    answer = httpx.post(f"{GATEWAY}/predict", json=golden_record(project, "1"), headers={"X-Request-ID": "r-host"})
+    assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "1"
+    logged = wait_until(
+        lambda: [
+            json.loads(line)
+            for line in (project.root / "logs/gateway/access.jsonl").read_text().splitlines()
+            if '"r-host"' in line
+        ],  # fmt: skip
+        30,
+        "the access log's line",
+    )
+    assert logged[0]["status"] == 200 and logged[0]["version"] == "1"
+    master = nginx_master(project)
+    assert Path(f"/proc/{master}/cmdline").read_bytes().startswith(b"nginx: master process")
+
+    shown = flowship(["status"], project.root, check=True, FLOWSHIP_RUNTIME="process").stdout
+    assert f"production  v1  {GATEWAY}  running  (process, pid {master})" in shown, shown
+    assert f"gateway     nginx (this host) on 127.0.0.1:{PORT}  running, serving" in shown
+    assert "replicas    v1: 2 (release.replicas): running, running" in shown
+
+
+def test_promotion_and_rollback_under_load_fail_no_request(project: Project) -> None:
+    v1_backends = state(project).stable.backends
+    params = project.params()
+    params["train"]["params"]["max_iter"] = 41
+    params["gate"]["max_regression"] = {"roc_auc": 0.05}
+    project.write_params(params)
+    assert project.train().registered.version == "2"
+    master = nginx_master(project)
+
+    from flowship.flows.release import rollback_flow
+
+    with SteadyLoad(f"{GATEWAY}/predict", golden_record(project, "1"), clients=16) as load:
+        promoted = release(project)
+        wait_until(lambda: load.versions["2"] >= 16, 60, "answers from v2")
+        back = rollback_flow(params_path=str(project.params_path))
+        answered_by_v2 = load.versions["2"]
+        wait_until(lambda: load.versions["1"] > answered_by_v2, 60, "answers from v1 again")
+    assert promoted.released and promoted.version == "2" and back.version == "1"
+    assert load.failed == 0, f"{load.failed} failed requests: {load.statuses}"
+    after = state(project)
+    # a switch each time: the same nginx reloaded, v1's own processes serve again, v2 kept warm
+    assert nginx_master(project) == master and after.stable.backends == v1_backends
+    assert [w.pool.version for w in after.warm] == ["2"]
+
+
+def test_a_killed_replica_costs_only_its_requests_in_flight(project: Project) -> None:
+    served = state(project)
+    victim = served.stable.backends[0]
+    with SteadyLoad(f"{GATEWAY}/predict", golden_record(project, served.stable.version), clients=8) as load:
+        wait_until(lambda: load.answered > 100, 60, "answers before the kill")
+        os.kill(pid_of(project, victim.name), signal.SIGKILL)
+        answered = load.answered
+        wait_until(lambda: load.answered > answered + 300, 60, "answers after the kill")
+        failed = load.failed
+        wait_until(lambda: load.answered > answered + 600, 60, "more answers after the kill")
+    assert load.failed == failed and failed <= 8, load.statuses  # what it was answering; nothing after
+    shown = flowship(["status"], project.root, check=True, FLOWSHIP_RUNTIME="process").stdout
+    assert f"v{served.stable.version}: 2 (release.replicas): exited, running" in shown
+
+
+def test_a_configuration_nginx_refuses_is_never_applied(project: Project, nginx: str) -> None:
+    runtime = ProcessRuntime(project.root, NAME, nginx=nginx)
+    gateway = runtime.require_gateway()
+    before = gateway.configuration()
+    with pytest.raises(GatewayError, match=r"nginx refused the gateway configuration, nothing was changed: .*unknown"):
+        gateway.apply("events {}\nhttp { server { listen 127.0.0.1:1; no_such_directive on; } }\n")
+    assert gateway.configuration() == before and gateway.status() == "running"
+    assert httpx.get(f"{GATEWAY}/health", timeout=10).status_code == 200
+
+
+def test_the_port_taken_by_another_program_is_refused_before_anything_changes(project: Project, nginx: str) -> None:
+    flowship(["stop"], project.root, check=True, FLOWSHIP_RUNTIME="process")
+    runtime = production_runtime(project, nginx)
+    serving = Release(NAME, "1", project.root / f"build/{NAME}-v1/model")
+    log_dir = project.root / "logs" / "inference"
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the gateway's closed connections linger
+        squatter.bind(("127.0.0.1", PORT))
+        squatter.listen()
+        with pytest.raises(GatewayError, match=rf"port {PORT} \(release.production_port\) is taken by another"):
+            runtime.start(PRODUCTION, serving, PORT, log_dir, restart=True)
+        assert list((project.root / ".flowship/processes/replicas").glob("*.json")) == []
+        assert runtime.require_gateway().status() is None and runtime.gateway_state() is None
+    runtime.start(PRODUCTION, serving, PORT, log_dir, restart=True)  # the port free again: served
+    assert httpx.get(f"{GATEWAY}/health", timeout=10).headers["X-Model-Version"] == "1"
+
+
+def test_stop_leaves_nothing_running(project: Project) -> None:
+    master = nginx_master(project)
+    pids = [pid_of(project, b.name) for b in state(project).stable.backends]
+    stopped = flowship(["stop"], project.root, check=True, FLOWSHIP_RUNTIME="process").stdout
+    assert "stopped production: v1 (process" in stopped
+    assert not any(running(pid) for pid in [master, *pids])
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{GATEWAY}/health", timeout=2)
