@@ -26,8 +26,9 @@ from flowship.release.gateway_runtime import ProductionSpec
 from flowship.release.promotion import ReleaseResult
 from flowship.release.runtime import PRODUCTION, Release
 from flowship.serving.inference_log import read_inference_log
-from tests.conftest import Project, default_params, trained_flights_project
+from tests.conftest import Project, trained_flights_project
 from tests.helpers import SteadyLoad, flowship, wait_until
+from tests.release.conftest import release_params
 
 pytestmark = pytest.mark.integration
 
@@ -38,16 +39,7 @@ GATEWAY = f"http://127.0.0.1:{PORT}"
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None) -> Iterator[Project]:
-    params = default_params()
-    params["release"] = {
-        "production_port": PORT,
-        "staging_port": PORT + 1,
-        "latency_requests": 40,
-        "latency_p95_ms": 500,
-        "health_timeout_s": 120,
-        "replicas": 2,
-        "warm_s": 600,
-    }
+    params = release_params(production_port=PORT, staging_port=PORT + 1, replicas=2, warm_s=600)
     project = trained_flights_project(tmp_path_factory.mktemp("gateway"), flights_sample, params)
     yield project
     runtime(project).stop(PRODUCTION)

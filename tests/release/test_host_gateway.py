@@ -20,8 +20,9 @@ from flowship.release.gateway_runtime import ProductionSpec
 from flowship.release.process_runtime import ProcessRuntime
 from flowship.release.promotion import ReleaseResult
 from flowship.release.runtime import PRODUCTION, Release
-from tests.conftest import Project, default_params, trained_flights_project
+from tests.conftest import Project, trained_flights_project
 from tests.helpers import SteadyLoad, flowship, wait_until
+from tests.release.conftest import release_params
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +45,7 @@ def nginx() -> str:
 def project(
     tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None, nginx: str
 ) -> Iterator[Project]:
-    params = default_params()
-    params["release"] = {
-        "production_port": PORT,
-        "staging_port": PORT + 1,
-        "latency_requests": 40,
-        "latency_p95_ms": 500,
-        "health_timeout_s": 120,
-        "replicas": 2,
-        "warm_s": 600,
-    }
+    params = release_params(production_port=PORT, staging_port=PORT + 1, replicas=2, warm_s=600)
     project = trained_flights_project(tmp_path_factory.mktemp("host-gateway"), flights_sample, params)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FLOWSHIP_RUNTIME", "process")  # as on a machine without a Docker daemon
