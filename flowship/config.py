@@ -211,6 +211,7 @@ class CanaryConfig(Section):
     Flagger's: `step_weights`, `interval`, a success rate and a request duration)."""
 
     step_weights: list[int] = Field(default=[5, 25, 50], min_length=1)  # percent of live traffic, in turn
+    shadow_first: bool = False  # a shadow step (judged as `shadow:` says) before the first: no client sees it yet
     interval_s: float = Field(default=30.0, ge=0.0, le=86_400.0)  # at least this long per step
     min_requests: int = Field(default=100, ge=1, le=10_000_000)  # and at least this many canary answers
     max_wait_s: float = Field(default=600.0, gt=0.0, le=7 * 86_400.0)  # a step short of them by then aborts

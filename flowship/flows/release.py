@@ -1,4 +1,4 @@
-"""The release flow: challenger → image → staging → checks → [canary steps or a shadow] → [a person's approval] →
+"""The release flow: challenger → image → staging → checks → [a shadow, canary steps] → [a person's approval] →
 production and `champion`; and rollback.
 
 A run ends in a state that says what happened: `Promoted` (or `RolledBack`), `Aborted` with the reason when a step
@@ -29,7 +29,8 @@ def _stage_and_promote(
     ctx: Context, kind: str, target: ReleaseTarget, action: str, full: bool, live: str | None = "direct"
 ) -> ReleaseResult:
     """Bundle and image of `target`, staging and its checks, then live traffic as `live` says (None: as
-    `release.strategy` says): canary steps, or the shadow; promoted only when every check passed."""
+    `release.strategy` says): canary steps (after a shadow step with `canary.shadow_first`), or the shadow; then
+    a person's approval where `release.approval` asks for one; promoted only when every check passed."""
     strategy = ctx.params.release.strategy if live is None else live
     if strategy not in STRATEGIES:
         raise ReleaseError(f"strategy {strategy!r}: allowed values are {', '.join(STRATEGIES)}")
@@ -45,20 +46,22 @@ def _stage_and_promote(
     release.teardown_staging(ctx, kind)
     if not all(c.passed for c in checks):
         release.record_failure(ctx, kind, target, checks, action)
+    # Each step on live traffic and each approval adds its checks in the order they came.
     steps: list[LiveStep] = []
     if strategy != "direct":
-        if strategy == "shadow":
+        if strategy == "shadow" or ctx.params.release.canary.shadow_first:
             steps.append(release.shadow_step(ctx, kind, target.ref, bundle, image))
-        else:
+            checks = (*checks, *release.live_checks(tuple(steps[-1:])))
+        if strategy == "canary" and all(s.passed for s in steps):  # a shadow first must have passed
             for weight in ctx.params.release.canary.step_weights:
                 if steps and approval == "each_step":
                     checks = (*checks, _approved(ctx, kind, target, f"canary {weight}%", checks, steps))
                 steps.append(release.canary_step(ctx, kind, target.ref, bundle, image, weight))
+                checks = (*checks, *release.live_checks(tuple(steps[-1:])))
                 if not steps[-1].passed:
                     break
         if not steps[-1].passed:
             release.abort_live_release(ctx, kind, target, tuple(steps))
-        checks = (*checks, *release.live_checks(tuple(steps)))
     if approval != "none":
         checks = (*checks, _approved(ctx, kind, target, "promotion", checks, steps))
     # All or nothing: a step that fails undoes the steps before it (production, `champion`, tags).

@@ -337,21 +337,70 @@ def test_a_slow_canary_is_aborted_at_its_first_step_and_stable_keeps_serving(
     assert [s["step"] for s in event["steps"]] == ["canary 20%"] and event["steps"][0]["canary"]["p99_ms"] >= 200
 
 
-def test_a_canary_that_holds_up_is_promoted_step_by_step_without_a_failed_request(
+def test_a_canary_that_holds_up_after_its_shadow_is_approved_and_promoted_step_by_step_without_a_failed_request(
     project: Project, docker_engine: DockerEngine
 ) -> None:
-    canary_params(project, max_p99_ratio=10)  # a busy two-core machine: latency compared loosely here
+    canary_params(project, max_p99_ratio=10, shadow_first=True)  # a busy two-core machine: latency loosely
+    params = project.params()
+    params["release"]["shadow"] = {"min_requests": 40, "max_wait_s": 90, "max_p99_ratio": 10}
+    params["release"]["approval"] = {"before": "each_step", "timeout_s": 300}
+    project.write_params(params)
     stable = state(project).stable.version
     challenger = "2" if stable == "1" else "1"
-    with SteadyLoad(f"{GATEWAY}/predict", golden_record(project, stable), clients=8, keyed=False) as load:
-        result = release(project, version=challenger, strategy="canary")
-        wait_until(lambda: load.versions[challenger] > 100, 60, "the promoted version's answers")
+    approver = Approver("carol")
+    try:
+        with SteadyLoad(f"{GATEWAY}/predict", golden_record(project, stable), clients=8, keyed=False) as load:
+            result = release(project, version=challenger, strategy="canary")
+            wait_until(lambda: load.versions[challenger] > 100, 60, "the promoted version's answers")
+    finally:
+        approver.stop()
+        params["release"].pop("approval")
+        project.write_params(params)
     assert load.failed == 0, load.statuses
     assert result.released and result.version == challenger and state(project).stable.version == challenger
     names = [c.name for c in result.checks]
-    assert "canary 20% success_rate" in names and "canary 50% prediction_distance" in names
+    # the shadow first, then each step and the promotion approved by a person
+    assert [n for n in names if n == "approval" or n.endswith(("agreement", "success_rate"))] == [
+        "shadow agreement",
+        "approval",
+        "canary 20% success_rate",
+        "approval",
+        "canary 50% success_rate",
+        "approval",
+    ]
+    assert approver.approved == 3 and "canary 50% prediction_distance" in names
     assert all(c.passed for c in result.checks)
     assert project.tracker().aliases(NAME)["champion"] == challenger
+
+
+class Approver:
+    """A person watching the Prefect UI: approves each pause of the release as it comes."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.approved = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        from prefect import get_client
+        from prefect.exceptions import NotPausedError
+        from prefect.flow_runs import resume_flow_run
+
+        while not self._done.wait(0.5):
+            with get_client(sync_client=True) as client:
+                paused = [r for r in client.read_flow_runs(limit=20) if r.state is not None and r.state.is_paused()]
+            for run in paused:
+                try:
+                    resume_flow_run(run.id, run_input={"approve": True, "by": self.who})
+                except NotPausedError:
+                    continue  # resumed since it was read
+                self.approved += 1
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=30)
 
 
 def test_a_canary_whose_replicas_die_mid_step_is_aborted_and_stable_serves(
