@@ -283,9 +283,11 @@ def test_down_stops_every_service(team: Team) -> None:
         assert re.search(rf"^{name}:\s+(stopped|killed)", done.stdout, re.MULTILINE), done.stdout
     assert recorded.running() == {}
     assert not (root / ".flowship" / "services.json").exists()
-    # What is left in the project is the model serving, which outlives the services by design.
-    serving = json.loads((root / ".flowship" / "processes" / "production.json").read_text())["pid"]
-    assert set(processes_in(root)) <= {serving}, processes_in(root)
+    # What is left in the project is production, which outlives the services by design: the model's replicas and
+    # the host's nginx in front of them.
+    replicas = {json.loads(f.read_text())["pid"] for f in (root / ".flowship/processes/replicas").glob("*.json")}
+    left = processes_in(root)
+    assert replicas and {pid for pid, cmd in left.items() if not cmd.startswith("nginx: ")} <= replicas, left
 
 
 def test_up_with_postgres_unreachable_fails_naming_the_service_and_its_log(tmp_path: Path, postgres: Postgres) -> None:
