@@ -43,11 +43,8 @@ stop: setup
 	$(VENV)/bin/flowship stop
 
 # Every core runs tests (pytest-xdist; tests/conftest.py says how the work is split); `pytest` alone runs them in turn.
-# One worker more than the cores: much of the suite waits on servers, containers and subprocesses (measured on
-# 2 cores with 2 workers: 27 CPU-minutes in 25 minutes, the cores half idle).
-TEST_WORKERS ?= $(shell python3 -c "import os; print(min(6, (os.cpu_count() or 1) + 1))")
 test: setup
-	$(VENV)/bin/pytest --numprocesses $(TEST_WORKERS)
+	$(VENV)/bin/pytest --numprocesses auto --maxprocesses 4
 
 # The quick loop: the unit tests and the serving app's tests that run in this process only (no Docker, no Prefect
 # server, no DVC/MLflow project, no server or `flowship` process: the `integration` marker), in under two minutes.
