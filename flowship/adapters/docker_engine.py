@@ -511,6 +511,9 @@ class DockerEngine:
                 return
             except docker.errors.NotFound:
                 pass
+            for left in self.client.networks.list(names=[f"{name}-probe"]):  # one an interrupted run left
+                if left.name == f"{name}-probe":  # (the daemon's filter matches parts of names too)
+                    left.remove()
             probe = self.client.networks.create(f"{name}-probe", driver="bridge")
             try:
                 probe.reload()
