@@ -47,3 +47,12 @@ def trained_project(
                 runtime.stop(role)
         except Exception:  # noqa: BLE001 - teardown: leave nothing running, whatever state a test left
             pass
+
+
+def train_v2(project: Project) -> None:
+    """A second version that clears the gate: v2 registered as challenger."""
+    params = project.params()
+    params["train"]["params"]["max_iter"] = 41
+    params["gate"]["max_regression"] = {"roc_auc": 0.05}
+    project.write_params(params)
+    assert project.train().registered.version == "2"

@@ -28,7 +28,7 @@ from flowship.release.runtime import PRODUCTION, Release
 from flowship.serving.inference_log import read_inference_log
 from tests.conftest import Project, trained_flights_project
 from tests.helpers import SteadyLoad, flowship, wait_until
-from tests.release.conftest import release_params
+from tests.release.conftest import release_params, train_v2
 
 pytestmark = pytest.mark.integration
 
@@ -101,11 +101,7 @@ def test_promotion_and_rollback_under_load_fail_no_request(project: Project, doc
     assert users == {"10001:10001"}  # the gateway and the model containers: no root
     v1_containers = container_ids(docker_engine, served, "1")
 
-    params = project.params()
-    params["train"]["params"]["max_iter"] = 41
-    params["gate"]["max_regression"] = {"roc_auc": 0.05}
-    project.write_params(params)
-    assert project.train().registered.version == "2"
+    train_v2(project)
     log_before = len(access_log(project))
 
     from flowship.flows.release import rollback_flow

@@ -22,7 +22,7 @@ from flowship.release.promotion import ReleaseResult
 from flowship.release.runtime import PRODUCTION, Release
 from tests.conftest import Project, trained_flights_project
 from tests.helpers import SteadyLoad, flowship, wait_until
-from tests.release.conftest import release_params
+from tests.release.conftest import release_params, train_v2
 
 pytestmark = pytest.mark.integration
 
@@ -125,11 +125,7 @@ def test_without_docker_production_is_served_behind_the_hosts_nginx(project: Pro
 
 def test_promotion_and_rollback_under_load_fail_no_request(project: Project) -> None:
     v1_backends = state(project).stable.backends
-    params = project.params()
-    params["train"]["params"]["max_iter"] = 41
-    params["gate"]["max_regression"] = {"roc_auc": 0.05}
-    project.write_params(params)
-    assert project.train().registered.version == "2"
+    train_v2(project)
     master = nginx_master(project)
 
     from flowship.flows.release import rollback_flow

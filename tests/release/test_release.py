@@ -16,7 +16,7 @@ from flowship.release.docker_runtime import DockerRuntime, container_name
 from flowship.release.promotion import ReleaseResult
 from tests.conftest import Project
 from tests.helpers import wait_until
-from tests.release.conftest import NAME
+from tests.release.conftest import NAME, train_v2
 
 pytestmark = pytest.mark.integration
 
@@ -59,14 +59,6 @@ def set_release(project: Project, **values: object) -> None:
     params = project.params()
     params["release"].update(values)
     project.write_params(params)
-
-
-def train_v2(project: Project) -> None:
-    params = project.params()
-    params["train"]["params"]["max_iter"] = 41
-    params["gate"]["max_regression"] = {"roc_auc": 0.05}
-    project.write_params(params)
-    assert project.train().registered.version == "2"
 
 
 def test_release_fail_promote_and_roll_back(trained_project: Project, docker_engine) -> None:  # noqa: ANN001
