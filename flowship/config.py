@@ -9,14 +9,18 @@ import datetime as dt
 import os
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowship.errors import ConfigError
 from flowship.features import FeatureLists
+
+if TYPE_CHECKING:
+    from flowship.serving.guardrails import GuardrailPolicy
 
 TaskType = Literal["classification", "regression"]
 
@@ -409,6 +413,10 @@ class Params(Section):
     gateway: GatewayConfig = GatewayConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     compute: ComputeConfig = ComputeConfig()
+    # What the serving app does when a record or an answer leaves what the model knows: checked by `parse_params`
+    # against the serving app's own model (`guardrails` below), imported there so that the pipeline's stages, which
+    # never serve, do not run that code (and need not list it in dvc.yaml).
+    guardrails_section: dict[str, Any] = Field(default={}, alias="guardrails")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -440,6 +448,12 @@ class Params(Section):
                 f"monitoring.drift.key_features names columns that are not features: {sorted(not_features)}"
             )
         return self
+
+    @cached_property
+    def guardrails(self) -> GuardrailPolicy:
+        from flowship.serving.guardrails import GuardrailPolicy
+
+        return GuardrailPolicy.model_validate(self.guardrails_section)
 
     @property
     def search_metric(self) -> str:
@@ -476,8 +490,9 @@ def _unquoted_dates(raw: Any, where: str = "") -> list[str]:
     return []
 
 
-def parse_params(raw: Any, check_estimator: bool = True) -> Params:
-    """Typed params; `check_estimator=False` skips the estimator check (it imports scikit-learn)."""
+def parse_params(raw: Any, check_estimator: bool = True, check_serving: bool = True) -> Params:
+    """Typed params; `check_estimator=False` skips the estimator check (it imports scikit-learn),
+    `check_serving=False` the guardrails' (it imports the serving app's policy)."""
     if not isinstance(raw, dict):
         raise ConfigError([f"<top level>: expected a mapping of sections, got {type(raw).__name__}"])
     dates = _unquoted_dates(raw)
@@ -492,7 +507,18 @@ def parse_params(raw: Any, check_estimator: bool = True) -> Params:
         from flowship.estimators import check_estimator_config
 
         check_estimator_config(params)
+    if check_serving:
+        _check_guardrails(params)
     return params
+
+
+def _check_guardrails(params: Params) -> None:
+    try:
+        policy = params.guardrails
+    except ValidationError as exc:
+        raise ConfigError([_describe({**e, "loc": ("guardrails", *e["loc"])}) for e in exc.errors()]) from None
+    if params.data.task == "regression" and (problem := policy.fallback_problem("regression", None)):
+        raise ConfigError([problem])
 
 
 def _has_key(raw: Any, dotted: str) -> bool:
@@ -565,7 +591,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], tracked: 
     return merge(raw, overrides)
 
 
-def load_params(path: Path, check_estimator: bool = True, overrides: Mapping[str, Any] | None = None) -> Params:
+def load_params(
+    path: Path, check_estimator: bool = True, overrides: Mapping[str, Any] | None = None, check_serving: bool = True
+) -> Params:
     """Read and check `path`; keys that the `dvc.yaml` beside it tracks must be written out. `overrides` (a
     deployment's per-environment parameters) change keys DVC does not track, and are checked like the file."""
     try:
@@ -582,11 +610,11 @@ def load_params(path: Path, check_estimator: bool = True, overrides: Mapping[str
             raise ConfigError([f"{path}: expected a mapping of sections, got {type(raw).__name__}"])
         raw = apply_overrides(raw, overrides, tracked_params(path.parent / "dvc.yaml"))
         try:
-            params = parse_params(raw, check_estimator)
+            params = parse_params(raw, check_estimator, check_serving)
         except ConfigError as exc:
             raise ConfigError([f"{p} (params.yaml with the overrides)" for p in exc.problems]) from None
     else:
-        params = parse_params(raw, check_estimator)
+        params = parse_params(raw, check_estimator, check_serving)
     if missing:
         raise ConfigError(missing)
     return params

@@ -56,6 +56,11 @@ class Layout:
         return self.model_dir / "model.pkl"
 
     @property
+    def profile_file(self) -> Path:
+        """The training data's profile (ranges, known categories, missing shares): the guardrails' reference."""
+        return self.model_dir / "profile.json"
+
+    @property
     def search_results(self) -> Path:
         return self.model_dir / "search.json"
 
@@ -76,7 +81,8 @@ class Layout:
         return self.root / "mlruns"
 
     def bundle_dir(self, project: str, version: str) -> Path:
-        """The serving bundle of one model version (`model.pkl`, `metadata.json`, `golden.json`), as exported."""
+        """The serving bundle of one model version (`model.pkl`, `metadata.json`, `golden.json`, `profile.json`), as
+        exported."""
         return self.root / "build" / f"{project}-v{version}" / "model"
 
     @property

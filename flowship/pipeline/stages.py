@@ -98,8 +98,8 @@ def score_trials(params: Params, train: pd.DataFrame, executor: Executor | None 
 
 
 def run_train(params: Params, layout: Layout, trial_results: list[TrialResult] | None = None) -> dict[str, Any]:
-    """Fit the final model; with a search, on the best trial's hyperparameters."""
-    from flowship.pipeline import search, training
+    """Fit the final model (with a search, on the best trial's hyperparameters) and profile its training data."""
+    from flowship.pipeline import search, training, training_profile
 
     train = pd.read_parquet(layout.train_split)
     if trial_results is None:
@@ -112,6 +112,10 @@ def run_train(params: Params, layout: Layout, trial_results: list[TrialResult] |
     model = training.fit(train, params, hyperparams)
     with atomic_path(layout.model_file) as tmp, tmp.open("wb") as fh:
         pickle.dump(model, fh, protocol=5)
+    data = params.data
+    _write_json(
+        layout.profile_file, training_profile.profile_training_data(train, data.features, data.target.column, data.task)
+    )
     summary = {
         "estimator": params.train.estimator,
         "hyperparams": hyperparams,
@@ -162,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         # The estimator check runs estimators.py (and imports scikit-learn): only the train stage builds an
-        # estimator, so only its process runs that code and lists it in dvc.yaml.
-        params = load_params(args.params, check_estimator=args.stage == "train")
+        # estimator, so only its process runs that code and lists it in dvc.yaml. The guardrails' policy is the
+        # serving app's: no stage checks it.
+        params = load_params(args.params, check_estimator=args.stage == "train", check_serving=False)
         RUNNERS[args.stage](params, Layout(args.params.resolve().parent))
     except FlowshipError:
         return 1

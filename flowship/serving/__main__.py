@@ -26,15 +26,15 @@ def main() -> int:
         from flowship.serving.bundle import load_bundle
 
         bundle = load_bundle(settings.model_dir)
+        from flowship.serving.app import create_app
+
+        app = create_app(bundle, settings)  # a guardrail policy this model cannot follow stops it here
     except FlowshipError as exc:
         sys.stderr.write(f"flowship.serving: cannot start: {' '.join(str(exc).split())}\n")
         return 2
 
     import uvicorn
 
-    from flowship.serving.app import create_app
-
-    app = create_app(bundle, settings)
     # uvicorn handles SIGTERM/SIGINT while it serves (drain, lifespan shutdown), then restores these handlers
     # and raises the signal again: it ends here, as a clean exit, not a death by signal.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

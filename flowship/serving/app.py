@@ -31,7 +31,8 @@ from starlette.exceptions import HTTPException
 from flowship.serving.batching import Arrival, MicroBatcher
 from flowship.serving.bundle import BundleMetadata, InputField, ModelBundle
 from flowship.serving.errors import ModelInputError, NotReady
-from flowship.serving.inference_log import InferenceEntry, InferenceLog
+from flowship.serving.guardrails import Answered, Event, GuardrailRefusal, Guardrails, build_guardrails
+from flowship.serving.inference_log import SAFETY_PREFIX, InferenceEntry, InferenceLog, SafetyEntry
 from flowship.serving.logs import ACCESS_LOGGER
 from flowship.serving.metrics import ServingMetrics
 from flowship.serving.predictor import Predictor, Scored
@@ -88,6 +89,12 @@ class Readiness(BaseModel):
     model: ModelRef
 
 
+class GuardrailsInfo(BaseModel):
+    active: bool
+    status: str = Field(description="what the guardrails do for this version, or why they are off")
+    policy: dict[str, Any] | None = Field(description="params.yaml `guardrails:` as this service applies it")
+
+
 class Metadata(BaseModel):
     name: str
     version: str
@@ -96,6 +103,19 @@ class Metadata(BaseModel):
     features: dict[str, list[str]]
     lineage: dict[str, str]
     input_schema: list[InputField]
+    guardrails: GuardrailsInfo
+
+
+class GuardrailWarning(BaseModel):
+    guardrail: str = Field(description="out_of_range, unseen_category, missing, low_confidence or output_range")
+    action: str = Field(description="flag, refuse, fallback or clip")
+    feature: str | None = Field(description="the feature at fault (null: the record or the output as a whole)")
+    value: Any = Field(description="the value sent, or the model's output")
+    expected: str = Field(description="what the model knows from training")
+
+
+class RefusedRecord(GuardrailWarning):
+    record: int = Field(description="the record's position in the request")
 
 
 class FieldProblem(BaseModel):
@@ -106,11 +126,17 @@ class FieldProblem(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: str = Field(description="a short code: invalid_input, invalid_json, batch_too_large, unauthorized, ...")
+    error: str = Field(
+        description="a short code: invalid_input, refused_by_guardrails, invalid_json, batch_too_large, "
+        "unauthorized, ..."
+    )
     message: str
     request_id: str
     fields: list[FieldProblem] | None = None
     records: list[int] | None = Field(default=None, description="the records the model could not score")
+    guardrails: list[RefusedRecord] | None = Field(
+        default=None, description="refused_by_guardrails: each record, feature and value at fault"
+    )
 
 
 def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -145,6 +171,9 @@ class ServingState:
     metrics: ServingMetrics
     batcher: MicroBatcher | None = None
     inference_log: InferenceLog | None = None
+    safety_log: InferenceLog | None = None
+    guardrails: Guardrails | None = None
+    guardrails_status: str = "off"
     ready: bool = False
     reason: str = "starting"
     model: dict[str, str] = field(default_factory=dict)
@@ -152,9 +181,22 @@ class ServingState:
     def readiness(self) -> tuple[bool, str | None]:
         if not self.ready:
             return False, self.reason
-        if self.inference_log is not None and self.inference_log.error:
-            return False, self.inference_log.error
+        for writer in (self.inference_log, self.safety_log):
+            if writer is not None and writer.error:
+                return False, writer.error
         return True, None
+
+    def record_safety_events(self, request_id: str, events: list[list[Event]]) -> None:
+        """Count the events in /metrics and write them to the safety-event log (no feature values)."""
+        flat = [(row, event) for row, record in enumerate(events) for event in record]
+        if not flat:
+            return
+        self.metrics.observe_guardrails([(e.guardrail, e.action) for _, e in flat])
+        assert self.safety_log is not None
+        meta = self.bundle.metadata
+        self.safety_log.append(
+            SafetyEntry(datetime.now(UTC), request_id, meta.name, meta.version, [(r, e.logged()) for r, e in flat])
+        )
 
     async def warm_up(self) -> None:
         """Score the golden records once: the model works here and gives the answers it gave at release."""
@@ -222,11 +264,18 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
     codec = RecordCodec(bundle, record)
     state = ServingState(bundle, settings, Predictor(bundle, codec), ServingMetrics(bundle))
     state.model = {"name": meta.name, "version": meta.version}
+    guardrails, state.guardrails_status = build_guardrails(
+        settings.guardrails, bundle.profile, codec.columns, meta.task, meta.classes
+    )
+    state.guardrails = guardrails
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.inference_log = InferenceLog(
             settings.log_dir, settings.log_flush_seconds, writer=settings.log_writer
+        ).start()
+        state.safety_log = InferenceLog(
+            settings.log_dir, settings.log_flush_seconds, writer=settings.log_writer, prefix=SAFETY_PREFIX
         ).start()
         state.batcher = MicroBatcher(
             state.predictor.score_many,
@@ -238,11 +287,15 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         try:
             await state.warm_up()
             log.info("serving %s %s (%s)", meta.name, meta.version, state.reason)
+            (log.info if guardrails is not None or not settings.guardrails.enabled else log.warning)(
+                "guardrails %s", state.guardrails_status
+            )
             yield
         finally:
             state.ready, state.reason = False, "shutting down"
             await state.batcher.close()
             await asyncio.to_thread(state.inference_log.close)
+            await asyncio.to_thread(state.safety_log.close)
             log.info("stopped: every prediction is in the inference log")
 
     app = FastAPI(
@@ -268,7 +321,7 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
     single = Annotated[record, Tag("record")]
     many = Annotated[list[record], Field(min_length=1, max_length=settings.max_batch), Tag("records")]
     Payload = Annotated[single | many, Discriminator(_payload_kind)]
-    response_model = _predict_response_model(bundle)
+    response_model = _predict_response_model(bundle, guardrails is not None)
 
     @app.get("/health", response_model=Health, tags=["operations"])
     async def health() -> dict[str, str]:
@@ -308,25 +361,34 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             context.features = features
         if state.batcher is None or not state.ready:
             raise NotReady(f"the model is not ready ({state.reason})")
+        inputs = guardrails.check_inputs(rows) if guardrails is not None else None
+        if inputs is not None:
+            refused = Guardrails.refusals(inputs)
+            if refused:
+                state.record_safety_events(context.request_id, inputs)
+                raise GuardrailRefusal(refused)
         if settings.fault_delay_ms:
             await asyncio.sleep(settings.fault_delay_ms / 1000)
         scored = await state.batcher.submit(rows, context.arrival)
-        assert state.inference_log is not None
-        state.inference_log.append(
-            InferenceEntry(
-                time=datetime.now(UTC),
-                request_id=context.request_id,
-                model_name=meta.name,
-                model_version=meta.version,
-                features=features,
-                predictions=scored.predictions,
-                probabilities=scored.probabilities,
-            )
+        answered = (
+            guardrails.apply_outputs(scored.predictions, scored.probabilities, inputs)
+            if guardrails is not None
+            else None
         )
+        assert state.inference_log is not None
+        state.inference_log.append(_inference_entry(context.request_id, meta, features, scored, answered))
         state.metrics.observe_predictions(scored.predictions)
-        content: dict[str, Any] = {"predictions": scored.predictions}
-        if scored.probabilities is not None:
-            content["probabilities"] = scored.probabilities
+        content: dict[str, Any]
+        if answered is None:
+            content = {"predictions": scored.predictions}
+            if scored.probabilities is not None:
+                content["probabilities"] = scored.probabilities
+        else:
+            state.record_safety_events(context.request_id, answered.warnings)
+            content = {"predictions": answered.predictions}
+            if answered.probabilities is not None:
+                content["probabilities"] = answered.probabilities
+            content["warnings"] = [[e.body() for e in record] for record in answered.warnings]
         content["model"] = state.model
         content["request_id"] = context.request_id
         return SafeJSONResponse(content)
@@ -348,6 +410,11 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             "features": {"numeric": meta.features.numeric, "categorical": meta.features.categorical},
             "lineage": meta.lineage,
             "input_schema": meta.input_schema,
+            "guardrails": {
+                "active": guardrails is not None,
+                "status": state.guardrails_status,
+                "policy": settings.guardrails.model_dump(mode="json") if guardrails is not None else None,
+            },
         }
 
     @app.get(
@@ -373,27 +440,70 @@ def _payload_kind(value: Any) -> str:
     return "records" if isinstance(value, list) else "record"
 
 
-def _predict_response_model(bundle: ModelBundle) -> type[BaseModel]:
+def _inference_entry(
+    request_id: str,
+    meta: BundleMetadata,
+    features: list[dict[str, Any]],
+    scored: Scored,
+    answered: Answered | None,
+) -> InferenceEntry:
+    """The model's own outputs, and where guardrails acted, which did what and the answer given instead."""
+    flagged = None
+    answers = None
+    if answered is not None:
+        if any(answered.warnings):
+            flagged = [[e.logged() for e in record] for record in answered.warnings]
+        if answered.replaced:
+            answers = {i: answered.predictions[i] for i in answered.replaced}
+    return InferenceEntry(
+        time=datetime.now(UTC),
+        request_id=request_id,
+        model_name=meta.name,
+        model_version=meta.version,
+        features=features,
+        predictions=scored.predictions,
+        probabilities=scored.probabilities,
+        guardrails=flagged,
+        answers=answers,
+    )
+
+
+WARNINGS_DESCRIPTION = (
+    "per record, the guardrails that acted on it (empty: none); present while this version has guardrails"
+)
+
+
+def _predict_response_model(bundle: ModelBundle, guarded: bool) -> type[BaseModel]:
+    """The answer's schema; with guardrails, a fallback may answer `null` (abstain) in place of the model."""
     meta = bundle.metadata
+    fallback = " (null: a guardrail's fallback abstained)" if guarded else ""
     if meta.task == "classification":
         classes = list(getattr(bundle.pipeline, "classes_", meta.classes or []))
         kinds = {type(plain(c)) for c in classes}
         label: Any = kinds.pop() if len(kinds) == 1 and kinds <= {str, int, bool, float} else str | int | bool | float
+        if guarded:
+            label = label | None
 
         class ClassificationResponse(BaseModel):
             model_config = ConfigDict(title="Prediction")
             predictions: list[label] = Field(
-                description=f"the predicted class of each record, one of {[str(c) for c in classes]}"
+                description=f"the predicted class of each record, one of {[str(c) for c in classes]}{fallback}"
             )
-            probabilities: list[dict[str, float]] = Field(description="per record: class -> probability")
+            probabilities: list[dict[str, float] | None] = Field(
+                description=f"per record: class -> probability{fallback}"
+            )
+            warnings: list[list[GuardrailWarning]] | None = Field(default=None, description=WARNINGS_DESCRIPTION)
             model: ModelRef
             request_id: str
 
         return ClassificationResponse
 
+    value: Any = float | None if guarded else float
+
     class RegressionResponse(BaseModel):
         model_config = ConfigDict(title="Prediction")
-        predictions: list[float] = Field(description="the predicted value of each record")
+        predictions: list[value] = Field(description=f"the predicted value of each record{fallback}")
+        warnings: list[list[GuardrailWarning]] | None = Field(default=None, description=WARNINGS_DESCRIPTION)
         model: ModelRef
         request_id: str
 
@@ -419,10 +529,15 @@ def _description(meta: BundleMetadata, settings: ServingSettings) -> str:
 
 
 def _error(
-    request: Request, status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+    request: Request,
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    code: str | None = None,
+    **extra: Any,
 ) -> SafeJSONResponse:
     body = {
-        "error": ERROR_CODES.get(status, "error"),
+        "error": code or ERROR_CODES.get(status, "error"),
         "message": message,
         "request_id": request_context(request).request_id,
     }
@@ -457,10 +572,16 @@ def _add_exception_handlers(app: FastAPI, state: ServingState) -> None:
     async def on_not_ready(request: Request, exc: Exception) -> Response:
         return _error(request, 503, str(exc))
 
+    async def on_refusal(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GuardrailRefusal)
+        refused = [{"record": i, **e.body()} for i, e in exc.events]
+        return _error(request, 422, str(exc), code="refused_by_guardrails", guardrails=refused)
+
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(ModelInputError, on_model_input)
     app.add_exception_handler(NotReady, on_not_ready)
+    app.add_exception_handler(GuardrailRefusal, on_refusal)
 
 
 def _validation_response(request: Request, exc: RequestValidationError, max_batch: int) -> Response:

@@ -1,4 +1,5 @@
-"""The model bundle: the folder the image ships (`model.pkl`, `metadata.json`, optional `golden.json`)."""
+"""The model bundle: the folder the image ships (`model.pkl`, `metadata.json`, optional `golden.json` and
+`profile.json`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from flowship.features import FeatureLists
 from flowship.files import atomic_write
 from flowship.serving.errors import BundleError
+from flowship.serving.guardrails import PROFILE_FILE, TrainingProfile
 
 MODEL_FILE = "model.pkl"
 METADATA_FILE = "metadata.json"
@@ -85,11 +87,13 @@ class GoldenRecord(BaseModel):
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A fitted scikit-learn pipeline with its metadata (and the golden records, when the bundle has them)."""
+    """A fitted scikit-learn pipeline with its metadata (and the golden records and the training profile, when the
+    bundle has them: a version registered before profiles existed has none)."""
 
     pipeline: Any
     metadata: BundleMetadata
     golden: list[GoldenRecord] | None = None
+    profile: TrainingProfile | None = None
 
 
 def load_bundle(path: str | Path) -> ModelBundle:
@@ -101,15 +105,24 @@ def load_bundle(path: str | Path) -> ModelBundle:
     golden = None
     if (folder / GOLDEN_FILE).exists():
         golden = _parse(folder, GOLDEN_FILE, _golden_list)
+    profile = None
+    if (folder / PROFILE_FILE).exists():
+        profile = _parse(folder, PROFILE_FILE, TrainingProfile.model_validate)
+        _check_profile(folder, profile, metadata)
     pipeline = _unpickle(folder / MODEL_FILE)
     _check_pipeline(folder, pipeline, metadata)
-    return ModelBundle(pipeline=pipeline, metadata=metadata, golden=golden)
+    return ModelBundle(pipeline=pipeline, metadata=metadata, golden=golden, profile=profile)
 
 
 def write_bundle(
-    path: str | Path, pipeline: Any, metadata: dict[str, Any], golden: list[dict[str, Any]] | None = None
+    path: str | Path,
+    pipeline: Any,
+    metadata: dict[str, Any],
+    golden: list[dict[str, Any]] | None = None,
+    profile: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle folder that `load_bundle` accepts; files are replaced atomically, a stale golden set removed.
+    """Write a bundle folder that `load_bundle` accepts; files are replaced atomically, a stale golden set or
+    profile removed.
 
     flowship's own functions inside the pipeline (the feature coercion step) are pickled by value, so the
     serving image can load the model without the training code.
@@ -118,10 +131,13 @@ def write_bundle(
     try:
         meta = BundleMetadata.model_validate(metadata)
         checked_golden = _golden_list(golden) if golden is not None else None
+        checked_profile = TrainingProfile.model_validate(profile) if profile is not None else None
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         detail = _problems(exc) if isinstance(exc, ValidationError) else str(exc)
         raise BundleError(folder, f"refusing to write: {detail}") from None
     _check_pipeline(folder, pipeline, meta)
+    if checked_profile is not None:
+        _check_profile(folder, checked_profile, meta)
     folder.mkdir(parents=True, exist_ok=True)
     with _flowship_pickled_by_value():
         model_bytes = cloudpickle.dumps(pipeline)
@@ -131,6 +147,10 @@ def write_bundle(
         atomic_write(folder / GOLDEN_FILE, _json_bytes([g.model_dump(mode="json") for g in checked_golden]))
     else:
         (folder / GOLDEN_FILE).unlink(missing_ok=True)
+    if checked_profile is not None:
+        atomic_write(folder / PROFILE_FILE, _json_bytes(checked_profile.model_dump(mode="json")))
+    else:
+        (folder / PROFILE_FILE).unlink(missing_ok=True)
     return folder
 
 
@@ -198,6 +218,14 @@ def _check_pipeline(folder: Path, pipeline: Any, metadata: BundleMetadata) -> No
         declared = [str(c) for c in metadata.classes or []]
         if fitted != declared:
             raise BundleError(folder, f"metadata classes {declared} differ from the model's classes {fitted}")
+
+
+def _check_profile(folder: Path, profile: TrainingProfile, metadata: BundleMetadata) -> None:
+    wrong = sorted(set(profile.numeric) - set(metadata.features.numeric)) + sorted(
+        set(profile.categorical) - set(metadata.features.categorical)
+    )
+    if wrong:
+        raise BundleError(folder, f"{PROFILE_FILE} profiles columns that are not features of that kind: {wrong}")
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -1,4 +1,5 @@
-"""The inference log: every prediction, one JSON line each, in `inference-<YYYYMMDD>.jsonl` per UTC day.
+"""The inference log: every prediction, one JSON line each, in `inference-<YYYYMMDD>.jsonl` per UTC day; and
+beside it the safety-event log: every guardrail that fired, one line each, in `safety-<YYYYMMDD>.jsonl`.
 
 Writing happens on a background thread: the request path only hands over its records. Lines reach the disk
 with `os.write` on an append-only file and are fsync'ed every `flush_seconds` and at close. Nothing is
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -28,6 +29,7 @@ from flowship.values import utc
 log = logging.getLogger(__name__)
 
 FILE_PREFIX = "inference-"
+SAFETY_PREFIX = "safety-"
 FILE_SUFFIX = JSONL_SUFFIX
 COLUMNS = ["time", "request_id", "row", "model_name", "model_version", "features", "prediction", "probabilities"]
 REQUIRED = {"time", "request_id", "features", "prediction"}
@@ -35,10 +37,23 @@ REQUIRED = {"time", "request_id", "features", "prediction"}
 RETRY_SECONDS = 1.0
 
 
+class LogEntry(Protocol):
+    """What a log writer takes: something that gives its lines (by UTC day) and says how many."""
+
+    @property
+    def size(self) -> int: ...
+
+    def lines(self) -> Iterator[tuple[date, str]]: ...
+
+
 @dataclass(frozen=True)
 class InferenceEntry:
     """One request's predictions: one line each, with the request's time and id and the record's position
-    (`row`) in the request, so a label that arrives later finds its prediction by (request_id, row)."""
+    (`row`) in the request, so a label that arrives later finds its prediction by (request_id, row).
+
+    `prediction` is always the model's own output (monitoring judges the model); a record whose answer the
+    guardrails replaced (a fallback, a clipped value) also carries `answer`, and one they flagged `guardrails`
+    (which fired and what they did; never the values)."""
 
     time: datetime
     request_id: str
@@ -47,6 +62,12 @@ class InferenceEntry:
     features: Sequence[dict[str, Any]]
     predictions: Sequence[Any]
     probabilities: Sequence[dict[str, float]] | None = None
+    guardrails: Sequence[Sequence[dict[str, Any]]] | None = None
+    answers: dict[int, Any] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.features)
 
     def lines(self) -> Iterator[tuple[date, str]]:
         stamp = self.time.astimezone(UTC)
@@ -63,12 +84,45 @@ class InferenceEntry:
             }
             if self.probabilities is not None:
                 record["probabilities"] = self.probabilities[i]
+            if self.guardrails is not None and self.guardrails[i]:
+                record["guardrails"] = self.guardrails[i]
+            if self.answers is not None and i in self.answers:
+                record["answer"] = self.answers[i]
             # ensure_ascii: any string the client sent (even a lone surrogate) encodes; default=str: never raise here
             yield stamp.date(), json.dumps(record, separators=(",", ":"), default=str) + "\n"
 
 
-def log_path(folder: Path, day: date, writer: str | None = None) -> Path:
-    return daily_path(folder, FILE_PREFIX, day, writer)
+@dataclass(frozen=True)
+class SafetyEntry:
+    """The guardrails that fired on one request: one line per (record, guardrail), without feature values."""
+
+    time: datetime
+    request_id: str
+    model_name: str
+    model_version: str
+    events: Sequence[tuple[int, dict[str, Any]]]  # (row, {"guardrail", "action", "feature"})
+
+    @property
+    def size(self) -> int:
+        return len(self.events)
+
+    def lines(self) -> Iterator[tuple[date, str]]:
+        stamp = self.time.astimezone(UTC)
+        iso = stamp.isoformat(timespec="microseconds")
+        for row, event in self.events:
+            record = {
+                "time": iso,
+                "request_id": self.request_id,
+                "row": row,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                **event,
+            }
+            yield stamp.date(), json.dumps(record, separators=(",", ":"), default=str) + "\n"
+
+
+def log_path(folder: Path, day: date, writer: str | None = None, prefix: str = FILE_PREFIX) -> Path:
+    return daily_path(folder, prefix, day, writer)
 
 
 def log_files(folder: Path, first: date | None = None, last: date | None = None) -> list[Path]:
@@ -77,7 +131,9 @@ def log_files(folder: Path, first: date | None = None, last: date | None = None)
 
 
 class InferenceLog:
-    """Appends entries to the day's file from a background thread; `close()` writes and fsyncs everything."""
+    """Appends entries to the day's file from a background thread; `close()` writes and fsyncs everything.
+
+    The safety-event log is one too, with `prefix=SAFETY_PREFIX`."""
 
     def __init__(
         self,
@@ -85,14 +141,16 @@ class InferenceLog:
         flush_seconds: float = 0.5,
         max_pending_rows: int = 100_000,
         writer: str | None = None,
+        prefix: str = FILE_PREFIX,
     ) -> None:
         """`writer` names this process's own file when several processes log into `folder` (replicas)."""
         self.folder = Path(folder)
         self.writer = writer
+        self.prefix = prefix
         self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
         self._cond = threading.Condition()
-        self._pending: list[InferenceEntry] = []
+        self._pending: list[LogEntry] = []
         self._pending_rows = 0
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -104,7 +162,7 @@ class InferenceLog:
 
     def start(self) -> InferenceLog:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name="flowship-inference-log", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"flowship-{self.prefix}log", daemon=True)
         self._thread.start()
         return self
 
@@ -114,7 +172,7 @@ class InferenceLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def append(self, entry: InferenceEntry) -> None:
+    def append(self, entry: LogEntry) -> None:
         """Queue one request's records; waits (rather than drop them) while the backlog is full."""
         with self._cond:
             if self._closing or self._thread is None:
@@ -122,7 +180,7 @@ class InferenceLog:
             while self._pending_rows >= self.max_pending_rows and not self._closing:
                 self._cond.wait()
             self._pending.append(entry)
-            self._pending_rows += len(entry.features)
+            self._pending_rows += entry.size
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -143,7 +201,7 @@ class InferenceLog:
                     if timeout is not None and timeout <= 0:
                         break
                     self._cond.wait(timeout)
-                entries: list[InferenceEntry] = []
+                entries: list[LogEntry] = []
                 if not carry:  # while writes fail, the backlog stays counted, so `append` pushes back
                     entries, self._pending, self._pending_rows = self._pending, [], 0
                     self._cond.notify_all()
@@ -171,8 +229,8 @@ class InferenceLog:
                     done += os.write(fd, data[done:])
                     self._unsynced = True
             except OSError as exc:
-                self.error = f"cannot write the inference log in {self.folder}: {exc}"
-                log.exception("inference log write failed; the records are kept and retried")
+                self.error = f"cannot write {self.prefix}*{FILE_SUFFIX} in {self.folder}: {exc}"
+                log.exception("%s log write failed; the records are kept and retried", self.prefix.rstrip("-"))
                 return [(day, data[done:]), *blobs[index + 1 :]]
         self.error = None
         return []
@@ -181,7 +239,7 @@ class InferenceLog:
         if self._fd is not None and self._day == day:
             return self._fd
         self._close_file()
-        path = log_path(self.folder, day, self.writer)
+        path = log_path(self.folder, day, self.writer, self.prefix)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if ends_mid_line(path, os.fstat(fd).st_size):
             # a crash cut the last line: start ours on a fresh line so only that one is lost
@@ -205,7 +263,7 @@ class InferenceLog:
             self._fd, self._day = None, None
 
 
-def _by_day(blobs: list[tuple[date, bytes]], entries: list[InferenceEntry]) -> list[tuple[date, bytes]]:
+def _by_day(blobs: list[tuple[date, bytes]], entries: list[LogEntry]) -> list[tuple[date, bytes]]:
     """Append the entries' lines to the blobs, one blob per run of lines of the same day."""
     runs: list[tuple[date, list[bytes]]] = [(day, [data]) for day, data in blobs]
     for entry in entries:
@@ -239,6 +297,36 @@ def read_inference_log(
     if len({path.name[len(FILE_PREFIX) :][:8] for path in paths}) < len(paths):  # several writers on one day
         frame = frame.sort_values("time", kind="stable", ignore_index=True)
     return frame, skipped
+
+
+SAFETY_COLUMNS = ["time", "request_id", "row", "model_name", "model_version", "guardrail", "action", "feature"]
+
+
+def read_safety_log(
+    folder: str | Path, first: date | None = None, last: date | None = None
+) -> tuple[pd.DataFrame, int]:
+    """The safety events of days `first` to `last` (both included; None: no bound), oldest first, and how many
+    lines could not be read. Columns: `SAFETY_COLUMNS` (time as UTC)."""
+    events: list[dict[str, Any]] = []
+    skipped = 0
+    for path in daily_paths(Path(folder), SAFETY_PREFIX, first, last):
+        with path.open("rb") as handle:
+            parsed, unreadable = parse_lines(handle, _parse_safety_line)
+        events += parsed
+        skipped += unreadable
+    frame = pd.DataFrame(events, columns=SAFETY_COLUMNS)
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    return frame.sort_values("time", kind="stable", ignore_index=True), skipped
+
+
+def _parse_safety_line(raw: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not {"time", "guardrail", "action"} <= event.keys():
+        return None
+    return {column: event.get(column) for column in SAFETY_COLUMNS}
 
 
 def feature_frame(records: pd.DataFrame) -> pd.DataFrame:

@@ -43,6 +43,12 @@ class ServingMetrics:
             buckets=ROWS_BUCKETS,
             registry=self.registry,
         )
+        self.guardrails = Counter(
+            "flowship_guardrail_events",
+            "Guardrails that fired, by guardrail and action (one per record and guardrail)",
+            ["guardrail", "action"],
+            registry=self.registry,
+        )
         info = Gauge(
             "flowship_model_info", "The model being served", ["name", "version", "task"], registry=self.registry
         )
@@ -78,6 +84,11 @@ class ServingMetrics:
         elif self.values is not None:
             for value in predictions:
                 self.values.observe(float(value))
+
+    def observe_guardrails(self, events: Sequence[tuple[str, str]]) -> None:
+        """(guardrail, action) of each event."""
+        for guardrail, action in events:
+            self.guardrails.labels(guardrail, action).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

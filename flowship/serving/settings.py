@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from flowship.files import WRITER_PATTERN
 from flowship.serving.errors import SettingsError
+from flowship.serving.guardrails import GuardrailPolicy
 
 # field -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -25,6 +27,7 @@ ENV_VARS: dict[str, str] = {
     "host": "FLOWSHIP_HOST",
     "fault_delay_ms": "FLOWSHIP_FAULT_DELAY_MS",
     "port": "FLOWSHIP_PORT",
+    "guardrails": "FLOWSHIP_GUARDRAILS",
 }
 
 
@@ -51,6 +54,18 @@ class ServingSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     # a drill, never for production: every /predict waits this long before it is scored (to try timeouts)
     fault_delay_ms: float = Field(default=0.0, ge=0, le=600_000, allow_inf_nan=False)
+    # the guardrails' policy (params.yaml `guardrails:` as JSON); unset: the defaults
+    guardrails: GuardrailPolicy = GuardrailPolicy()
+
+    @field_validator("guardrails", mode="before")
+    @classmethod
+    def _json_policy(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return value
 
     @field_validator("api_token")
     @classmethod
@@ -79,6 +94,10 @@ class ServingSettings(BaseModel):
             for error in exc.errors(include_url=False):
                 field = str(error["loc"][0]) if error["loc"] else ""
                 var = ENV_VARS.get(field, field)
+                if field == "guardrails":  # a JSON document: the key at fault, not the whole value
+                    key = ".".join(str(part) for part in error["loc"][1:]) or "(the document)"
+                    problems.append(f"{var}: {key}: {error['msg']}")
+                    continue
                 shown = "<hidden>" if field == "api_token" else repr(values.get(field))
                 problems.append(f"{var}={shown}: {error['msg']}")
             raise SettingsError(problems) from None

@@ -31,7 +31,7 @@ from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
 from flowship.errors import ReleaseAborted, ReleaseCheckFailed, ReleaseError
 from flowship.release import discovery, history, http_checks, live, promotion
 from flowship.release.checks import Check, summary
-from flowship.release.export import already_exported, export_version
+from flowship.release.export import already_exported, export_version, guardrails_problem
 from flowship.release.gateway_runtime import GatewayRuntime, ProductionSpec
 from flowship.release.live import LiveStep
 from flowship.release.promotion import PRODUCTION, STAGING, Promotion, ReleaseTarget
@@ -41,9 +41,13 @@ from flowship.tasks.common import Context, is_transient
 
 
 def serving_env(ctx: Context) -> dict[str, str]:
-    """What the serving app started by a release is told: the batch limit, and from this environment the API token
-    and a drill's fault (FLOWSHIP_FAULT_DELAY_MS: the versions released meanwhile answer that much later)."""
-    env = {"FLOWSHIP_MAX_BATCH": str(ctx.params.release.max_batch)}
+    """What the serving app started by a release is told: the batch limit and the guardrails' policy, and from this
+    environment the API token and a drill's fault (FLOWSHIP_FAULT_DELAY_MS: the versions released meanwhile answer
+    that much later)."""
+    env = {
+        "FLOWSHIP_MAX_BATCH": str(ctx.params.release.max_batch),
+        "FLOWSHIP_GUARDRAILS": ctx.params.guardrails.model_dump_json(),
+    }
     for name in ("FLOWSHIP_API_TOKEN", "FLOWSHIP_FAULT_DELAY_MS"):
         if os.environ.get(name):
             env[name] = os.environ[name]
@@ -98,13 +102,17 @@ def resolve_release(ctx: Context, version: str | None) -> ReleaseTarget:
 
 @task(name="export_bundle", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
 def export_bundle(ctx: Context, ref: VersionRef) -> str:
-    """The registered model as a serving bundle: the fitted pipeline, its metadata and golden set."""
+    """The registered model as a serving bundle (the fitted pipeline, its metadata, golden set and training profile),
+    refused when the guardrails' policy names a fallback the model cannot give."""
     dest = bundle_dir(ctx, ref.version)
     if already_exported(dest, ref.version):
         get_run_logger().info("bundle for v%s already exported: %s", ref.version, dest)
-        return str(dest)
-    export_version(Tracker(ctx.root), ref, dest, ctx.params.data.task)
-    get_run_logger().info("exported %s v%s to %s", ref.name, ref.version, dest)
+    else:
+        export_version(Tracker(ctx.root), ref, dest, ctx.params.data.task)
+        get_run_logger().info("exported %s v%s to %s", ref.name, ref.version, dest)
+    problem = guardrails_problem(dest, ctx.params.guardrails)
+    if problem:
+        raise ReleaseError(f"v{ref.version} cannot be served with this policy: {problem}")
     return str(dest)
 
 

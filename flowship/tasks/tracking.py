@@ -94,7 +94,7 @@ def log_candidate(ctx: Context, data_version: str) -> Candidate:
         metrics=metrics,
         tags=tags,
         artifacts=[*sorted(layout.evaluation_dir.glob("*.png")), layout.search_results, layout.validation_report],
-        model_files=[layout.golden_file],
+        model_files=[layout.golden_file, layout.profile_file],
     )
     log = get_run_logger()
     if run.reused:

@@ -18,7 +18,9 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from flowship.features import FeatureLists
 from flowship.pipeline.training import coerce_features
+from flowship.pipeline.training_profile import profile_training_data
 from flowship.serving.app import create_app
 from flowship.serving.bundle import ModelBundle, load_bundle, write_bundle
 from flowship.serving.settings import ServingSettings
@@ -143,6 +145,40 @@ def regressor_dir(tmp_path_factory: pytest.TempPathFactory, training_frame: pd.D
     return write_bundle(
         tmp_path_factory.mktemp("regressor"), pipeline, meta, golden(pipeline, training_frame, "regression")
     )
+
+
+def profile(frame: pd.DataFrame, task: str) -> dict[str, Any]:
+    """The training profile, as the train stage makes it."""
+    target = "late" if task == "classification" else "delay"
+    return profile_training_data(frame, FeatureLists(numeric=NUMERIC, categorical=CATEGORICAL), target, task)
+
+
+@pytest.fixture(scope="session")
+def guarded_classifier(tmp_path_factory: pytest.TempPathFactory, training_frame: pd.DataFrame) -> ModelBundle:
+    """The classifier with the profile of its training data (a version registered since guardrails exist)."""
+    pipeline = fit_classifier(training_frame)
+    meta = metadata("classification", "flights-delay", pipeline.classes_.tolist())
+    folder = write_bundle(
+        tmp_path_factory.mktemp("guarded-classifier"),
+        pipeline,
+        meta,
+        golden(pipeline, training_frame, "classification"),
+        profile(training_frame, "classification"),
+    )
+    return load_bundle(folder)
+
+
+@pytest.fixture(scope="session")
+def guarded_regressor(tmp_path_factory: pytest.TempPathFactory, training_frame: pd.DataFrame) -> ModelBundle:
+    pipeline = fit_regressor(training_frame)
+    folder = write_bundle(
+        tmp_path_factory.mktemp("guarded-regressor"),
+        pipeline,
+        metadata("regression", "arrival-delay", None),
+        golden(pipeline, training_frame, "regression"),
+        profile(training_frame, "regression"),
+    )
+    return load_bundle(folder)
 
 
 @pytest.fixture(scope="session")

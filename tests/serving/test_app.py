@@ -120,6 +120,11 @@ def test_metadata(client: TestClient) -> None:
             {"name": "hour", "type": "double"},
             {"name": "carrier", "type": "string"},
         ],
+        "guardrails": {
+            "active": False,
+            "status": "off: this model version carries no training profile (registered before guardrails existed)",
+            "policy": None,
+        },
     }
 
 

@@ -1,0 +1,385 @@
+"""Guardrails on both sides of the model: each record checked against the profile of the training data, each
+answer against the model's own confidence or target range, and a policy saying what happens when one fires.
+
+- `TrainingProfile` (`profile.json` in the bundle, made at training): per numeric feature the observed range and
+  robust bounds (0.5% / 99.5% quantiles), per categorical one the known values, the share of missing values of
+  each, and the target's class shares or range.
+- `GuardrailPolicy` (`params.yaml` `guardrails:`, handed to the service as FLOWSHIP_GUARDRAILS): per guardrail an
+  action. Inputs: `flag` (answer, with a warning), `refuse` (a 422 naming feature, value and the known range),
+  `fallback` (answer the configured fallback instead of the model) or `off`. Outputs: `low_confidence`
+  (classification: `flag` / `fallback`) and `output_range` (regression: `flag` / `clip`).
+- `Guardrails`: the policy compiled against one bundle; the request path calls `check_inputs` before scoring and
+  `apply_outputs` after.
+
+pydantic and the standard library only: the serving image carries this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from flowship.errors import ConfigError
+
+PROFILE_FILE = "profile.json"
+INPUT_GUARDRAILS = ("out_of_range", "unseen_category", "missing")
+OUTPUT_GUARDRAILS = ("low_confidence", "output_range")
+GUARDRAILS = INPUT_GUARDRAILS + OUTPUT_GUARDRAILS
+
+Row = tuple[Any, ...]
+
+
+# --- the training profile (profile.json) ---
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NumericProfile(_Frozen):
+    min: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+    low: float = Field(allow_inf_nan=False, description="0.5% quantile")
+    high: float = Field(allow_inf_nan=False, description="99.5% quantile")
+    missing: float = Field(ge=0, le=1, description="share of training rows without a value")
+
+
+class CategoricalProfile(_Frozen):
+    values: list[str]
+    missing: float = Field(ge=0, le=1)
+
+
+class TargetProfile(_Frozen):
+    prior: dict[str, float] | None = Field(default=None, description="classification: each class's share")
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    mean: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class TrainingProfile(_Frozen):
+    """What the model saw at training: the reference the input and output guardrails check against."""
+
+    rows: int = Field(ge=1)
+    numeric: dict[str, NumericProfile] = {}
+    categorical: dict[str, CategoricalProfile] = {}
+    target: TargetProfile
+
+
+# --- the policy (params.yaml `guardrails:`) ---
+
+
+def _yaml_off(value: Any) -> Any:
+    # YAML 1.1 (PyYAML) reads an unquoted `off` as false
+    return "off" if value is False else value
+
+
+InputAction = Annotated[Literal["off", "flag", "refuse", "fallback"], BeforeValidator(_yaml_off)]
+ConfidenceAction = Annotated[Literal["off", "flag", "fallback"], BeforeValidator(_yaml_off)]
+OutputRangeAction = Annotated[Literal["off", "flag", "clip"], BeforeValidator(_yaml_off)]
+
+
+class InputRule(_Frozen):
+    action: InputAction = "flag"
+
+
+class RangeRule(InputRule):
+    """A numeric value outside the training range, widened on each side by `margin` x its span."""
+
+    bounds: Literal["observed", "robust"] = "observed"
+    margin: float = Field(default=0.1, ge=0, le=100, allow_inf_nan=False)
+
+
+class MissingRule(InputRule):
+    """A record missing a feature that training never had missing, or more than `max_share` of its features."""
+
+    max_share: float = Field(default=0.5, ge=0, le=1)
+
+
+class ConfidenceRule(_Frozen):
+    """Classification: the predicted class's probability below `min_confidence`."""
+
+    action: ConfidenceAction = "off"
+    min_confidence: float = Field(default=0.6, gt=0, le=1)
+
+
+class OutputRangeRule(_Frozen):
+    """Regression: a predicted value outside the training target's range, widened by `margin` x its span."""
+
+    action: OutputRangeAction = "flag"
+    margin: float = Field(default=0.1, ge=0, le=100, allow_inf_nan=False)
+
+
+class FallbackAnswer(_Frozen):
+    """The answer given instead of the model's: none (`abstain`), the training prior (classification: its most
+    common class and the class shares; regression: the target's mean), or a `constant`."""
+
+    kind: Literal["abstain", "prior", "constant"] = "abstain"
+    value: str | bool | int | float | None = None
+
+    @model_validator(mode="after")
+    def _value_iff_constant(self) -> FallbackAnswer:
+        if self.kind == "constant" and self.value is None:
+            raise ValueError("`value` is required when kind is 'constant'")
+        if self.kind != "constant" and self.value is not None:
+            raise ValueError(f"`value` is only for kind 'constant' (kind is {self.kind!r})")
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            raise ValueError("`value` must be a finite number")
+        return self
+
+
+class GuardrailPolicy(_Frozen):
+    enabled: bool = True
+    out_of_range: RangeRule = RangeRule()
+    unseen_category: InputRule = InputRule()
+    missing: MissingRule = MissingRule()
+    low_confidence: ConfidenceRule = ConfidenceRule()
+    output_range: OutputRangeRule = OutputRangeRule()
+    fallback: FallbackAnswer = FallbackAnswer()
+
+    def fallback_problem(self, task: str, classes: Sequence[Any] | None) -> str | None:
+        """Why the fallback cannot answer for this model (None: it can)."""
+        value = self.fallback.value
+        if self.fallback.kind != "constant":
+            return None
+        if task == "regression":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"guardrails.fallback.value {value!r} is not a number, and the model predicts numbers"
+            return None
+        known = [str(c) for c in classes or []]
+        if str(value) not in known:
+            return f"guardrails.fallback.value {value!r} is not one of the model's classes {known}"
+        return None
+
+
+# --- what fires ---
+
+
+@dataclass(frozen=True)
+class Event:
+    """One guardrail firing on one record."""
+
+    guardrail: str
+    action: str
+    feature: str | None
+    value: Any
+    expected: str
+
+    def body(self) -> dict[str, Any]:
+        """As the client sees it (the value it sent or the model gave, and what the model knows)."""
+        return {
+            "guardrail": self.guardrail,
+            "action": self.action,
+            "feature": self.feature,
+            "value": self.value,
+            "expected": self.expected,
+        }
+
+    def logged(self) -> dict[str, Any]:
+        """As the logs keep it: no value."""
+        return {"guardrail": self.guardrail, "action": self.action, "feature": self.feature}
+
+    def sentence(self) -> str:
+        subject = f"{self.feature} = {_shown(self.value)}" if self.feature else _shown(self.value)
+        return f"{subject}: {self.expected} ({self.guardrail})"
+
+
+class GuardrailRefusal(Exception):
+    """A refusing guardrail fired: the request is answered 422 naming each record, feature and range."""
+
+    def __init__(self, events: list[tuple[int, Event]]) -> None:
+        self.events = events
+        shown = "; ".join(f"record {i}: {e.sentence()}" for i, e in events[:10])
+        more = f" (and {len(events) - 10} more)" if len(events) > 10 else ""
+        super().__init__(f"refused by the input guardrails: {shown}{more}")
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One request's answer after the output guardrails and fallbacks: what the client gets."""
+
+    predictions: list[Any]
+    probabilities: list[dict[str, float] | None] | None
+    warnings: list[list[Event]]
+    # the records whose answer is not the model's (a fallback, a clipped value)
+    replaced: frozenset[int]
+
+
+class Guardrails:
+    """The policy compiled against one model: the columns' positions, bounds and known values."""
+
+    def __init__(
+        self,
+        policy: GuardrailPolicy,
+        profile: TrainingProfile,
+        columns: Sequence[str],
+        task: str,
+        classes: Sequence[Any] | None,
+    ) -> None:
+        problem = policy.fallback_problem(task, classes)
+        if problem:
+            raise ConfigError([problem])
+        self.policy = policy
+        self.task = task
+        self.n_features = len(columns)
+        p = policy
+        self._ranges: list[tuple[int, str, float, float, str]] = []
+        self._known: list[tuple[int, str, frozenset[str], str]] = []
+        self._never_missing: list[tuple[int, str]] = []
+        for index, name in enumerate(columns):
+            numeric = profile.numeric.get(name)
+            categorical = profile.categorical.get(name)
+            if numeric is not None:
+                robust = p.out_of_range.bounds == "robust"
+                low, high = (numeric.low, numeric.high) if robust else (numeric.min, numeric.max)
+                lo, hi = _widened(low, high, p.out_of_range.margin)
+                self._ranges.append((index, name, lo, hi, f"outside the training range [{_shown(lo)}, {_shown(hi)}]"))
+                missing = numeric.missing
+            elif categorical is not None:
+                known = frozenset(categorical.values)
+                listed = ", ".join(sorted(known)[:20]) + (", ..." if len(known) > 20 else "")
+                self._known.append((index, name, known, f"not a category seen in training ({listed})"))
+                missing = categorical.missing
+            else:
+                continue
+            if missing == 0:
+                self._never_missing.append((index, name))
+        self._missing_limit = p.missing.max_share * self.n_features
+        # JSON keys and params.yaml values name classes as text; the answer carries the class itself (True, 3, "a")
+        self._classes_by_key = {str(c): c for c in classes or []}
+        self._prior = profile.target.prior
+        lo_t, hi_t = profile.target.min, profile.target.max
+        self._target_range = (
+            _widened(lo_t, hi_t, p.output_range.margin) if lo_t is not None and hi_t is not None else None
+        )
+        self._target_mean = profile.target.mean
+
+    # --- inputs ---
+
+    def check_inputs(self, rows: Sequence[Row]) -> list[list[Event]] | None:
+        """Per record the input guardrails that fired (None when none did: the common case, kept cheap)."""
+        p = self.policy
+        found: dict[int, list[Event]] = {}
+        if p.out_of_range.action != "off":
+            action = p.out_of_range.action
+            for index, name, lo, hi, expected in self._ranges:
+                for i, row in enumerate(rows):
+                    value = row[index]
+                    if value is not None and not lo <= value <= hi:
+                        found.setdefault(i, []).append(Event("out_of_range", action, name, value, expected))
+        if p.unseen_category.action != "off":
+            action = p.unseen_category.action
+            for index, name, known, expected in self._known:
+                for i, row in enumerate(rows):
+                    value = row[index]
+                    if value is not None and value not in known:
+                        found.setdefault(i, []).append(Event("unseen_category", action, name, value, expected))
+        if p.missing.action != "off":
+            action = p.missing.action
+            for index, name in self._never_missing:
+                for i, row in enumerate(rows):
+                    if row[index] is None:
+                        expected = "missing, and never missing in training"
+                        found.setdefault(i, []).append(Event("missing", action, name, None, expected))
+            for i, row in enumerate(rows):
+                count = row.count(None)
+                if count > self._missing_limit:
+                    share = p.missing.max_share
+                    expected = f"{count} of {self.n_features} features missing (at most a share of {share:g})"
+                    found.setdefault(i, []).append(Event("missing", action, None, count, expected))
+        if not found:
+            return None
+        return [found.get(i, []) for i in range(len(rows))]
+
+    @staticmethod
+    def refusals(events: list[list[Event]]) -> list[tuple[int, Event]]:
+        return [(i, e) for i, record in enumerate(events) for e in record if e.action == "refuse"]
+
+    # --- outputs ---
+
+    def apply_outputs(
+        self,
+        predictions: list[Any],
+        probabilities: list[dict[str, float]] | None,
+        inputs: list[list[Event]] | None,
+    ) -> Answered:
+        """The model's answers with the output guardrails applied and the fallbacks given where a guardrail asks."""
+        p = self.policy
+        n = len(predictions)
+        warnings: list[list[Event]] = [list(e) for e in inputs] if inputs is not None else [[] for _ in range(n)]
+        answers: list[Any] = list(predictions)
+        shown: list[dict[str, float] | None] | None = list(probabilities) if probabilities is not None else None
+        replaced: set[int] = set()
+        if p.low_confidence.action != "off" and probabilities is not None:
+            floor = p.low_confidence.min_confidence
+            for i, shares in enumerate(probabilities):
+                confidence = max(shares.values())
+                if confidence < floor:
+                    expected = f"the predicted class's probability is below {floor:g}"
+                    warnings[i].append(Event("low_confidence", p.low_confidence.action, None, confidence, expected))
+        if p.output_range.action != "off" and probabilities is None and self._target_range is not None:
+            lo, hi = self._target_range
+            for i, value in enumerate(predictions):
+                if isinstance(value, int | float) and not lo <= value <= hi:
+                    expected = f"outside the training target's range [{_shown(lo)}, {_shown(hi)}]"
+                    warnings[i].append(Event("output_range", p.output_range.action, None, value, expected))
+                    if p.output_range.action == "clip":
+                        answers[i] = min(max(value, lo), hi)
+                        replaced.add(i)
+        for i, record in enumerate(warnings):
+            if any(e.action == "fallback" for e in record):
+                answers[i], probability = self._fallback()
+                if shown is not None:
+                    shown[i] = probability
+                replaced.add(i)
+        return Answered(answers, shown, warnings, frozenset(replaced))
+
+    def _fallback(self) -> tuple[Any, dict[str, float] | None]:
+        kind = self.policy.fallback.kind
+        value = self.policy.fallback.value
+        if kind == "constant":
+            return self._classes_by_key.get(str(value), value), None
+        if kind == "prior":
+            prior = self._prior
+            if prior:
+                common = max(prior, key=prior.__getitem__)
+                return self._classes_by_key.get(common, common), dict(prior)
+            return self._target_mean, None
+        return None, None
+
+
+def build_guardrails(
+    policy: GuardrailPolicy,
+    profile: TrainingProfile | None,
+    columns: Sequence[str],
+    task: str,
+    classes: Sequence[Any] | None,
+) -> tuple[Guardrails | None, str]:
+    """The service's guardrails and a sentence saying what they are (or why there are none)."""
+    if not policy.enabled:
+        return None, "off (guardrails.enabled is false)"
+    if profile is None:
+        return None, "off: this model version carries no training profile (registered before guardrails existed)"
+    guardrails = Guardrails(policy, profile, columns, task, classes)
+    acting = [
+        f"{name}: {getattr(policy, name).action}"
+        for name in GUARDRAILS
+        if getattr(policy, name).action != "off"
+        and not (name == "low_confidence" and task != "classification")
+        and not (name == "output_range" and task != "regression")
+    ]
+    return guardrails, "on (" + ", ".join(acting) + ")" if acting else "on, every guardrail off"
+
+
+def _widened(low: float, high: float, margin: float) -> tuple[float, float]:
+    span = (high - low) * margin
+    return low - span, high + span
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value) if isinstance(value, str) else str(value)
