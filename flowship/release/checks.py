@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from flowship.serving.guardrails import GuardrailPolicy, TrainingProfile
+
+# a category no training data has
+UNSEEN = "__flowship_unseen__"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,66 @@ def latency_check(latencies_ms: list[float], budget_ms: float) -> Check:
 def status_check(name: str, status: int, expected: range | set[int], what: str) -> Check:
     ok = status in expected
     return Check(name, ok, f"{what}: HTTP {status}", {"status": status})
+
+
+@dataclass(frozen=True)
+class Trip:
+    """A record built from `example` to trip one input guardrail, and the action the policy gives it."""
+
+    guardrail: str
+    action: str
+    feature: str | None
+    record: dict[str, Any]
+
+
+def guardrail_trips(policy: GuardrailPolicy, profile: TrainingProfile, example: dict[str, Any]) -> list[Trip]:
+    """One record per input guardrail the policy turns on (and the profile lets us build): a number far above its
+    training range, an unknown category, a feature missing that training never had missing."""
+    trips = []
+    numeric = next(iter(profile.numeric.items()), None)
+    if policy.out_of_range.action != "off" and numeric is not None:
+        name, known = numeric
+        far = known.max + 10 * (known.max - known.min) + 1
+        trips.append(Trip("out_of_range", policy.out_of_range.action, name, {**example, name: far}))
+    categorical = next(iter(profile.categorical), None)
+    if policy.unseen_category.action != "off" and categorical is not None:
+        trips.append(
+            Trip("unseen_category", policy.unseen_category.action, categorical, {**example, categorical: UNSEEN})
+        )
+    shares = {
+        **{n: p.missing for n, p in profile.numeric.items()},
+        **{n: p.missing for n, p in profile.categorical.items()},
+    }
+    never_missing = [name for name, share in shares.items() if share == 0]
+    if policy.missing.action != "off" and never_missing:
+        name = never_missing[0]
+        trips.append(Trip("missing", policy.missing.action, name, {**example, name: None}))
+    return trips
+
+
+def guardrails_check(trips: Sequence[Trip], results: dict[str, tuple[int, dict[str, Any]]]) -> Check:
+    """Each trip's answer (status, body) against its action: `refuse` a 422 naming the guardrail and feature, `flag`
+    and `fallback` a 200 whose warning names them (a fallback's answer also replaces the model's)."""
+    if not trips:
+        return Check("guardrails", True, "no input guardrail is on")
+    wrong = []
+    for trip in trips:
+        status, body = results.get(trip.guardrail, (0, {}))
+        if trip.action == "refuse":
+            named = [(r.get("guardrail"), r.get("feature")) for r in body.get("guardrails") or []]
+            if status != 422 or (trip.guardrail, trip.feature) not in named:
+                wrong.append(f"{trip.guardrail} ({trip.feature}): expected a 422 naming it, got HTTP {status}")
+            continue
+        warnings = (body.get("warnings") or [[]])[0]
+        acted = [(w.get("guardrail"), w.get("feature"), w.get("action")) for w in warnings]
+        if status != 200 or (trip.guardrail, trip.feature, trip.action) not in acted:
+            got = "a 200 without it" if status == 200 else f"HTTP {status}"
+            wrong.append(f"{trip.guardrail} ({trip.feature}): expected a 200 with a {trip.action} warning, got {got}")
+    tried = ", ".join(f"{t.guardrail}: {t.action}" for t in trips)
+    measured = {"tried": len(trips), "wrong": len(wrong)}
+    if wrong:
+        return Check("guardrails", False, "; ".join(wrong), measured)
+    return Check("guardrails", True, f"each acted as the policy says ({tried})", measured)
 
 
 def summary(checks: list[Check]) -> tuple[bool, str]:

@@ -1,4 +1,4 @@
-"""Talk to a serving endpoint over real HTTP: health, the golden set, a bad record, latency."""
+"""Talk to a serving endpoint over real HTTP: health, the golden set, a bad record, the guardrails, latency."""
 
 from __future__ import annotations
 
@@ -10,11 +10,20 @@ from typing import Any
 import httpx
 
 from flowship.config import ReleaseConfig
-from flowship.release.checks import Check, golden_check, latency_check, status_check
+from flowship.release.checks import Check, golden_check, guardrail_trips, guardrails_check, latency_check, status_check
+from flowship.serving.guardrails import PROFILE_FILE, GuardrailPolicy, TrainingProfile
 
 
-def verify_staging(url: str, bundle: Path, cfg: ReleaseConfig, token: str | None, full: bool = True) -> list[Check]:
-    """Health, then (when `full`) the golden set, a bad record and p95 latency: every check runs and is reported."""
+def verify_staging(
+    url: str,
+    bundle: Path,
+    cfg: ReleaseConfig,
+    token: str | None,
+    full: bool = True,
+    policy: GuardrailPolicy | None = None,
+) -> list[Check]:
+    """Health, then (when `full`) the golden set, a bad record, a record built to trip each input guardrail the
+    policy turns on, and p95 latency: every check runs and is reported."""
     checks = [wait_ready(url, cfg.health_timeout_s)]
     if not checks[0].passed or not full:
         return checks
@@ -27,6 +36,7 @@ def verify_staging(url: str, bundle: Path, cfg: ReleaseConfig, token: str | None
         *checks,
         replay_golden(url, golden, cfg.golden_tolerance, token),
         bad_record(url, example, token),
+        guardrails(url, bundle, example, policy or GuardrailPolicy(), token),
         measure_latency(url, example, cfg.latency_requests, cfg.latency_p95_ms, token),
     ]
 
@@ -50,18 +60,60 @@ def wait_ready(base_url: str, timeout_s: float) -> Check:
 
 
 def replay_golden(base_url: str, golden: list[dict[str, Any]], tolerance: float, token: str | None = None) -> Check:
+    """The golden records' answers against the training-time ones. A record a guardrail refuses or answers for the
+    model (a fallback, a clipped value) has no model answer to compare: it is left out and counted."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     records = [g["features"] for g in golden]
+    kept = list(range(len(golden)))
     try:
         response = httpx.post(f"{base_url}/predict", json=records, headers=headers, timeout=30.0)
+        if response.status_code == 422 and response.json().get("error") == "refused_by_guardrails":
+            refused = {r["record"] for r in response.json()["guardrails"]}
+            kept = [i for i in kept if i not in refused]
+            if kept:
+                shown = [records[i] for i in kept]
+                response = httpx.post(f"{base_url}/predict", json=shown, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:
         return Check("golden_set", False, f"request failed: {exc}")
+    if not kept:
+        return Check("golden_set", False, "the guardrails refuse every golden record: nothing to compare")
     if response.status_code != 200:
         return Check("golden_set", False, f"HTTP {response.status_code}: {response.text[:300]}")
     body = response.json()
     probabilities = body.get("probabilities") or [None] * len(body["predictions"])
+    warnings = body.get("warnings") or [[] for _ in body["predictions"]]
     answers = [{"prediction": p, "probabilities": q} for p, q in zip(body["predictions"], probabilities, strict=False)]
-    return golden_check(golden, answers, tolerance)
+    replaced = {j for j, w in enumerate(warnings) if any(e["action"] in ("fallback", "clip") for e in w)}
+    compared = [(kept[j], a) for j, a in enumerate(answers) if j not in replaced]
+    check = golden_check([golden[i] for i, _ in compared], [a for _, a in compared], tolerance)
+    left_out = len(golden) - len(compared)
+    if not compared or not left_out:
+        return check
+    note = f" ({left_out} of {len(golden)} left out: a guardrail refused or answered them)"
+    return Check(check.name, check.passed, check.detail + note, {**check.measured, "left_out": left_out})
+
+
+def guardrails(
+    base_url: str, bundle: Path, example: dict[str, Any], policy: GuardrailPolicy, token: str | None = None
+) -> Check:
+    """A record built to trip each input guardrail the policy turns on must be refused (422 naming it), or answered
+    with its warning and, for a fallback, the fallback's answer, as the policy says."""
+    profile_file = bundle / PROFILE_FILE
+    if not policy.enabled:
+        return Check("guardrails", True, "off (guardrails.enabled is false)")
+    if not profile_file.exists():
+        return Check("guardrails", True, "off: this version carries no training profile")
+    profile = TrainingProfile.model_validate_json(profile_file.read_text())
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    trips = guardrail_trips(policy, profile, example)
+    results = {}
+    for trip in trips:
+        try:
+            response = httpx.post(f"{base_url}/predict", json=trip.record, headers=headers, timeout=10.0)
+            results[trip.guardrail] = (response.status_code, response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            results[trip.guardrail] = (0, {"error": f"request failed: {exc}"})
+    return guardrails_check(trips, results)
 
 
 def bad_record(base_url: str, example: dict[str, Any], token: str | None = None) -> Check:

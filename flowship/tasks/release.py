@@ -141,9 +141,12 @@ def start_staging(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: 
 
 @task(name="verify_staging")
 def verify_staging(ctx: Context, staging: Deployed, bundle: str, full: bool = True) -> tuple[Check, ...]:
-    """Health, the golden set over HTTP, a bad record, p95 latency: every check runs and is reported."""
+    """Health, the golden set over HTTP, a bad record, the guardrails, p95 latency: every check runs and is
+    reported."""
     token = os.environ.get("FLOWSHIP_API_TOKEN")
-    checks = http_checks.verify_staging(staging.url, Path(bundle), ctx.params.release, token, full)
+    checks = http_checks.verify_staging(
+        staging.url, Path(bundle), ctx.params.release, token, full, ctx.params.guardrails
+    )
     log = get_run_logger()
     for c in checks:
         log.info("check %s: %s (%s)", c.name, "passed" if c.passed else "FAILED", c.detail)

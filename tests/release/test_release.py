@@ -67,7 +67,7 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
 
     first = release(project)
     assert first.released and first.runtime == "docker" and first.from_version is None
-    assert {c.name for c in first.checks if c.passed} == {"health", "golden_set", "bad_input", "latency"}
+    assert {c.name for c in first.checks if c.passed} == {"health", "golden_set", "bad_input", "guardrails", "latency"}
     assert first.production.version == "1" and first.production.url == PRODUCTION
     assert serving_version() == "1"
     assert tracker.aliases(NAME)["champion"] == "1"
@@ -80,6 +80,12 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
     assert docker_engine.container(staging_name(project)) is None
     answer = httpx.post(f"{PRODUCTION}/predict", json=golden_record(project, "1"), timeout=10)
     assert answer.status_code == 200 and answer.json()["model"]["version"] == "1"
+    # the version's training profile went MLflow -> bundle -> image; the default policy flags a far temperature
+    far = {**golden_record(project, "1"), "temp": 1e6}
+    flagged = httpx.post(f"{PRODUCTION}/predict", json=far, timeout=10).json()
+    assert [(w["guardrail"], w["feature"], w["action"]) for w in flagged["warnings"][0]] == [
+        ("out_of_range", "temp", "flag")
+    ]
 
     # A second model that cannot meet a latency budget of zero: staging stops it, production is untouched.
     train_v2(project)
@@ -93,8 +99,15 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
     assert [e["outcome"] for e in history.read(project.root)] == ["done", "failed"]
 
     set_release(project, latency_p95_ms=500)
+    params = project.params()
+    params["guardrails"] = {"out_of_range": {"action": "refuse"}}  # the release hands production its policy
+    project.write_params(params)
     second = release(project)
     assert second.released and second.from_version == "1" and serving_version() == "2"
+    (checked,) = [c for c in second.checks if c.name == "guardrails"]
+    assert checked.passed and "out_of_range: refuse" in checked.detail
+    refused = httpx.post(f"{PRODUCTION}/predict", json={**golden_record(project, "2"), "temp": 1e6}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["error"] == "refused_by_guardrails"
     assert tracker.aliases(NAME) == {"champion": "2", "challenger": "2"}
     assert tracker.version(NAME, "2").tags["flowship.release.previous_champion"] == "1"
 

@@ -6,7 +6,18 @@ import math
 
 import pytest
 
-from flowship.release.checks import Check, golden_check, latency_check, percentile, status_check, summary
+from flowship.release.checks import (
+    UNSEEN,
+    Check,
+    golden_check,
+    guardrail_trips,
+    guardrails_check,
+    latency_check,
+    percentile,
+    status_check,
+    summary,
+)
+from flowship.serving.guardrails import GuardrailPolicy, TrainingProfile
 
 GOLDEN = [
     {"features": {"x": 1.0}, "prediction": 1, "probabilities": {"0": 0.25, "1": 0.75}},
@@ -72,3 +83,46 @@ def test_status_check_and_summary() -> None:
     assert summary([ok]) == (True, "all checks passed")
     passed, reasons = summary([ok, server_error, Check("latency", False, "p95 9 ms")])
     assert not passed and reasons == "bad_input: a wrong type: HTTP 500; latency: p95 9 ms"
+
+
+PROFILE = TrainingProfile.model_validate(
+    {
+        "rows": 100,
+        "numeric": {
+            "temp": {"min": -10, "max": 100, "low": 0, "high": 90, "missing": 0.1},
+            "hour": {"min": 5, "max": 23, "low": 5, "high": 23, "missing": 0.0},
+        },
+        "categorical": {"carrier": {"values": ["AA", "DL"], "missing": 0.0}},
+        "target": {"prior": {"True": 0.2, "False": 0.8}},
+    }
+)
+EXAMPLE = {"temp": 50.0, "hour": 9.0, "carrier": "AA"}
+
+
+def test_a_trip_record_is_built_for_each_input_guardrail_that_is_on() -> None:
+    policy = GuardrailPolicy.model_validate({"unseen_category": {"action": "refuse"}, "missing": {"action": "off"}})
+    trips = guardrail_trips(policy, PROFILE, EXAMPLE)
+    assert [(t.guardrail, t.action, t.feature) for t in trips] == [
+        ("out_of_range", "flag", "temp"),
+        ("unseen_category", "refuse", "carrier"),
+    ]
+    assert trips[0].record["temp"] > 100 and trips[0].record["hour"] == 9.0
+    assert trips[1].record["carrier"] == UNSEEN
+    missing = guardrail_trips(GuardrailPolicy(), PROFILE, EXAMPLE)[2]
+    assert (missing.feature, missing.record["hour"]) == ("hour", None)  # temp was missing in training: not it
+
+
+def test_the_guardrails_check_wants_each_action_as_configured() -> None:
+    policy = GuardrailPolicy.model_validate({"unseen_category": {"action": "refuse"}, "missing": {"action": "off"}})
+    trips = guardrail_trips(policy, PROFILE, EXAMPLE)
+    flagged = {"warnings": [[{"guardrail": "out_of_range", "feature": "temp", "action": "flag"}]]}
+    refused = {"guardrails": [{"record": 0, "guardrail": "unseen_category", "feature": "carrier"}]}
+    good = guardrails_check(trips, {"out_of_range": (200, flagged), "unseen_category": (422, refused)})
+    assert good.passed and good.detail == "each acted as the policy says (out_of_range: flag, unseen_category: refuse)"
+    silent = guardrails_check(trips, {"out_of_range": (200, {"warnings": [[]]}), "unseen_category": (200, {})})
+    assert not silent.passed
+    assert silent.detail == (
+        "out_of_range (temp): expected a 200 with a flag warning, got a 200 without it; "
+        "unseen_category (carrier): expected a 422 naming it, got HTTP 200"
+    )
+    assert guardrails_check([], {}).detail == "no input guardrail is on"
