@@ -360,6 +360,11 @@ class RetrainConfig(Section):
     deploy: bool = False  # then release the challenger through staging and its checks
 
 
+class GuardrailAlertConfig(Section):
+    # alert when one guardrail fires on one feature for more than this share of a version's records in a window
+    max_share: float = Field(default=0.05, gt=0, le=1)
+
+
 class MonitoringConfig(Section):
     min_records: int = Field(default=500, ge=1, description="fewer records in a window: no verdict, no alert")
     reference_rows: int = Field(default=50_000, ge=100)
@@ -368,6 +373,7 @@ class MonitoringConfig(Section):
     quality: QualityConfig = QualityConfig()
     alerts: AlertConfig = AlertConfig()
     retrain: RetrainConfig = RetrainConfig()
+    guardrails: GuardrailAlertConfig = GuardrailAlertConfig()
 
 
 DASK_ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")

@@ -150,6 +150,10 @@ def print_monitoring(summary: MonitoringSummary) -> None:
         typer.echo(f"  v{check.version:<5} {check.verdict:<17} {check.records} records")
         for reason in check.reasons:
             typer.echo(f"          {reason}")
+        alerted = " ".join(check.reasons)
+        for rate in check.guardrails:
+            if rate.sentence() not in alerted:
+                typer.echo(f"          guardrails: {rate.sentence()}")
     if summary.report:
         typer.echo(f"report:        {summary.report}")
     for version, url in summary.mlflow_runs.items():

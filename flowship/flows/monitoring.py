@@ -48,7 +48,8 @@ def monitoring(
     checks: list[VersionCheck] = []
     for version, group in data.records.groupby("model_version", sort=True):
         spec, ref = tasks.reference(ctx, str(version))
-        checks.append(tasks.check_version(ctx, spec, ref, group, data.labels, folder / f"v{version}"))
+        events = data.safety[data.safety["model_version"] == str(version)]
+        checks.append(tasks.check_version(ctx, spec, ref, group, data.labels, folder / f"v{version}", events))
     summary = summarize(data, checks, folder)
     if checks:
         tasks.write_summary(summary)  # before the MLflow runs, which keep it among their reports

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -100,6 +100,49 @@ def label_text(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class GuardrailRate:
+    """How often one guardrail fired on one feature (None: on the record or the answer as a whole) in a window."""
+
+    guardrail: str
+    feature: str | None
+    action: str
+    records: int
+    share: float  # of the version's records in the window (answered, and refused by a guardrail)
+
+    def sentence(self) -> str:
+        what = {
+            "out_of_range": f"outside the training range of {self.feature}",
+            "unseen_category": f"with a category of {self.feature} unseen in training",
+            "missing": f"missing {self.feature}, never missing in training"
+            if self.feature
+            else "missing more features than allowed",
+            "low_confidence": "answered with low confidence",
+            "output_range": "answered outside the training target's range",
+        }.get(self.guardrail, f"tripping {self.guardrail}")
+        return f"{self.share:.0%} of the records are {what} ({self.records} records; {self.action})"
+
+
+def guardrail_rates(events: pd.DataFrame, answered: int) -> list[GuardrailRate]:
+    """Each (guardrail, feature, action) that fired, by the share of records it fired on: of the records answered
+    plus those a guardrail refused (which never reach the inference log). Most frequent first."""
+    if events.empty:
+        return []
+    keyed = events.assign(feature=events["feature"].astype(object).where(events["feature"].notna(), ""))
+    refused = keyed.loc[keyed["action"] == "refuse", ["request_id", "row"]].drop_duplicates()
+    total = answered + len(refused)
+    counts = (
+        keyed.drop_duplicates(["request_id", "row", "guardrail", "feature", "action"])
+        .groupby(["guardrail", "feature", "action"])
+        .size()
+    )
+    rates = []
+    for key, n in counts.items():
+        guardrail, feature, action = (str(part) for part in cast(tuple[Any, ...], key))
+        rates.append(GuardrailRate(guardrail, feature or None, action, int(n), int(n) / total if total else 0.0))
+    return sorted(rates, key=lambda r: (-r.records, r.guardrail, r.feature or ""))
+
+
+@dataclass(frozen=True)
 class VersionCheck:
     """One version's check: its verdict with the reasons, the numbers behind them and the reports written."""
 
@@ -118,6 +161,7 @@ class VersionCheck:
     sampled: int = 0
     reports: dict[str, str] = field(default_factory=dict)
     alert_kinds: list[str] = field(default_factory=list)
+    guardrails: list[GuardrailRate] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,9 +176,11 @@ def check_version(
     cfg: MonitoringConfig,
     quality_metric: str,
     seed: int,
+    events: pd.DataFrame | None = None,
 ) -> VersionCheck:
-    """Drift (features and prediction), data quality and, with enough labels, model quality of one version's
-    records: the HTML reports go to `folder`, the numbers and the verdict come back."""
+    """Drift (features and prediction), data quality, the guardrails' rates (from the version's safety `events`)
+    and, with enough labels, model quality of one version's records: the HTML reports go to `folder`, the numbers
+    and the verdict come back."""
     current, absent, unexpected = current_frame(records, spec)
     folder.mkdir(parents=True, exist_ok=True)
     numeric = [c for c in spec.numeric if c not in absent]
@@ -175,7 +221,8 @@ def check_version(
             cfg.drift.threshold,
         )
         paths["model_quality"] = str(folder / "model-quality.html")
-    check = judge_version(spec.version, len(records), drift, absent, unexpected, quality, cfg, target_drift)
+    rates = guardrail_rates(events, len(records)) if events is not None else []
+    check = judge_version(spec.version, len(records), drift, absent, unexpected, quality, cfg, target_drift, rates)
     return replace(check, data_quality=quality_rows, sampled=min(len(current), cfg.sample_rows), reports=paths)
 
 
@@ -199,8 +246,10 @@ def judge_version(
     quality: Quality | None,
     cfg: MonitoringConfig,
     target_drift: ColumnDrift | None = None,
+    guardrails: list[GuardrailRate] | None = None,
 ) -> VersionCheck:
-    """One version's verdict from its drift, schema problems and quality (the gate's `decide` judges candidates)."""
+    """One version's verdict from its drift, schema problems, guardrails' rates and quality (the gate's `decide`
+    judges candidates). Records the guardrails fire on often left what the model knows: a drift verdict."""
     features = [d for d in drift if d.column != "prediction"]
     prediction = next((d for d in drift if d.column == "prediction"), None)
     drifted = [d for d in features if d.drifted]
@@ -216,6 +265,7 @@ def judge_version(
         absent=absent,
         unexpected=unexpected,
         quality=quality,
+        guardrails=guardrails or [],
     )
     if records < cfg.min_records:
         reason = f"{records} records: fewer than monitoring.min_records ({cfg.min_records}), no verdict"
@@ -250,6 +300,11 @@ def judge_version(
             parts.append(f"logged features the model does not know: {', '.join(unexpected)}")
         reasons.append("schema: " + "; ".join(parts))
         kinds.append("schema")
+    limit = cfg.guardrails.max_share
+    for rate in guardrails or []:
+        if rate.share > limit:
+            reasons.append(f"guardrails: {rate.sentence()}, above monitoring.guardrails.max_share ({limit:.0%})")
+            kinds.append(f"guardrail:{rate.guardrail}:{rate.feature or '*'}")
     verdict = "drift" if kinds else "ok"
     if quality is not None and quality.drop is not None and quality.drop > cfg.quality.max_drop:
         value = quality.metrics[quality.metric]

@@ -100,6 +100,8 @@ def run_metrics(check: VersionCheck) -> dict[str, float]:
             metrics[f"out_of_range.{q.column}"] = q.out_of_range
         if q.unseen:
             metrics[f"unseen.{q.column}"] = q.unseen
+    for rate in check.guardrails:
+        metrics[f"guardrail_share.{rate.guardrail}.{rate.feature or 'record'}.{rate.action}"] = rate.share
     if check.quality is not None:
         metrics["labelled"] = check.quality.labelled
         metrics.update({f"quality.{k}": v for k, v in check.quality.metrics.items()})
@@ -158,6 +160,8 @@ def summary_markdown(summary: MonitoringSummary) -> str:
             )
         elif quality is not None:
             lines.append(f"- labels arrived for {quality.labelled} records: too few for model quality")
+        alerted = " ".join(check.reasons)
+        lines += [f"- guardrails: {r.sentence()}" for r in check.guardrails if r.sentence() not in alerted]
     if summary.alerts:
         lines += ["", "## Alerts"] + [f"- v{a.version}: {a.delivery}" for a in summary.alerts]
     return "\n".join(lines) + "\n"

@@ -1,10 +1,11 @@
-"""The window a check reads: its bounds, the check's state, and the inference log records inside it."""
+"""The window a check reads: its bounds, the check's state, and the inference log records and safety events inside
+it."""
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pandas as pd
 from flowship.errors import MonitoringError
 from flowship.files import atomic_write, parse_lines
 from flowship.monitoring.labels import read_labels
-from flowship.serving.inference_log import log_files, parse_line
+from flowship.serving.inference_log import SAFETY_COLUMNS, log_files, parse_line, read_safety_log
 from flowship.values import utc
 
 # Records reach the log within the writer's flush interval (0.5 s): a default window ends this long ago,
@@ -188,6 +189,8 @@ class WindowData:
     files: int
     labels: pd.DataFrame
     labels_skipped: int
+    # the guardrails that fired in the window (`flowship.serving.inference_log.SAFETY_COLUMNS`)
+    safety: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SAFETY_COLUMNS))
 
 
 def window_data(
@@ -198,4 +201,18 @@ def window_data(
     log = read_log_window(log_dir, window, schema)
     # Every label that has arrived by now: a label usually comes after its prediction's window closed.
     labels, labels_skipped = read_labels(labels_dir)
-    return WindowData(window, log.records, log.skipped, log.files, labels, labels_skipped)
+    return WindowData(
+        window, log.records, log.skipped, log.files, labels, labels_skipped, safety_events(log_dir, window)
+    )
+
+
+def safety_events(log_dir: Path, window: Window) -> pd.DataFrame:
+    """The safety events of the window (read from the daily files of its days, then cut to its times)."""
+    first = None if window.start is None else window.start.date()
+    events, _ = read_safety_log(log_dir, first, window.end.date())
+    keep = events["time"] < pd.Timestamp(window.end)
+    if window.start is not None:
+        keep &= events["time"] >= pd.Timestamp(window.start)
+    events = events.loc[keep].reset_index(drop=True)
+    events["model_version"] = events["model_version"].astype(str)
+    return events

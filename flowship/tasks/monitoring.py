@@ -50,13 +50,14 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
     )
     versions = data.records["model_version"].value_counts().to_dict() if len(data.records) else {}
     get_run_logger().info(
-        "window %s: %d records %s from %d files, %d unreadable lines skipped; %d labels arrived",
+        "window %s: %d records %s from %d files, %d unreadable lines skipped; %d labels arrived; %d safety events",
         window.label(),
         len(data.records),
         versions,
         data.files,
         data.skipped,
         len(data.labels),
+        len(data.safety),
     )
     return data
 
@@ -90,11 +91,26 @@ def reference(ctx: Context, version: str) -> tuple[ModelSpec, Reference]:
 
 @task(name="check_version")
 def check_version(
-    ctx: Context, spec: ModelSpec, ref: Reference, records: pd.DataFrame, labels: pd.DataFrame, folder: Path
+    ctx: Context,
+    spec: ModelSpec,
+    ref: Reference,
+    records: pd.DataFrame,
+    labels: pd.DataFrame,
+    folder: Path,
+    events: pd.DataFrame,
 ) -> VersionCheck:
-    """Drift (features and prediction), data quality and, with enough labels, model quality: HTML + numbers."""
+    """Drift (features and prediction), data quality, the guardrails' rates and, with enough labels, model quality:
+    HTML + numbers."""
     check = checks.check_version(
-        spec, ref, records, labels, folder, ctx.params.monitoring, ctx.params.quality_metric, ctx.params.project.seed
+        spec,
+        ref,
+        records,
+        labels,
+        folder,
+        ctx.params.monitoring,
+        ctx.params.quality_metric,
+        ctx.params.project.seed,
+        events,
     )
     get_run_logger().info("v%s: %s %s", spec.version, check.verdict, "; ".join(check.reasons))
     return check

@@ -19,14 +19,23 @@ from flowship.monitoring.checks import (
     Quality,
     VersionCheck,
     current_frame,
+    guardrail_rates,
     join_labels,
     judge_version,
     model_quality,
     overall,
 )
 from flowship.monitoring.reference import ModelSpec, Reference, spec_from_registry
-from flowship.monitoring.window import SETTLE, Window, features_of, read_log_window, read_state, resolve_window
-from flowship.serving.inference_log import InferenceEntry, InferenceLog
+from flowship.monitoring.window import (
+    SETTLE,
+    Window,
+    features_of,
+    read_log_window,
+    read_state,
+    resolve_window,
+    window_data,
+)
+from flowship.serving.inference_log import SAFETY_PREFIX, InferenceEntry, InferenceLog, SafetyEntry
 from tests.conftest import REPO
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -360,3 +369,95 @@ def test_retraining_needs_a_time_split() -> None:
     params = parse_params(raw, check_estimator=False)
     with pytest.raises(ConfigError, match="needs a time split"):
         retrain.newer_split(params, pd.DataFrame({"event_time": [T0]}))
+
+
+# ------------------------------------------------------------------------------------------- guardrails
+
+
+def safety(*events: tuple[str, int, str, str, str | None]) -> pd.DataFrame:
+    """(request_id, row, guardrail, action, feature) as the safety-event log reads."""
+    rows = [
+        {
+            "time": T0,
+            "request_id": r,
+            "row": i,
+            "model_name": "m",
+            "model_version": "1",
+            "guardrail": g,
+            "action": a,
+            "feature": f,
+        }
+        for r, i, g, a, f in events
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_guardrail_rates_count_records_once_and_include_the_refused_ones() -> None:
+    events = safety(
+        ("a", 0, "out_of_range", "flag", "temp"),
+        ("a", 1, "out_of_range", "flag", "temp"),
+        ("a", 1, "unseen_category", "flag", "carrier"),
+        ("b", 0, "out_of_range", "refuse", "temp"),  # refused: never in the inference log
+        ("c", 0, "missing", "flag", None),
+    )
+    rates = guardrail_rates(events, answered=19)
+    assert [(r.guardrail, r.feature, r.action, r.records) for r in rates] == [
+        ("out_of_range", "temp", "flag", 2),
+        ("missing", None, "flag", 1),
+        ("out_of_range", "temp", "refuse", 1),
+        ("unseen_category", "carrier", "flag", 1),
+    ]
+    assert rates[0].share == pytest.approx(2 / 20)
+    assert rates[0].sentence() == "10% of the records are outside the training range of temp (2 records; flag)"
+    assert rates[1].sentence().startswith("5% of the records are missing more features than allowed")
+    assert guardrail_rates(safety(), answered=10) == []
+
+
+def test_a_guardrail_firing_on_many_records_is_a_drift_alert_of_its_own() -> None:
+    cfg = MonitoringConfig.model_validate({"min_records": 10, "guardrails": {"max_share": 0.05}})
+    rates = guardrail_rates(safety(*[(f"r{i}", 0, "out_of_range", "flag", "temp") for i in range(12)]), 100)
+    check = judge_version("1", 100, [col("distance", 0.0)], [], [], None, cfg, guardrails=rates)
+    assert check.verdict == "drift"
+    assert check.alert_kinds == ["guardrail:out_of_range:temp"]
+    assert check.reasons == [
+        "guardrails: 12% of the records are outside the training range of temp (12 records; flag), "
+        "above monitoring.guardrails.max_share (5%)"
+    ]
+    below = guardrail_rates(safety(("r", 0, "out_of_range", "flag", "temp")), 99)
+    assert judge_version("1", 99, [col("distance", 0.0)], [], [], None, cfg, guardrails=below).verdict == "ok"
+    few = judge_version("1", 5, [], [], [], None, cfg, guardrails=rates)
+    assert few.verdict == "insufficient_data" and few.guardrails == rates  # the rates are shown, no alert
+
+
+def test_the_window_reads_the_safety_events_inside_its_bounds(tmp_path: Path) -> None:
+    early, inside = T0 - timedelta(days=1), T0 + timedelta(hours=1)
+    with InferenceLog(tmp_path, prefix=SAFETY_PREFIX) as log:
+        for stamp, request in ((early, "early"), (inside, "inside")):
+            log.append(
+                SafetyEntry(
+                    stamp, request, "m", "2", [(0, {"guardrail": "missing", "action": "flag", "feature": None})]
+                )
+            )
+    data = window_data(tmp_path, tmp_path / "labels", window(T0), ["distance"], ["carrier"])
+    assert data.safety[["request_id", "model_version", "guardrail"]].values.tolist() == [["inside", "2", "missing"]]
+
+
+def test_log_lines_with_guardrail_fields_read_as_before(tmp_path: Path) -> None:
+    flagged = InferenceEntry(
+        T0,
+        "g",
+        "m",
+        "1",
+        [{"distance": 1.0, "carrier": "ZZ"}] * 2,
+        [1, 0],
+        [{"0": 0.4, "1": 0.6}] * 2,
+        guardrails=[[{"guardrail": "unseen_category", "action": "fallback", "feature": "carrier"}], []],
+        answers={0: None},
+    )
+    with InferenceLog(tmp_path) as log:
+        log.append(entry("plain"))
+        log.append(flagged)
+    read = read_log_window(tmp_path, window(), SCHEMA)
+    assert read.skipped == 0
+    assert read.records["request_id"].tolist() == ["plain", "plain", "g", "g"]
+    assert read.records["prediction"].tolist() == [0, 1, 1, 0]  # the model's own outputs, not the answers given
