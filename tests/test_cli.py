@@ -213,8 +213,25 @@ def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project:
     flights_project.write_params(raw)
     env = {"FLOWSHIP_RUNTIME": "process", "PREFECT_API_URL": prefect_api_url}  # the session's test API (see above)
     flowship(["train", "--params", params], root, **env, check=True)
+    # a key file committed to git is refused before any work, with the way out
+    (root / "keys.txt").write_text("k-1\n")
+    flights_project.commit("keys")
+    flights_project.write_params({**raw, "gateway": {"api_keys_file": "keys.txt"}})
+    refused = flowship(["deploy", "--params", params], root, **env)
+    assert refused.returncode == 1
+    assert "flowship: not released: secrets: gateway.api_keys_file keys.txt is committed to git" in refused.stderr
+    assert "git rm --cached keys.txt" in refused.stderr
+    assert "safety:        NO   secrets" in refused.stdout
+    flights_project.write_params(raw)
     try:
         deployed = flowship(["deploy", "--params", params], root, **env, check=True)
+        assert (
+            "safety:        ok   guardrails out_of_range: flag, unseen_category: flag, missing: flag" in deployed.stdout
+        )
+        assert (
+            "safety:        WARN access     no API key or token: anyone who reaches 127.0.0.1:18410" in deployed.stdout
+        )
+        assert "check:         guardrails  passed" in deployed.stdout
         assert "serving as local processes behind this host's nginx: no image" in deployed.stdout
         assert "production:    v1 at http://127.0.0.1:18410 (was nothing served before)" in deployed.stdout
         assert "try:           curl -s http://127.0.0.1:18410/predict" in deployed.stdout

@@ -46,6 +46,7 @@ def deploy(
             typer.echo(f"try:           {_example_request(path.parent, cfg, serving.url, serving.version)}")
             return
     check_estimator(cfg)
+    _safety_checklist(path.parent, cfg)
     from flowship.flows.release import release_flow
 
     try:
@@ -69,6 +70,19 @@ def deploy(
             typer.echo(f"image:         {production.image}")
     _gateway_line(path.parent, cfg)
     typer.echo(f"try:           {_example_request(path.parent, cfg, production.url, result.version)}")
+
+
+def _safety_checklist(root: Path, cfg: Params) -> None:
+    """The pre-release checklist (README: Safety), before any work; a refusal ends the command."""
+    from flowship.release.checklist import refusals, safety_checklist
+
+    items = safety_checklist(cfg, root, os.environ)
+    marks = {"ok": "ok  ", "warn": "WARN", "refused": "NO  "}
+    for item in items:
+        typer.echo(f"safety:        {marks[item.status]} {item.name:<10} {item.detail}")
+    refused = refusals(items)
+    if refused:
+        fail("not released: " + "; ".join(f"{item.name}: {item.detail}" for item in refused))
 
 
 def _example_request(root: Path, cfg: Params, url: str, version: str) -> str:
