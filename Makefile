@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails clean base-image
 
 setup: $(VENV)/.installed
 
@@ -85,6 +85,10 @@ bench-services: setup
 # the gateway's cost beside direct serving, and failed requests during a release under load (after `make run`)
 bench-gateway: setup
 	$(PY) bench/gateway_overhead.py
+
+# the serving app with guardrails off, on, and on with every record flagged (after `make run`)
+bench-guardrails: setup
+	$(PY) bench/guardrails_cost.py
 
 clean:
 	-$(VENV)/bin/flowship down
