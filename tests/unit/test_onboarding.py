@@ -16,6 +16,7 @@ from flowship.errors import DataLoadError, OnboardingError
 from flowship.onboarding.draft import init_project
 from flowship.onboarding.profile import MIN_ROWS, profile
 from flowship.release.runtime import port_taken
+from flowship.serving.guardrails import GuardrailPolicy
 from tests.conftest import REPO
 
 
@@ -90,6 +91,7 @@ def test_init_writes_params_that_load_and_copies_the_data_under_data_raw(project
     assert draft.copied_from == (tmp_path / "My Data.csv").resolve() and draft.profile.target_missing == 30
     params = load_params(project / "params.yaml")  # as `flowship train` reads it, dvc.yaml's keys included
     assert params.project.name == "My-Data" and str(params.data.source) == "data/raw/My Data.csv"
+    assert params.guardrails == GuardrailPolicy()  # spelled out, at the documented defaults
     assert params.data.features.numeric == ["x", "gappy"] and params.data.features.categorical == ["color"]
     rules = params.validate_.columns
     low, high = frame["gappy"].min(), frame["gappy"].max()
