@@ -88,8 +88,7 @@ class InferenceEntry:
                 record["guardrails"] = self.guardrails[i]
             if self.answers is not None and i in self.answers:
                 record["answer"] = self.answers[i]
-            # ensure_ascii: any string the client sent (even a lone surrogate) encodes; default=str: never raise here
-            yield stamp.date(), json.dumps(record, separators=(",", ":"), default=str) + "\n"
+            yield stamp.date(), _json_line(record)
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,12 @@ class SafetyEntry:
                 "model_version": self.model_version,
                 **event,
             }
-            yield stamp.date(), json.dumps(record, separators=(",", ":"), default=str) + "\n"
+            yield stamp.date(), _json_line(record)
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    # ensure_ascii: any string the client sent (even a lone surrogate) encodes; default=str: never raise here
+    return json.dumps(record, separators=(",", ":"), default=str) + "\n"
 
 
 def log_path(folder: Path, day: date, writer: str | None = None, prefix: str = FILE_PREFIX) -> Path:
