@@ -111,15 +111,15 @@ class GuardrailRate:
 
     def sentence(self) -> str:
         what = {
-            "out_of_range": f"outside the training range of {self.feature}",
-            "unseen_category": f"with a category of {self.feature} unseen in training",
-            "missing": f"missing {self.feature}, never missing in training"
+            "out_of_range": f"are outside the training range of {self.feature}",
+            "unseen_category": f"have a category of {self.feature} unseen in training",
+            "missing": f"miss {self.feature}, never missing in training"
             if self.feature
-            else "missing more features than allowed",
-            "low_confidence": "answered with low confidence",
-            "output_range": "answered outside the training target's range",
-        }.get(self.guardrail, f"tripping {self.guardrail}")
-        return f"{self.share:.0%} of the records are {what} ({self.records} records; {self.action})"
+            else "miss more of their features than allowed",
+            "low_confidence": "were answered with low confidence",
+            "output_range": "were answered outside the training target's range",
+        }.get(self.guardrail, f"tripped {self.guardrail}")
+        return f"{self.share:.1%} of the records {what} ({self.records} records; {self.action})"
 
 
 def guardrail_rates(events: pd.DataFrame, answered: int) -> list[GuardrailRate]:

@@ -408,8 +408,8 @@ def test_guardrail_rates_count_records_once_and_include_the_refused_ones() -> No
         ("unseen_category", "carrier", "flag", 1),
     ]
     assert rates[0].share == pytest.approx(2 / 20)
-    assert rates[0].sentence() == "10% of the records are outside the training range of temp (2 records; flag)"
-    assert rates[1].sentence().startswith("5% of the records are missing more features than allowed")
+    assert rates[0].sentence() == "10.0% of the records are outside the training range of temp (2 records; flag)"
+    assert rates[1].sentence().startswith("5.0% of the records miss more of their features than allowed")
     assert guardrail_rates(safety(), answered=10) == []
 
 
@@ -420,7 +420,7 @@ def test_a_guardrail_firing_on_many_records_is_a_drift_alert_of_its_own() -> Non
     assert check.verdict == "drift"
     assert check.alert_kinds == ["guardrail:out_of_range:temp"]
     assert check.reasons == [
-        "guardrails: 12% of the records are outside the training range of temp (12 records; flag), "
+        "guardrails: 12.0% of the records are outside the training range of temp (12 records; flag), "
         "above monitoring.guardrails.max_share (5%)"
     ]
     below = guardrail_rates(safety(("r", 0, "out_of_range", "flag", "temp")), 99)
