@@ -1,4 +1,4 @@
-"""`flowship deploy`, `rollback`, `history` and `stop`."""
+"""`flowship deploy`, `rollback`, `pause`, `resume`, `history` and `stop`."""
 
 from __future__ import annotations
 
@@ -160,7 +160,8 @@ def _gateway_runtime(root: Path, cfg: Params) -> GatewayRuntime:
 
 
 def history(params: ParamsOption = Path("params.yaml")) -> None:
-    """Every promotion and rollback: when, from which version to which, image, check results; and each pause."""
+    """Every promotion and rollback: when, from which version to which, image, check results; and each pause.
+    `flowship audit` shows every change to production, with who made it and why."""
     path = check_params(params, check_estimator=False)
     from flowship.release import history as release_history
 
