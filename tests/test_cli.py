@@ -16,7 +16,8 @@ from tests.helpers import flowship
 # Every test runs the `flowship` executable in its own process.
 pytestmark = pytest.mark.integration
 
-COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "stop", "monitor"]
+COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "audit", "stop"]
+COMMANDS += ["monitor"]
 COMMANDS += ["score"]
 COMMANDS += ["schedule", "up", "down"]
 
@@ -44,6 +45,7 @@ def test_help_lists_every_command_and_no_arguments_shows_it_too(tmp_path: Path) 
         ("status", ["--params", "--runs", "[default: 5]"]),
         ("deploy", ["--params", "--version", "--full", "--canary", "--shadow", "--direct"]),
         ("pause", ["--params", "--reason", "[default: paused by an operator]"]),
+        ("audit", ["--params", "--since", "WHEN", "--json"]),
     ],
 )
 def test_a_commands_help_shows_its_usage_and_options(command: str, options: list[str], tmp_path: Path) -> None:

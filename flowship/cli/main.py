@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from flowship.cli.audit import audit
 from flowship.cli.monitoring import monitor, replay
 from flowship.cli.onboarding import init
 from flowship.cli.pipeline import status, train
@@ -28,6 +29,7 @@ COMMANDS = (
     pause,
     resume,
     history,
+    audit,
     stop,
     monitor,
     score,

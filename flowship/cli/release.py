@@ -1,4 +1,4 @@
-"""`flowship deploy`, `rollback`, `history` and `stop`."""
+"""`flowship deploy`, `rollback`, `pause`, `resume`, `history` and `stop`."""
 
 from __future__ import annotations
 
@@ -174,7 +174,8 @@ def _gateway_runtime(root: Path, cfg: Params) -> GatewayRuntime:
 
 
 def history(params: ParamsOption = Path("params.yaml")) -> None:
-    """Every promotion and rollback: when, from which version to which, image, check results; and each pause."""
+    """Every promotion and rollback: when, from which version to which, image, check results; and each pause.
+    `flowship audit` shows every change to production, with who made it and why."""
     path = check_params(params, check_estimator=False)
     from flowship.release import history as release_history
 
@@ -228,21 +229,17 @@ def _switch(params: Path, reason: str | None) -> None:
     path = params.resolve()
     cfg = read_params(path, check_estimator=False)
     environment(path.parent)
+    from flowship import audit
     from flowship.release import history as release_history
 
     root = path.parent
     try:
-        state = _gateway_runtime(root, cfg).pause(reason)
+        runtime = _gateway_runtime(root, cfg)
+        was = runtime.gateway_state()
+        state = runtime.pause(reason)
     except FlowshipError as exc:
         fail(str(exc))
-    action = "resume" if reason is None else "pause"
-    event = {
-        "action": action,
-        "outcome": "done",
-        "version": state.stable.version,
-        "url": f"http://127.0.0.1:{state.port}",
-    }
-    release_history.record(root, event | ({"reason": reason} if reason is not None else {}))
+    audit.record(root, **release_history.switch_event(was, state))
     if reason is None:
         typer.echo(f"production:    v{state.stable.version} serves again at http://127.0.0.1:{state.port}")
     else:

@@ -50,6 +50,10 @@ class GatewayState:
         """`weight` percent of the traffic to `pool` (None, 0: no canary)."""
         return replace(self, canary=pool, canary_weight=weight if pool is not None else 0.0)
 
+    def canary_share(self, version: str) -> float:
+        """The percent of live traffic `version` gets as the canary (0: it is not the canary)."""
+        return self.canary_weight if self.canary is not None and self.canary.version == version else 0.0
+
     def warm_pool(self, version: str) -> Pool | None:
         return next((w.pool for w in self.warm if w.pool.version == version), None)
 

@@ -121,8 +121,9 @@ def release_tags(target: ReleaseTarget, image: str | None, checks: tuple[Check, 
 def failure_event(
     action: str, target: ReleaseTarget, production: Deployed | None, runtime: str, checks: tuple[Check, ...]
 ) -> dict[str, Any]:
-    """The history entry of a release stopped in staging."""
+    """The history entry of a release stopped in staging (`change` and the history's `action` alike)."""
     return {
+        "change": action,
         "action": action,
         "outcome": "failed",
         "from_version": production.version if production else target.champion,
@@ -135,10 +136,17 @@ def failure_event(
 
 
 def release_event(
-    action: str, target: ReleaseTarget, production: Deployed, image: str | None, checks: tuple[Check, ...]
+    action: str,
+    target: ReleaseTarget,
+    production: Deployed,
+    image: str | None,
+    checks: tuple[Check, ...],
+    guardrails: dict[str, Any],
 ) -> dict[str, Any]:
-    """The history entry of a promotion (or rollback) done."""
+    """The history entry of a promotion (or rollback) done, with the guardrails' policy it hands production (the
+    next promotion compares its own with it)."""
     return {
+        "change": action,
         "action": action,
         "outcome": "done",
         "from_version": target.champion,
@@ -147,6 +155,7 @@ def release_event(
         "runtime": production.kind,
         "url": production.url,
         "checks": [c.as_dict() for c in checks],
+        "guardrails": guardrails,
     }
 
 

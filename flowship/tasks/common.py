@@ -1,4 +1,5 @@
-"""What every task shares: the run context and the retry condition for transient failures."""
+"""What every task shares: the run context, who acts in the audit log, and the retry condition for transient
+failures."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from prefect import State, Task
 from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import flow_run
 
+from flowship.audit import Actor
 from flowship.config import Params
 from flowship.errors import DockerUnavailable, RemoteUnavailable, TrackingUnavailable
 from flowship.paths import Layout
@@ -26,6 +29,12 @@ class Context:
     @property
     def layout(self) -> Layout:
         return Layout(self.root)
+
+
+def run_actor() -> Actor:
+    """Who changes production from a task: its Prefect flow run; the OS user when the task runs outside one."""
+    run_id = flow_run.id
+    return Actor.current_user() if not run_id else Actor.flow_run(str(run_id), flow_run.name)
 
 
 def is_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:

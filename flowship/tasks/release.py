@@ -27,6 +27,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.transactions import Transaction, get_transaction
 from pydantic import Field
 
+from flowship import audit
 from flowship.adapters.tracking import CHALLENGER, CHAMPION, Tracker, VersionRef
 from flowship.errors import ReleaseAborted, ReleaseCheckFailed, ReleaseError
 from flowship.release import discovery, history, http_checks, live, promotion
@@ -37,7 +38,7 @@ from flowship.release.live import LiveStep
 from flowship.release.promotion import PRODUCTION, STAGING, Promotion, ReleaseTarget
 from flowship.release.runtime import Deployed, Release, Runtime
 from flowship.serving.inference_log import read_inference_log
-from flowship.tasks.common import Context, is_transient
+from flowship.tasks.common import Context, is_transient, run_actor
 
 
 def serving_env(ctx: Context) -> dict[str, str]:
@@ -169,7 +170,7 @@ def record_failure(ctx: Context, kind: str, target: ReleaseTarget, checks: tuple
         description=f"{action} of v{target.version}: failed",
     )
     production = runtime_for(ctx, kind).deployed(PRODUCTION)
-    history.record(ctx.root, promotion.failure_event(action, target, production, kind, checks))
+    audit.record(ctx.root, actor=run_actor(), **promotion.failure_event(action, target, production, kind, checks))
     raise ReleaseCheckFailed(target.version, [c.as_dict() for c in checks])
 
 
@@ -234,9 +235,13 @@ def _restore_tags(txn: Transaction) -> None:
 def record_release(
     ctx: Context, target: ReleaseTarget, production: Deployed, image: str | None, checks: tuple[Check, ...], action: str
 ) -> Promotion:
-    """The history entry: the last step, so the history names only promotions that stand."""
-    entry = history.record(ctx.root, promotion.release_event(action, target, production, image, checks))
-    return Promotion(production, target.champion, str(entry["time"]))
+    """The history entry (and a `guardrails` entry when the policy production gets changed), written together: the
+    last step, so the history names only promotions that stand."""
+    policy = ctx.params.guardrails.model_dump(mode="json")
+    event = promotion.release_event(action, target, production, image, checks, policy)
+    entries = history.promotion_entries(history.read(ctx.root), event, run_actor())
+    audit.append(ctx.root, entries)
+    return Promotion(production, target.champion, str(entries[0]["time"]))
 
 
 @task(name="publish_release")
@@ -299,7 +304,10 @@ def canary_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
     access = runtime.require_gateway().access_log
     offset = access.stat().st_size if access.exists() else 0
     release = Release(ref.name, ref.version, Path(bundle), image)
+    before = runtime.gateway_state()
     state = runtime.set_canary(release, weight, promotion.inference_log_dir(ctx.layout, PRODUCTION))
+    was = before.canary_share(ref.version) if before is not None else 0.0
+    audit.record(ctx.root, "canary", actor=run_actor(), from_=was, to=float(weight), version=ref.version)
     started, began = datetime.now(UTC), time.monotonic()
     while True:
         time.sleep(1.0)
@@ -331,6 +339,7 @@ def shadow_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
     offsets = [path.stat().st_size if path.exists() else 0 for path in (access, shadow_log)]
     release = Release(ref.name, ref.version, Path(bundle), image)
     state = runtime.set_shadow(release, ctx.layout.shadow_inference_log_dir)
+    audit.record(ctx.root, "shadow", actor=run_actor(), from_="off", to="on", version=ref.version)
     started, began = datetime.now(UTC), time.monotonic()
     try:
         while True:
@@ -342,6 +351,7 @@ def shadow_step(ctx: Context, kind: str, ref: VersionRef, bundle: str, image: st
                 break
     finally:
         runtime.clear_shadow()  # a shadow never serves: its replicas go, pass or fail
+        audit.record(ctx.root, "shadow", actor=run_actor(), from_="on", to="off", version=ref.version)
     until = datetime.now(UTC)
     stable, _ = read_inference_log(ctx.layout.inference_log_dir, started, until)
     copies, _ = read_inference_log(ctx.layout.shadow_inference_log_dir, started, until)
@@ -378,8 +388,9 @@ def abort_live_release(ctx: Context, kind: str, target: ReleaseTarget, steps: tu
     """All traffic back to stable (a canary's replicas gone; a shadow's went when its step ended), the numbers kept
     (version tags, artifact, history); the aliases are untouched. Raises ReleaseAborted."""
     runtime = _gateway_runtime(ctx, kind)
-    runtime.clear_canary()
     failed = steps[-1]
+    reason = summary(list(failed.checks))[1]
+    _clear_canary(ctx, runtime, f"{failed.name}: {reason}")
     checks = live_checks(steps)
     Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.failure_tags(checks))
     create_markdown_artifact(
@@ -387,19 +398,31 @@ def abort_live_release(ctx: Context, kind: str, target: ReleaseTarget, steps: tu
         markdown=live.steps_markdown(target.version, steps, f"aborted at {failed.name}"),
         description=f"v{target.version} on live traffic: aborted",
     )
-    history.record(
+    action = failed.name.split()[0]  # canary, shadow
+    audit.record(
         ctx.root,
-        {
-            "action": failed.name.split()[0],  # canary, shadow
-            "outcome": "aborted",
-            "version": target.version,
-            "from_version": target.champion,
-            "to_version": target.version,
-            "steps": [s.as_dict() for s in steps],
-            "reason": summary(list(failed.checks))[1],
-        },
+        action,
+        actor=run_actor(),
+        reason=reason,
+        action=action,
+        outcome="aborted",
+        version=target.version,
+        from_version=target.champion,
+        to_version=target.version,
+        steps=[s.as_dict() for s in steps],
     )
     raise ReleaseAborted(target.version, failed.name, [c.as_dict() for c in failed.checks])
+
+
+def _clear_canary(ctx: Context, runtime: GatewayRuntime, reason: str) -> None:
+    """No live traffic to a canary any more (none serving: nothing to do); its share back to stable is an entry in
+    the audit log."""
+    state = runtime.gateway_state()
+    if state is None or state.canary is None:
+        return
+    runtime.clear_canary()
+    was, version = state.canary_weight, state.canary.version
+    audit.record(ctx.root, "canary", actor=run_actor(), from_=was, to=0.0, version=version, reason=reason)
 
 
 def live_checks(steps: tuple[LiveStep, ...]) -> tuple[Check, ...]:
@@ -485,19 +508,19 @@ def reject_release(ctx: Context, kind: str, target: ReleaseTarget, before: str, 
     """Production as it was (a canary's share back to stable), the decision kept (version tags, history).
     Raises ReleaseAborted."""
     runtime = runtime_for(ctx, kind)
-    if isinstance(runtime, GatewayRuntime) and (state := runtime.gateway_state()) and state.canary is not None:
-        runtime.clear_canary()
+    if isinstance(runtime, GatewayRuntime):
+        _clear_canary(ctx, runtime, f"approval before {before}: {decision.detail}")
     Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.failure_tags((decision,)))
-    history.record(
+    audit.record(
         ctx.root,
-        {
-            "action": "approval",
-            "outcome": "rejected",
-            "version": target.version,
-            "from_version": target.champion,
-            "to_version": target.version,
-            "before": before,
-            "reason": decision.detail,
-        },
+        "approval",
+        actor=run_actor(),
+        reason=decision.detail,
+        action="approval",
+        outcome="rejected",
+        version=target.version,
+        from_version=target.champion,
+        to_version=target.version,
+        before=before,
     )
     raise ReleaseAborted(target.version, f"approval before {before}", [decision.as_dict()])

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flowship import audit
 from flowship.adapters.docker_engine import DockerEngine
 from flowship.errors import GatewayError
 from flowship.gateway.routing import GatewayState
@@ -331,6 +332,9 @@ def test_a_slow_canary_is_aborted_at_its_first_step_and_stable_keeps_serving(
     event = history.read(project.root)[-1]
     assert (event["action"], event["outcome"], event["to_version"]) == ("canary", "aborted", challenger)
     assert [s["step"] for s in event["steps"]] == ["canary 20%"] and event["steps"][0]["canary"]["p99_ms"] >= 200
+    moved = [e for e in audit.read(project.root) if e["change"] == "canary"][-2:]  # the step, then its undoing
+    assert [(e["version"], e["from"], e["to"]) for e in moved] == [(challenger, 0.0, 20.0), (challenger, 20.0, 0.0)]
+    assert moved[1]["reason"].startswith("canary 20%: request_duration: p99 ")
 
 
 def test_a_canary_that_holds_up_after_its_shadow_is_approved_and_promoted_step_by_step_without_a_failed_request(
@@ -367,6 +371,10 @@ def test_a_canary_that_holds_up_after_its_shadow_is_approved_and_promoted_step_b
     assert approver.approved == 3 and "canary 50% prediction_distance" in names
     assert all(c.passed for c in result.checks)
     assert project.tracker().aliases(NAME)["champion"] == challenger
+    trail = audit.read(project.root)
+    moves = [(e["change"], e["from"], e["to"]) for e in trail if e["change"] in ("shadow", "canary")][-4:]
+    assert moves == [("shadow", "off", "on"), ("shadow", "on", "off"), ("canary", 0.0, 20.0), ("canary", 20.0, 50.0)]
+    assert trail[-1]["change"] == "release" and trail[-1]["to_version"] == challenger
 
 
 class Approver:

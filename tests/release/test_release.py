@@ -10,6 +10,7 @@ import httpx
 import pytest
 from prefect.client.schemas.objects import FlowRun
 
+from flowship import audit
 from flowship.errors import ReleaseAborted, ReleaseCheckFailed
 from flowship.release import history
 from flowship.release.docker_runtime import DockerRuntime, container_name
@@ -126,6 +127,15 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
         ("release", "done", "1", "2"),
         ("rollback", "done", "2", "1"),
     ]
+    # The audit log beside them: the new policy v2 brought (v1's back on rollback is params.yaml's: the same)
+    trail = audit.read(project.root)
+    assert all("flow_run" in e["actor"] for e in trail)  # each written by its release's flow run
+    (policy,) = [e for e in trail if e["change"] == "guardrails"]
+    assert (policy["version"], policy["from"], policy["to"]) == (
+        "2",
+        {"out_of_range.action": "flag"},
+        {"out_of_range.action": "refuse"},
+    )
 
 
 @pytest.mark.parametrize("failing_step", ["move_champion", "record_release"])
@@ -159,7 +169,7 @@ def test_a_promotion_that_fails_half_way_is_undone(
         monkeypatch.setattr(promotion, "move_champion", registry_down)
         expected: tuple[type[Exception], str] = (RegistryError, "refused the alias")
     else:
-        monkeypatch.setattr(history, "record", disk_full)
+        monkeypatch.setattr(audit, "append", disk_full)
         expected = (OSError, "No space left on device")
     with pytest.raises(expected[0], match=expected[1]):
         release(project, version="2")
