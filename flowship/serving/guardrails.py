@@ -229,6 +229,7 @@ class Guardrails:
         self._ranges: list[tuple[int, str, float, float, str]] = []
         self._known: list[tuple[int, str, frozenset[str], str]] = []
         self._never_missing: list[tuple[int, str]] = []
+        self._unprofiled: list[int] = []
         for index, name in enumerate(columns):
             numeric = profile.numeric.get(name)
             categorical = profile.categorical.get(name)
@@ -244,10 +245,12 @@ class Guardrails:
                 self._known.append((index, name, known, f"not a category seen in training ({listed})"))
                 missing = categorical.missing
             else:
+                self._unprofiled.append(index)  # never seen with a value in training: only counted as missing
                 continue
             if missing == 0:
                 self._never_missing.append((index, name))
         self._missing_limit = p.missing.max_share * self.n_features
+        self._input_fallback = any(getattr(p, name).action == "fallback" for name in INPUT_GUARDRAILS)
         # JSON keys and params.yaml values name classes as text; the answer carries the class itself (True, 3, "a")
         self._classes_by_key = {str(c): c for c in classes or []}
         self._prior = profile.target.prior
@@ -260,36 +263,56 @@ class Guardrails:
     # --- inputs ---
 
     def check_inputs(self, rows: Sequence[Row]) -> list[list[Event]] | None:
-        """Per record the input guardrails that fired (None when none did: the common case, kept cheap)."""
+        """Per record the input guardrails that fired (None when none did). The common case, nothing fires, costs
+        a few C-level passes per column (min and max, a set); records are looked at one by one only in a column
+        where something fired."""
+        if not rows:
+            return None
         p = self.policy
+        columns = list(zip(*rows))  # noqa: B905 - the codec gives every row every column
         found: dict[int, list[Event]] = {}
-        if p.out_of_range.action != "off":
-            action = p.out_of_range.action
-            for index, name, lo, hi, expected in self._ranges:
-                for i, row in enumerate(rows):
-                    value = row[index]
+        nones: dict[int, int] = {}  # column -> its missing values, for the columns that have some
+
+        def fire(i: int, event: Event) -> None:
+            found.setdefault(i, []).append(event)
+
+        on_range, on_unseen, on_missing = p.out_of_range.action, p.unseen_category.action, p.missing.action
+        for index, name, lo, hi, expected in self._ranges:
+            column = columns[index]
+            bounds, missing = _extent(column)
+            if missing:
+                nones[index] = missing
+            if bounds is None:
+                continue
+            smallest, largest = bounds
+            if on_range != "off" and (smallest < lo or largest > hi):
+                for i, value in enumerate(column):
                     if value is not None and not lo <= value <= hi:
-                        found.setdefault(i, []).append(Event("out_of_range", action, name, value, expected))
-        if p.unseen_category.action != "off":
-            action = p.unseen_category.action
-            for index, name, known, expected in self._known:
-                for i, row in enumerate(rows):
-                    value = row[index]
+                        fire(i, Event("out_of_range", on_range, name, value, expected))
+        for index, name, known, expected in self._known:
+            column = columns[index]
+            values = set(column)
+            if None in values:
+                nones[index] = column.count(None)
+                values.discard(None)
+            if on_unseen != "off" and not values <= known:
+                for i, value in enumerate(column):
                     if value is not None and value not in known:
-                        found.setdefault(i, []).append(Event("unseen_category", action, name, value, expected))
-        if p.missing.action != "off":
-            action = p.missing.action
+                        fire(i, Event("unseen_category", on_unseen, name, value, expected))
+        if on_missing != "off":
             for index, name in self._never_missing:
+                if index in nones:
+                    for i, value in enumerate(columns[index]):
+                        if value is None:
+                            fire(i, Event("missing", on_missing, name, None, "missing, and never missing in training"))
+            gappy = len(nones) + sum(None in columns[index] for index in self._unprofiled)
+            if gappy > self._missing_limit:  # else no record misses more than the columns with a gap
+                share = p.missing.max_share
                 for i, row in enumerate(rows):
-                    if row[index] is None:
-                        expected = "missing, and never missing in training"
-                        found.setdefault(i, []).append(Event("missing", action, name, None, expected))
-            for i, row in enumerate(rows):
-                count = row.count(None)
-                if count > self._missing_limit:
-                    share = p.missing.max_share
-                    expected = f"{count} of {self.n_features} features missing (at most a share of {share:g})"
-                    found.setdefault(i, []).append(Event("missing", action, None, count, expected))
+                    count = row.count(None)
+                    if count > self._missing_limit:
+                        expected = f"{count} of {self.n_features} features missing (at most a share of {share:g})"
+                        fire(i, Event("missing", on_missing, None, count, expected))
         if not found:
             return None
         return [found.get(i, []) for i in range(len(rows))]
@@ -306,36 +329,46 @@ class Guardrails:
         probabilities: list[dict[str, float]] | None,
         inputs: list[list[Event]] | None,
     ) -> Answered:
-        """The model's answers with the output guardrails applied and the fallbacks given where a guardrail asks."""
+        """The model's answers with the output guardrails applied and the fallbacks given where a guardrail asks.
+        `warnings` is `inputs` with the output guardrails' events added (one empty list per record when none)."""
         p = self.policy
         n = len(predictions)
-        warnings: list[list[Event]] = [list(e) for e in inputs] if inputs is not None else [[] for _ in range(n)]
-        answers: list[Any] = list(predictions)
+        warnings: list[list[Event]] = inputs if inputs is not None else [[] for _ in range(n)]
+        answers: list[Any] = predictions
         shown: list[dict[str, float] | None] | None = list(probabilities) if probabilities is not None else None
-        replaced: set[int] = set()
+        fallback: set[int] = set()
+        clipped: dict[int, Any] = {}
         if p.low_confidence.action != "off" and probabilities is not None:
-            floor = p.low_confidence.min_confidence
+            floor, action = p.low_confidence.min_confidence, p.low_confidence.action
+            expected = f"the predicted class's probability is below {floor:g}"
             for i, shares in enumerate(probabilities):
                 confidence = max(shares.values())
                 if confidence < floor:
-                    expected = f"the predicted class's probability is below {floor:g}"
-                    warnings[i].append(Event("low_confidence", p.low_confidence.action, None, confidence, expected))
+                    warnings[i].append(Event("low_confidence", action, None, confidence, expected))
+                    if action == "fallback":
+                        fallback.add(i)
         if p.output_range.action != "off" and probabilities is None and self._target_range is not None:
             lo, hi = self._target_range
-            for i, value in enumerate(predictions):
-                if isinstance(value, int | float) and not lo <= value <= hi:
-                    expected = f"outside the training target's range [{_shown(lo)}, {_shown(hi)}]"
-                    warnings[i].append(Event("output_range", p.output_range.action, None, value, expected))
-                    if p.output_range.action == "clip":
-                        answers[i] = min(max(value, lo), hi)
-                        replaced.add(i)
-        for i, record in enumerate(warnings):
-            if any(e.action == "fallback" for e in record):
+            numbers = [v for v in predictions if isinstance(v, int | float)]
+            if numbers and (min(numbers) < lo or max(numbers) > hi):
+                on_range = p.output_range.action
+                expected = f"outside the training target's range [{_shown(lo)}, {_shown(hi)}]"
+                for i, value in enumerate(predictions):
+                    if isinstance(value, int | float) and not lo <= value <= hi:
+                        warnings[i].append(Event("output_range", on_range, None, value, expected))
+                        if on_range == "clip":
+                            clipped[i] = min(max(value, lo), hi)
+        if inputs is not None and self._input_fallback:
+            fallback.update(i for i, record in enumerate(inputs) if any(e.action == "fallback" for e in record))
+        if fallback or clipped:
+            answers = list(predictions)
+            for i, value in clipped.items():
+                answers[i] = value
+            for i in fallback:
                 answers[i], probability = self._fallback()
                 if shown is not None:
                     shown[i] = probability
-                replaced.add(i)
-        return Answered(answers, shown, warnings, frozenset(replaced))
+        return Answered(answers, shown, warnings, frozenset(fallback | clipped.keys()))
 
     def _fallback(self) -> tuple[Any, dict[str, float] | None]:
         kind = self.policy.fallback.kind
@@ -372,6 +405,18 @@ def build_guardrails(
         and not (name == "output_range" and task != "regression")
     ]
     return guardrails, "on (" + ", ".join(acting) + ")" if acting else "on, every guardrail off"
+
+
+def _extent(column: tuple[Any, ...]) -> tuple[tuple[float, float] | None, int]:
+    """The smallest and largest number of a column (None: it has none) and how many values it misses."""
+    try:
+        smallest, largest = min(column), max(column)
+        if smallest is not None and largest is not None:
+            return (smallest, largest), 0
+    except TypeError:  # a missing value (None) among the numbers
+        pass
+    present = [v for v in column if v is not None]
+    return ((min(present), max(present)) if present else None), len(column) - len(present)
 
 
 def _widened(low: float, high: float, margin: float) -> tuple[float, float]:

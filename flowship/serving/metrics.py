@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,8 +88,8 @@ class ServingMetrics:
 
     def observe_guardrails(self, events: Sequence[tuple[str, str]]) -> None:
         """(guardrail, action) of each event."""
-        for guardrail, action in events:
-            self.guardrails.labels(guardrail, action).inc()
+        for (guardrail, action), count in Tally(events).items():
+            self.guardrails.labels(guardrail, action).inc(count)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

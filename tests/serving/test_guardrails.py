@@ -338,3 +338,18 @@ def test_a_profile_of_columns_that_are_not_features_is_refused(
     (folder / "profile.json").write_text(json.dumps(profile))
     with pytest.raises(BundleError, match="wind"):
         load_bundle(folder)
+
+
+def test_missing_values_and_violations_mixed_in_one_column_of_a_batch(
+    make_client: MakeClient, guarded_classifier: ModelBundle
+) -> None:
+    client = make_client(guarded_classifier)
+    batch = [record(temp=None), record(temp=-1e300), record(), record(hour=None, temp=None), record(carrier=None)]
+    warnings = client.post("/predict", json=batch).json()["warnings"]
+    assert [[(w["guardrail"], w["feature"]) for w in record_warnings] for record_warnings in warnings] == [
+        [],  # temp was missing in training too
+        [("out_of_range", "temp")],
+        [],
+        [("missing", "hour")],
+        [],  # so was carrier
+    ]
