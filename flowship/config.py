@@ -21,6 +21,7 @@ from flowship.features import FeatureLists
 
 if TYPE_CHECKING:
     from flowship.serving.guardrails import GuardrailPolicy
+    from flowship.serving.privacy import PrivacyPolicy
 
 TaskType = Literal["classification", "regression"]
 
@@ -417,6 +418,8 @@ class Params(Section):
     # against the serving app's own model (`guardrails` below), imported there so that the pipeline's stages, which
     # never serve, do not run that code (and need not list it in dvc.yaml).
     guardrails_section: dict[str, Any] = Field(default={}, alias="guardrails")
+    # The sensitive feature columns and what the logs keep of them: the serving app's model too (`privacy` below).
+    privacy_section: dict[str, Any] = Field(default={}, alias="privacy")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -454,6 +457,12 @@ class Params(Section):
         from flowship.serving.guardrails import GuardrailPolicy
 
         return GuardrailPolicy.model_validate(self.guardrails_section)
+
+    @cached_property
+    def privacy(self) -> PrivacyPolicy:
+        from flowship.serving.privacy import PrivacyPolicy
+
+        return PrivacyPolicy.model_validate(self.privacy_section)
 
     @property
     def search_metric(self) -> str:
@@ -509,6 +518,7 @@ def parse_params(raw: Any, check_estimator: bool = True, check_serving: bool = T
         check_estimator_config(params)
     if check_serving:
         _check_guardrails(params)
+        _check_privacy(params)
     return params
 
 
@@ -519,6 +529,28 @@ def _check_guardrails(params: Params) -> None:
         raise ConfigError([_describe({**e, "loc": ("guardrails", *e["loc"])}) for e in exc.errors()]) from None
     if params.data.task == "regression" and (problem := policy.fallback_problem("regression", None)):
         raise ConfigError([problem])
+
+
+def _check_privacy(params: Params) -> None:
+    try:
+        policy = params.privacy
+    except ValidationError as exc:
+        raise ConfigError([_describe({**e, "loc": ("privacy", *e["loc"])}) for e in exc.errors()]) from None
+    features = params.data.features
+    problems = [
+        f"privacy.columns: {column!r} is not a feature (data.features: {', '.join(features.all)})"
+        for column in policy.columns
+        if column not in features.all
+    ]
+    unmonitored = policy.unmonitored(features.numeric)
+    problems += [
+        f"monitoring.drift.key_features: {column!r} is left out of monitoring by privacy (mode {policy.mode}"
+        f"{'' if policy.mode == 'drop' else ', a hashed number has no distribution to compare'})"
+        for column in params.monitoring.drift.key_features
+        if column in unmonitored
+    ]
+    if problems:
+        raise ConfigError(problems)
 
 
 def _has_key(raw: Any, dotted: str) -> bool:
