@@ -402,6 +402,32 @@ class ComputeConfig(Section):
     dask: DaskConfig = DaskConfig()
 
 
+# The logs a retention setting applies to (params.yaml `retention:`).
+RETAINED_LOGS = ("inference", "labels", "access", "safety")
+
+
+class RetentionConfig(Section):
+    """Days each log's daily files are kept (null: for ever); a scheduled run deletes the older ones. Not a DVC
+    param: nothing trained depends on it."""
+
+    inference: int | None = 90
+    labels: int | None = 90
+    access: int | None = 30
+    safety: int | None = 90
+
+    @field_validator(*RETAINED_LOGS)
+    @classmethod
+    def _at_least_a_day(cls, days: int | None) -> int | None:
+        if days is not None and days < 1:
+            raise ValueError("days to keep must be at least 1 (today's and yesterday's files are always kept), or null "
+                             "to keep the files for ever")  # fmt: skip
+        return days
+
+    def days(self, log: str) -> int | None:
+        value: int | None = getattr(self, log)
+        return value
+
+
 class Params(Section):
     project: ProjectConfig
     data: DataConfig
@@ -414,6 +440,7 @@ class Params(Section):
     gateway: GatewayConfig = GatewayConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     compute: ComputeConfig = ComputeConfig()
+    retention: RetentionConfig = RetentionConfig()
     # What the serving app does when a record or an answer leaves what the model knows: checked by `parse_params`
     # against the serving app's own model (`guardrails` below), imported there so that the pipeline's stages, which
     # never serve, do not run that code (and need not list it in dvc.yaml).

@@ -17,6 +17,7 @@ from tests.helpers import flowship
 pytestmark = pytest.mark.integration
 
 COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "stop", "monitor"]
+COMMANDS += ["retention"]
 COMMANDS += ["score"]
 COMMANDS += ["schedule", "up", "down"]
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from flowship.cli.monitoring import monitor, replay
+from flowship.cli.monitoring import monitor, replay, retention
 from flowship.cli.onboarding import init
 from flowship.cli.pipeline import status, train
 from flowship.cli.release import deploy, history, pause, resume, rollback, stop
@@ -30,6 +30,7 @@ COMMANDS = (
     history,
     stop,
     monitor,
+    retention,
     score,
     schedule,
     up,

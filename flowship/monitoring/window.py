@@ -189,6 +189,8 @@ class WindowData:
     files: int
     labels: pd.DataFrame
     labels_skipped: int
+    # why the window has no records when its logs were deleted by the retention (`retention.window_note`)
+    expired: str | None = None
 
 
 def window_data(

@@ -36,6 +36,7 @@ from flowship.monitoring.report import (
     summary_markdown,
 )
 from flowship.monitoring.report import write_summary as write_summary_file
+from flowship.monitoring.retention import past_retention
 from flowship.monitoring.retraining import newer_split, rewrite_split
 from flowship.monitoring.window import Window, WindowData, read_state, resolve_window, window_data, write_state
 from flowship.serving.privacy import project_key
@@ -51,6 +52,10 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
     data = window_data(
         ctx.layout.inference_log_dir, ctx.layout.labels_dir, window, features.numeric, features.categorical, left_out
     )
+    data = past_retention(data, ctx.params.retention, datetime.now(UTC).date())
+    if data.expired is not None:
+        get_run_logger().info("window %s: %s", window.label(), data.expired)
+        return data
     versions = data.records["model_version"].value_counts().to_dict() if len(data.records) else {}
     get_run_logger().info(
         "window %s: %d records %s from %d files, %d unreadable lines skipped; %d labels arrived",
