@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,12 @@ from pydantic import SecretStr
 
 from flowship.config import load_params, parse_params
 from flowship.errors import ConfigError, MonitoringError
+from flowship.monitoring.checks import current_frame
 from flowship.monitoring.privacy import protect_reference
 from flowship.monitoring.reference import ModelSpec, Reference
+from flowship.monitoring.window import Window, window_data
 from flowship.serving.errors import SettingsError
+from flowship.serving.inference_log import InferenceEntry, InferenceLog
 from flowship.serving.privacy import (
     HASH_CHARS,
     KEY_VAR,
@@ -234,3 +238,25 @@ def test_a_release_hands_the_serving_app_the_policy_and_the_project_key(
     dropping = Context(parse_params(raw_params(privacy={"columns": ["color"], "mode": "drop"})), tmp_path / "d")
     assert KEY_VAR not in serving_env(dropping)
     assert not (tmp_path / "d" / ".flowship").exists()
+
+
+def test_a_window_of_hashed_records_reads_and_matches_the_protected_spec(tmp_path: Path) -> None:
+    policy = PrivacyPolicy(columns=["distance", "carrier"])
+    logged = LogPrivacy(policy, KEY.encode()).apply(
+        [{"distance": 812.0, "carrier": "AA"}, {"distance": 5.0, "carrier": None}]
+    )
+    t0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    with InferenceLog(tmp_path / "logs") as log:
+        log.append(InferenceEntry(t0, "r", "m", "1", logged, [0, 1], [{"0": 0.6, "1": 0.4}] * 2))
+    left_out = policy.unmonitored(["distance"])
+    window = Window(None, t0 + timedelta(days=1), default=False)
+    data = window_data(tmp_path / "logs", tmp_path / "labels", window, ["distance"], ["carrier"], left_out)
+    assert data.skipped == 0 and "features.distance" not in data.records
+    assert data.records["features.carrier"].tolist()[0] == keyed_hash("AA", KEY.encode())
+
+    spec = ModelSpec("m", "1", "classification", "late", ["distance"], ["carrier"], "md5", {})
+    ref = Reference(pd.DataFrame({"distance": [1.0], "carrier": ["AA"], "prediction": ["0"]}), {}, {}, ["0", "1"], {})
+    kept_spec, kept = protect_reference(spec, ref, policy, KEY.encode())
+    frame, absent, unexpected = current_frame(data.records, kept_spec)
+    assert (absent, unexpected) == ([], [])  # neither reported as a schema problem
+    assert frame["carrier"].iloc[0] == kept.frame["carrier"].iloc[0]  # like with like
