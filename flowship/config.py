@@ -21,6 +21,7 @@ from flowship.features import FeatureLists
 
 if TYPE_CHECKING:
     from flowship.serving.guardrails import GuardrailPolicy
+    from flowship.serving.privacy import PrivacyPolicy
 
 TaskType = Literal["classification", "regression"]
 
@@ -407,6 +408,32 @@ class ComputeConfig(Section):
     dask: DaskConfig = DaskConfig()
 
 
+# The logs a retention setting applies to (params.yaml `retention:`).
+RETAINED_LOGS = ("inference", "labels", "access", "safety")
+
+
+class RetentionConfig(Section):
+    """Days each log's daily files are kept (null: for ever); a scheduled run deletes the older ones. Not a DVC
+    param: nothing trained depends on it."""
+
+    inference: int | None = 90
+    labels: int | None = 90
+    access: int | None = 30
+    safety: int | None = 90
+
+    @field_validator(*RETAINED_LOGS)
+    @classmethod
+    def _at_least_a_day(cls, days: int | None) -> int | None:
+        if days is not None and days < 1:
+            raise ValueError("days to keep must be at least 1 (today's and yesterday's files are always kept), or null "
+                             "to keep the files for ever")  # fmt: skip
+        return days
+
+    def days(self, log: str) -> int | None:
+        value: int | None = getattr(self, log)
+        return value
+
+
 class Params(Section):
     project: ProjectConfig
     data: DataConfig
@@ -419,10 +446,13 @@ class Params(Section):
     gateway: GatewayConfig = GatewayConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     compute: ComputeConfig = ComputeConfig()
+    retention: RetentionConfig = RetentionConfig()
     # What the serving app does when a record or an answer leaves what the model knows: checked by `parse_params`
     # against the serving app's own model (`guardrails` below), imported there so that the pipeline's stages, which
     # never serve, do not run that code (and need not list it in dvc.yaml).
     guardrails_section: dict[str, Any] = Field(default={}, alias="guardrails")
+    # The sensitive feature columns and what the logs keep of them: the serving app's model too (`privacy` below).
+    privacy_section: dict[str, Any] = Field(default={}, alias="privacy")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -460,6 +490,12 @@ class Params(Section):
         from flowship.serving.guardrails import GuardrailPolicy
 
         return GuardrailPolicy.model_validate(self.guardrails_section)
+
+    @cached_property
+    def privacy(self) -> PrivacyPolicy:
+        from flowship.serving.privacy import PrivacyPolicy
+
+        return PrivacyPolicy.model_validate(self.privacy_section)
 
     @property
     def search_metric(self) -> str:
@@ -515,6 +551,7 @@ def parse_params(raw: Any, check_estimator: bool = True, check_serving: bool = T
         check_estimator_config(params)
     if check_serving:
         _check_guardrails(params)
+        _check_privacy(params)
     return params
 
 
@@ -525,6 +562,28 @@ def _check_guardrails(params: Params) -> None:
         raise ConfigError([_describe({**e, "loc": ("guardrails", *e["loc"])}) for e in exc.errors()]) from None
     if params.data.task == "regression" and (problem := policy.fallback_problem("regression", None)):
         raise ConfigError([problem])
+
+
+def _check_privacy(params: Params) -> None:
+    try:
+        policy = params.privacy
+    except ValidationError as exc:
+        raise ConfigError([_describe({**e, "loc": ("privacy", *e["loc"])}) for e in exc.errors()]) from None
+    features = params.data.features
+    problems = [
+        f"privacy.columns: {column!r} is not a feature (data.features: {', '.join(features.all)})"
+        for column in policy.columns
+        if column not in features.all
+    ]
+    unmonitored = policy.unmonitored(features.numeric)
+    problems += [
+        f"monitoring.drift.key_features: {column!r} is left out of monitoring by privacy (mode {policy.mode}"
+        f"{'' if policy.mode == 'drop' else ', a hashed number has no distribution to compare'})"
+        for column in params.monitoring.drift.key_features
+        if column in unmonitored
+    ]
+    if problems:
+        raise ConfigError(problems)
 
 
 def _has_key(raw: Any, dotted: str) -> bool:

@@ -106,6 +106,16 @@ class Layout:
         return self.root / "logs" / "labels"
 
     @property
+    def gateway_log_dir(self) -> Path:
+        """The gateway's JSON access log (`access.jsonl`) and its shadow log, and their rotated daily files."""
+        return self.root / "logs" / "gateway"
+
+    @property
+    def privacy_key(self) -> Path:
+        """The key of the logs' privacy hash when FLOWSHIP_PRIVACY_KEY is not set (made once; never in git)."""
+        return self.root / ".flowship" / "privacy.key"
+
+    @property
     def alert_log(self) -> Path:
         return self.root / "logs" / "alerts.jsonl"
 

@@ -17,7 +17,7 @@ from tests.helpers import flowship
 pytestmark = pytest.mark.integration
 
 COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "audit", "stop"]
-COMMANDS += ["monitor"]
+COMMANDS += ["monitor", "retention"]
 COMMANDS += ["score"]
 COMMANDS += ["schedule", "up", "down"]
 

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from flowship.cli.audit import audit
-from flowship.cli.monitoring import monitor, replay
+from flowship.cli.monitoring import monitor, replay, retention
 from flowship.cli.onboarding import init
 from flowship.cli.pipeline import status, train
 from flowship.cli.release import deploy, history, pause, resume, rollback, stop
@@ -32,6 +32,7 @@ COMMANDS = (
     audit,
     stop,
     monitor,
+    retention,
     score,
     schedule,
     up,

@@ -1,4 +1,4 @@
-"""`flowship replay` and `flowship monitor`."""
+"""`flowship replay`, `flowship monitor` and `flowship retention`."""
 
 from __future__ import annotations
 
@@ -146,6 +146,8 @@ def print_monitoring(summary: MonitoringSummary) -> None:
     typer.echo(f"window:        {summary.window}")
     typer.echo(f"records:       {summary.records}  (unreadable lines skipped: {summary.skipped_lines})")
     typer.echo(f"verdict:       {summary.verdict}")
+    if summary.note:
+        typer.echo(f"               {summary.note}")
     for check in summary.versions:
         typer.echo(f"  v{check.version:<5} {check.verdict:<17} {check.records} records")
         for reason in check.reasons:
@@ -162,3 +164,30 @@ def print_monitoring(summary: MonitoringSummary) -> None:
         typer.echo(f"alert:         v{alert.version} {', '.join(alert.kinds)}: {alert.delivery}")
     if summary.retraining is not None:
         typer.echo(f"retraining:    {summary.retraining.as_dict()}")
+
+
+def retention(
+    params: ParamsOption = Path("params.yaml"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the files that would go; delete and record nothing."),
+) -> None:
+    """Delete the inference, label, access and safety logs' daily files past params.yaml `retention:`."""
+    path = params.resolve()
+    cfg = read_params(path)
+    from flowship.monitoring.retention import apply_retention
+    from flowship.paths import Layout
+
+    try:
+        run = apply_retention(Layout(path.parent), cfg.retention, dry_run)
+    except (FlowshipError, OSError) as exc:
+        fail(str(exc))
+    verb = "would remove" if dry_run else "removed"
+    for log, totals in run.per_log().items():
+        days = run.days[log]
+        kept = "kept for ever" if days is None else f"kept {days} days"
+        typer.echo(f"{log + ':':<14} {verb} {totals['files']} files, {totals['bytes']} bytes ({kept})")
+    for removed in run.removed:
+        typer.echo(f"  {removed.path.relative_to(path.parent)}")
+    for busy in run.kept_while_written:
+        typer.echo(f"  kept (still written to): {busy.relative_to(path.parent)}")
+    if not dry_run:
+        typer.echo("recorded in:   the audit log (flowship audit)")

@@ -22,6 +22,7 @@ from flowship.tasks import monitoring as tasks
 # How the run's state reads in the Prefect UI: drift is not a failure, and it shows at a glance.
 STATE_NAMES = {
     "no_data": "No data",
+    "expired": "Logs deleted by retention",
     "insufficient_data": "Too few records",
     "ok": "No drift",
     "drift": "Drift detected",

@@ -33,11 +33,12 @@ class MonitoringSummary:
     mlflow_runs: Mapping[str, str] = field(default_factory=dict)  # version -> the check's MLflow run URL
     alerts: list[AlertDelivery] = field(default_factory=list)
     retraining: RetrainingResult | None = None
+    note: str | None = None  # why there is no verdict: the window's logs were deleted by the retention
 
     @property
     def message(self) -> str:
-        """The reasons of every version, or how many records there were when there is none."""
-        return "; ".join(r for c in self.versions for r in c.reasons) or f"{self.records} records"
+        """The reasons of every version, or why there is none, or how many records there were."""
+        return "; ".join(r for c in self.versions for r in c.reasons) or self.note or f"{self.records} records"
 
     def as_dict(self) -> dict[str, Any]:
         summary = asdict(self)
@@ -49,8 +50,9 @@ class MonitoringSummary:
 def summarize(data: WindowData, checks: list[VersionCheck], folder: Path) -> MonitoringSummary:
     """The run's summary before it is recorded and alerted on."""
     window = data.window
+    expired = data.expired if not checks else None
     return MonitoringSummary(
-        verdict=overall(checks),
+        verdict="expired" if expired else overall(checks),
         window=window.label(),
         window_start=window.start.isoformat() if window.start else None,
         window_end=window.end.isoformat(),
@@ -60,6 +62,7 @@ def summarize(data: WindowData, checks: list[VersionCheck], folder: Path) -> Mon
         labels_skipped_lines=data.labels_skipped,
         report=str(folder) if checks else None,
         versions=checks,
+        note=expired,
     )
 
 
@@ -144,6 +147,7 @@ def summary_markdown(summary: MonitoringSummary) -> str:
         f"# Monitoring: {summary.verdict.replace('_', ' ').upper()}",
         "",
         f"- window: {summary.window}",
+        *([f"- {summary.note}"] if summary.note else []),
         f"- records: {summary.records} (unreadable lines skipped: {summary.skipped_lines})",
         f"- report: `{summary.report}`",
     ]

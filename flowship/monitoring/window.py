@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -191,14 +192,26 @@ class WindowData:
     labels_skipped: int
     # the guardrails that fired in the window (`flowship.serving.inference_log.SAFETY_COLUMNS`)
     safety: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SAFETY_COLUMNS))
+    # why the window has no records when its logs were deleted by the retention (`retention.window_note`)
+    expired: str | None = None
 
 
 def window_data(
-    log_dir: Path, labels_dir: Path, window: Window, numeric: list[str], categorical: list[str]
+    log_dir: Path,
+    labels_dir: Path,
+    window: Window,
+    numeric: list[str],
+    categorical: list[str],
+    leave_out: Sequence[str] = (),
 ) -> WindowData:
-    """The window's records, the features typed as the project declares them, and the labels."""
-    schema = {**dict.fromkeys(numeric, "numeric"), **dict.fromkeys(categorical, "categorical")}
+    """The window's records, the features typed as the project declares them, and the labels. Features in
+    `leave_out` (the sensitive columns monitoring does not judge) are not kept."""
+    schema = {
+        **{c: "numeric" for c in numeric if c not in leave_out},
+        **{c: "categorical" for c in categorical if c not in leave_out},
+    }
     log = read_log_window(log_dir, window, schema)
+    log.records = log.records.drop(columns=[FEATURE_PREFIX + c for c in leave_out], errors="ignore")
     # Every label that has arrived by now: a label usually comes after its prediction's window closed.
     labels, labels_skipped = read_labels(labels_dir)
     return WindowData(

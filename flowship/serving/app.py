@@ -36,6 +36,7 @@ from flowship.serving.inference_log import SAFETY_PREFIX, InferenceEntry, Infere
 from flowship.serving.logs import ACCESS_LOGGER
 from flowship.serving.metrics import ServingMetrics
 from flowship.serving.predictor import Predictor, Scored
+from flowship.serving.privacy import log_privacy
 from flowship.serving.schema import RecordCodec, record_model
 from flowship.serving.settings import ServingSettings
 from flowship.values import plain
@@ -268,6 +269,8 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         settings.guardrails, bundle.profile, codec.columns, meta.task, meta.classes
     )
     state.guardrails = guardrails
+    # what the logs keep of the sensitive columns; refused here (before serving) when it cannot be applied
+    privacy = log_privacy(settings.privacy, settings.privacy_key, codec.columns)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -355,7 +358,8 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         context = request_context(request)
         records = body if isinstance(body, list) else [body]
         rows = codec.rows(records)
-        features = codec.features_of(rows)
+        # as the logs may keep them: the sensitive columns hashed or dropped (the model gets the values sent)
+        features = privacy.apply(codec.features_of(rows))
         context.n_records = len(rows)
         if settings.log_features:
             context.features = features

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from flowship.files import WRITER_PATTERN
 from flowship.serving.errors import SettingsError
 from flowship.serving.guardrails import GuardrailPolicy
+from flowship.serving.privacy import KEY_VAR, PrivacyPolicy, check_key, missing_key_message
 
 # field -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -28,7 +29,13 @@ ENV_VARS: dict[str, str] = {
     "fault_delay_ms": "FLOWSHIP_FAULT_DELAY_MS",
     "port": "FLOWSHIP_PORT",
     "guardrails": "FLOWSHIP_GUARDRAILS",
+    "privacy": "FLOWSHIP_PRIVACY",
+    "privacy_key": KEY_VAR,
 }
+# values never shown in an error message
+SECRETS = frozenset({"api_token", "privacy_key"})
+# JSON documents: an error names the key at fault inside, not the whole value
+DOCUMENTS = frozenset({"guardrails", "privacy"})
 
 
 class ServingSettings(BaseModel):
@@ -48,7 +55,8 @@ class ServingSettings(BaseModel):
     log_flush_seconds: float = Field(default=0.5, gt=0, le=3600, allow_inf_nan=False)
     # how long the micro-batcher may wait for more concurrent requests; 0 turns batching off
     batch_window_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)
-    # put feature values in the JSON access log (they always go to the inference log)
+    # put feature values in the JSON access log, as the inference log keeps them (sensitive columns hashed or
+    # dropped)
     log_features: bool = False
     host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104 - a container must listen on all interfaces
     port: int = Field(default=8000, ge=0, le=65535)
@@ -56,8 +64,12 @@ class ServingSettings(BaseModel):
     fault_delay_ms: float = Field(default=0.0, ge=0, le=600_000, allow_inf_nan=False)
     # the guardrails' policy (params.yaml `guardrails:` as JSON); unset: the defaults
     guardrails: GuardrailPolicy = GuardrailPolicy()
+    # the sensitive columns and what the logs keep of them (params.yaml `privacy:` as JSON); unset: none
+    privacy: PrivacyPolicy = PrivacyPolicy()
+    # the key of the privacy hash (the project's: see `flowship.serving.privacy.project_key`)
+    privacy_key: SecretStr | None = None
 
-    @field_validator("guardrails", mode="before")
+    @field_validator("guardrails", "privacy", mode="before")
     @classmethod
     def _json_policy(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -73,6 +85,19 @@ class ServingSettings(BaseModel):
         if value is not None and not all(33 <= ord(ch) <= 126 for ch in value.get_secret_value()):
             raise ValueError("must be printable ASCII without spaces (it is sent in an HTTP header)")
         return value
+
+    @field_validator("privacy_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_key(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _key_when_hashing(self) -> ServingSettings:
+        if self.privacy.needs_key and self.privacy_key is None:
+            raise ValueError(missing_key_message(self.privacy))
+        return self
 
     @property
     def batch_window_seconds(self) -> float:
@@ -92,12 +117,15 @@ class ServingSettings(BaseModel):
         except ValidationError as exc:
             problems = []
             for error in exc.errors(include_url=False):
-                field = str(error["loc"][0]) if error["loc"] else ""
+                if not error["loc"]:  # across settings: the message names the variables
+                    problems.append(str(error["msg"]).removeprefix("Value error, "))
+                    continue
+                field = str(error["loc"][0])
                 var = ENV_VARS.get(field, field)
-                if field == "guardrails":  # a JSON document: the key at fault, not the whole value
+                if field in DOCUMENTS:
                     key = ".".join(str(part) for part in error["loc"][1:]) or "(the document)"
                     problems.append(f"{var}: {key}: {error['msg']}")
                     continue
-                shown = "<hidden>" if field == "api_token" else repr(values.get(field))
+                shown = "<hidden>" if field in SECRETS else repr(values.get(field))
                 problems.append(f"{var}={shown}: {error['msg']}")
             raise SettingsError(problems) from None

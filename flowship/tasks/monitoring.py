@@ -17,6 +17,7 @@ from flowship.monitoring import checks
 from flowship.monitoring.alerts import AlertDelivery, deliver_alerts, plan_alerts
 from flowship.monitoring.checks import VersionCheck
 from flowship.monitoring.labels import read_labels
+from flowship.monitoring.privacy import protect_reference
 from flowship.monitoring.reference import (
     ModelSpec,
     Reference,
@@ -35,8 +36,10 @@ from flowship.monitoring.report import (
     summary_markdown,
 )
 from flowship.monitoring.report import write_summary as write_summary_file
+from flowship.monitoring.retention import past_retention
 from flowship.monitoring.retraining import newer_split, rewrite_split
 from flowship.monitoring.window import Window, WindowData, read_state, resolve_window, window_data, write_state
+from flowship.serving.privacy import project_key
 from flowship.tasks.common import Context, is_transient
 
 
@@ -45,9 +48,14 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
     """The window's inference records (grouped later by model version) and the labels arrived so far."""
     window = resolve_window(read_state(ctx.layout.monitoring_state), start, end)
     features = ctx.params.data.features
+    left_out = ctx.params.privacy.unmonitored(features.numeric)
     data = window_data(
-        ctx.layout.inference_log_dir, ctx.layout.labels_dir, window, features.numeric, features.categorical
+        ctx.layout.inference_log_dir, ctx.layout.labels_dir, window, features.numeric, features.categorical, left_out
     )
+    data = past_retention(data, ctx.params.retention, datetime.now(UTC).date())
+    if data.expired is not None:
+        get_run_logger().info("window %s: %s", window.label(), data.expired)
+        return data
     versions = data.records["model_version"].value_counts().to_dict() if len(data.records) else {}
     get_run_logger().info(
         "window %s: %d records %s from %d files, %d unreadable lines skipped; %d labels arrived; %d safety events",
@@ -78,7 +86,7 @@ def reference(ctx: Context, version: str) -> tuple[ModelSpec, Reference]:
     logger = get_run_logger()
     if cached is not None:
         logger.info("reference of v%s from the cache (%s)", version, key)
-        return spec, cached
+        return _as_logged(ctx, spec, cached)
     path = DvcProject(ctx.root).object_path(spec.train_md5, f"the training data of v{version}")
     train = pd.read_parquet(path)
     built = build_reference(train, spec, tracker.load_model(ref.uri), rows, seed)
@@ -86,7 +94,19 @@ def reference(ctx: Context, version: str) -> tuple[ModelSpec, Reference]:
     logger.info(
         "reference of v%s: %d of %d training rows (md5 %s)", version, len(built.frame), len(train), spec.train_md5
     )
-    return spec, built
+    return _as_logged(ctx, spec, built)
+
+
+def _as_logged(ctx: Context, spec: ModelSpec, ref: Reference) -> tuple[ModelSpec, Reference]:
+    """The reference as the log keeps the sensitive columns (params.yaml `privacy:`): hashed alike, or left out."""
+    policy = ctx.params.privacy
+    if not policy.columns:
+        return spec, ref
+    key = project_key(ctx.layout.privacy_key).encode() if policy.needs_key else None
+    left_out = policy.unmonitored(spec.numeric)
+    if left_out:
+        get_run_logger().info("left out of the checks by privacy (mode %s): %s", policy.mode, ", ".join(left_out))
+    return protect_reference(spec, ref, policy, key)
 
 
 @task(name="check_version")

@@ -38,17 +38,21 @@ from flowship.release.live import LiveStep
 from flowship.release.promotion import PRODUCTION, STAGING, Promotion, ReleaseTarget
 from flowship.release.runtime import Deployed, Release, Runtime
 from flowship.serving.inference_log import read_inference_log
+from flowship.serving.privacy import KEY_VAR, project_key
 from flowship.tasks.common import Context, is_transient, run_actor
 
 
 def serving_env(ctx: Context) -> dict[str, str]:
-    """What the serving app started by a release is told: the batch limit and the guardrails' policy, and from this
-    environment the API token and a drill's fault (FLOWSHIP_FAULT_DELAY_MS: the versions released meanwhile answer
-    that much later)."""
+    """What the serving app started by a release is told: the batch limit, the guardrails' policy, the privacy policy
+    with the project's key when it hashes, and from this environment the API token and a drill's fault
+    (FLOWSHIP_FAULT_DELAY_MS: the versions released meanwhile answer that much later)."""
     env = {
         "FLOWSHIP_MAX_BATCH": str(ctx.params.release.max_batch),
         "FLOWSHIP_GUARDRAILS": ctx.params.guardrails.model_dump_json(),
+        "FLOWSHIP_PRIVACY": ctx.params.privacy.model_dump_json(),
     }
+    if ctx.params.privacy.needs_key:
+        env[KEY_VAR] = project_key(ctx.layout.privacy_key)
     for name in ("FLOWSHIP_API_TOKEN", "FLOWSHIP_FAULT_DELAY_MS"):
         if os.environ.get(name):
             env[name] = os.environ[name]

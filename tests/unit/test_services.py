@@ -134,16 +134,20 @@ def test_the_mlflow_server_uses_the_local_store_unless_one_is_named(tmp_path: Pa
     assert team[team.index("--artifacts-destination") + 1] == str(tmp_path / "mlruns" / "served-artifacts")
 
 
-def test_each_environment_declares_the_four_flows() -> None:
+def test_each_environment_declares_the_five_flows() -> None:
     for env in ("dev", "staging", "production"):
         chosen = deploy.declared(REPO, env)
         assert sorted(d["entrypoint"] for d in chosen) == [
             "flowship/flows/monitoring.py:monitoring",
             "flowship/flows/monitoring.py:retraining",
             "flowship/flows/release.py:release_flow",
+            "flowship/flows/retention.py:retention",
             "flowship/flows/training.py:training",
         ]
         assert all(d["parameters"]["params_path"] == "params.yaml" for d in chosen)
+        (retention,) = [d for d in chosen if d["entrypoint"].endswith(":retention")]
+        assert retention["schedules"] == [{"cron": "0 3 * * *", "timezone": "UTC", "active": True}]
+        assert retention["concurrency_limit"] == 1
     # The overrides of every environment load with the repository's params.yaml.
     for env in ("dev", "staging", "production"):
         for d in deploy.declared(REPO, env):
