@@ -27,6 +27,7 @@ FLOWS = {
     "release": "flowship/flows/release.py:release_flow",
     "monitoring": "flowship/flows/monitoring.py:monitoring",
     "retraining": "flowship/flows/monitoring.py:retraining",
+    "retention": "flowship/flows/retention.py:retention",
 }
 
 
@@ -94,6 +95,8 @@ def test_up_starts_both_uis_a_worker_and_the_environments_deployments(up: Up) ->
     (weekly,) = training["schedules"]
     assert weekly["schedule"]["cron"] == "0 5 * * 1" and weekly["active"] is False  # declared, off in dev
     assert up.deployment("release/dev")["schedules"] == []
+    (nightly,) = up.deployment("retention/dev")["schedules"]
+    assert nightly["schedule"]["cron"] == "0 3 * * *" and nightly["active"] is True
 
     pool = up.get("/work_pools/flowship")
     assert pool["type"] == "process" and pool["status"] == "READY"  # a worker is polling it
