@@ -70,14 +70,21 @@ def test_a_flagged_record_is_answered_with_a_warning_counted_and_logged_without_
         value,
     )
     assert warning["expected"]
+    alone = client.post("/predict", json=bad).json()  # a single record: the same warning
+    assert alone["predictions"] == [body["predictions"][1]] and alone["warnings"] == [body["warnings"][1]]
     metrics = client.get("/metrics").text
-    assert sample(metrics, "flowship_guardrail_events_total", guardrail=guardrail, action="flag") == 1.0
+    assert sample(metrics, "flowship_guardrail_events_total", guardrail=guardrail, action="flag") == 2.0
     inference, events = logs(client, tmp_path)
     flagged = inference[inference["request_id"] == "r1"]
     assert len(flagged) == 3  # every answered record is in the inference log
-    assert events[["request_id", "row", "guardrail", "action", "feature"]].values.tolist() == [
-        ["r1", 1, guardrail, "flag", feature]
+    assert events[["request_id", "row", "guardrail", "action", "feature"]].values.tolist()[0] == [
+        "r1",
+        1,
+        guardrail,
+        "flag",
+        feature,
     ]
+    assert len(events) == 2
     raw = "".join(p.read_text() for p in (tmp_path / "logs").glob("safety-*.jsonl"))
     assert "1e+300" not in raw and "ZZ" not in raw and "value" not in raw  # no feature values in the safety log
 
@@ -137,6 +144,8 @@ def test_a_fallback_answers_in_place_of_the_model_and_the_log_keeps_both(
     assert [(w["guardrail"], w["action"], w["feature"]) for w in body["warnings"][1]] == [
         (guardrail, "fallback", feature)
     ]
+    alone = client.post("/predict", json=bad).json()
+    assert (alone["predictions"], alone["probabilities"]) == ([None], [None])
     inference, events = logs(client, tmp_path)
     row = inference[inference["request_id"] == "fb"].iloc[1]
     assert row["prediction"] in (True, False)  # the model's own output stays what monitoring reads
@@ -148,7 +157,7 @@ def test_a_fallback_answers_in_place_of_the_model_and_the_log_keeps_both(
     )
     assert line["answer"] is None
     assert line["guardrails"] == [{"guardrail": guardrail, "action": "fallback", "feature": feature}]
-    assert events["action"].tolist() == ["fallback"]
+    assert events["action"].tolist() == ["fallback", "fallback"]
 
 
 def test_a_prior_or_constant_fallback_answers_with_the_class_itself(
