@@ -30,13 +30,20 @@ def _close(a: Any, b: Any, tolerance: float) -> bool:
     return str(a) == str(b)
 
 
-def golden_check(golden: list[dict[str, Any]], answers: list[dict[str, Any]], tolerance: float) -> Check:
-    """Each answer (prediction, probabilities) must match what the model gave at training time."""
+def golden_check(
+    golden: list[dict[str, Any]],
+    answers: list[dict[str, Any]],
+    tolerance: float,
+    positions: Sequence[int] | None = None,
+) -> Check:
+    """Each answer (prediction, probabilities) must match what the model gave at training time; a record is named
+    by its position in the golden set (`positions`, when only some of its records were compared)."""
     if len(answers) != len(golden):
         return Check("golden_set", False, f"{len(answers)} answers for {len(golden)} golden records")
     mismatches = []
     worst = 0.0
-    for i, (expected, got) in enumerate(zip(golden, answers, strict=True)):
+    for j, (expected, got) in enumerate(zip(golden, answers, strict=True)):
+        i = positions[j] if positions is not None else j
         if not _close(expected["prediction"], got.get("prediction"), tolerance):
             mismatches.append(f"record {i}: prediction {got.get('prediction')!r}, expected {expected['prediction']!r}")
             continue

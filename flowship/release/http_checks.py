@@ -85,7 +85,9 @@ def replay_golden(base_url: str, golden: list[dict[str, Any]], tolerance: float,
     answers = [{"prediction": p, "probabilities": q} for p, q in zip(body["predictions"], probabilities, strict=False)]
     replaced = {j for j, w in enumerate(warnings) if any(e["action"] in ("fallback", "clip") for e in w)}
     compared = [(kept[j], a) for j, a in enumerate(answers) if j not in replaced]
-    check = golden_check([golden[i] for i, _ in compared], [a for _, a in compared], tolerance)
+    check = golden_check(
+        [golden[i] for i, _ in compared], [a for _, a in compared], tolerance, [i for i, _ in compared]
+    )
     left_out = len(golden) - len(compared)
     if not compared or not left_out:
         return check

@@ -332,7 +332,8 @@ def test_a_slow_canary_is_aborted_at_its_first_step_and_stable_keeps_serving(
     event = history.read(project.root)[-1]
     assert (event["action"], event["outcome"], event["to_version"]) == ("canary", "aborted", challenger)
     assert [s["step"] for s in event["steps"]] == ["canary 20%"] and event["steps"][0]["canary"]["p99_ms"] >= 200
-    moved = [e for e in audit.read(project.root) if e["change"] == "canary"][-2:]  # the step, then its undoing
+    # the step, then its undoing (the entries that move the share: the abort's own entry says why, not from → to)
+    moved = [e for e in audit.read(project.root) if e["change"] == "canary" and "from" in e][-2:]
     assert [(e["version"], e["from"], e["to"]) for e in moved] == [(challenger, 0.0, 20.0), (challenger, 20.0, 0.0)]
     assert moved[1]["reason"].startswith("canary 20%: request_duration: p99 ")
 
@@ -372,7 +373,8 @@ def test_a_canary_that_holds_up_after_its_shadow_is_approved_and_promoted_step_b
     assert all(c.passed for c in result.checks)
     assert project.tracker().aliases(NAME)["champion"] == challenger
     trail = audit.read(project.root)
-    moves = [(e["change"], e["from"], e["to"]) for e in trail if e["change"] in ("shadow", "canary")][-4:]
+    moves = [(e["change"], e["from"], e["to"]) for e in trail if e["change"] in ("shadow", "canary") and "from" in e]
+    moves = moves[-4:]
     assert moves == [("shadow", "off", "on"), ("shadow", "on", "off"), ("canary", 0.0, 20.0), ("canary", 20.0, 50.0)]
     assert trail[-1]["change"] == "release" and trail[-1]["to_version"] == challenger
 

@@ -112,7 +112,10 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
     assert tracker.aliases(NAME) == {"champion": "2", "challenger": "2"}
     assert tracker.version(NAME, "2").tags["flowship.release.previous_champion"] == "1"
 
-    # Rollback moves the alias back once v1 answers; its image is rebuilt from the registry when gone.
+    # Rollback moves the alias back once v1 answers; its image is rebuilt from the registry when gone. It hands
+    # production params.yaml's policy as it is then: the default again.
+    del params["guardrails"]
+    project.write_params(params)
     v1_image = tracker.version(NAME, "1").tags["flowship.release.image"]
     docker_engine.remove_image(v1_image)
     back = rollback(project)
@@ -127,15 +130,16 @@ def test_release_fail_promote_and_roll_back(trained_project: Project, docker_eng
         ("release", "done", "1", "2"),
         ("rollback", "done", "2", "1"),
     ]
-    # The audit log beside them: the new policy v2 brought (v1's back on rollback is params.yaml's: the same)
+    # The audit log beside them: the policy v2 brought, and the default back with v1
     trail = audit.read(project.root)
     assert all("flow_run" in e["actor"] for e in trail)  # each written by its release's flow run
-    (policy,) = [e for e in trail if e["change"] == "guardrails"]
-    assert (policy["version"], policy["from"], policy["to"]) == (
-        "2",
-        {"out_of_range.action": "flag"},
-        {"out_of_range.action": "refuse"},
-    )
+    changes = [(e["version"], e["from"], e["to"]) for e in trail if e["change"] == "guardrails"]
+    assert changes == [
+        ("2", {"out_of_range.action": "flag"}, {"out_of_range.action": "refuse"}),
+        ("1", {"out_of_range.action": "refuse"}, {"out_of_range.action": "flag"}),
+    ]
+    far = httpx.post(f"{PRODUCTION}/predict", json={**golden_record(project, "1"), "temp": 1e6}, timeout=10)
+    assert far.status_code == 200 and far.json()["warnings"][0][0]["action"] == "flag"
 
 
 @pytest.mark.parametrize("failing_step", ["move_champion", "record_release"])

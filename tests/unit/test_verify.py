@@ -126,3 +126,9 @@ def test_the_guardrails_check_wants_each_action_as_configured() -> None:
         "unseen_category (carrier): expected a 422 naming it, got HTTP 200"
     )
     assert guardrails_check([], {}).detail == "no input guardrail is on"
+
+
+def test_a_golden_record_is_named_by_its_place_in_the_set_when_some_were_left_out() -> None:
+    # records 0 and 2 of a three-record set compared (1 answered by a guardrail's fallback): record 2 differs
+    check = golden_check(GOLDEN, answers((1, 0.75), (1, 0.1)), 1e-6, positions=[0, 2])
+    assert not check.passed and "record 2: prediction 1, expected 0" in check.detail
