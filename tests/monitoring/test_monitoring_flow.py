@@ -47,6 +47,7 @@ SUMMARY_KEYS = [
     "mlflow_runs",
     "alerts",
     "retraining",
+    "note",
 ]
 
 
