@@ -25,7 +25,7 @@ from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
 from flowship.serving.batching import Arrival, MicroBatcher
@@ -35,6 +35,7 @@ from flowship.serving.guardrails import Answered, Event, GuardrailRefusal, Guard
 from flowship.serving.inference_log import SAFETY_PREFIX, InferenceEntry, InferenceLog, SafetyEntry
 from flowship.serving.logs import ACCESS_LOGGER
 from flowship.serving.metrics import ServingMetrics
+from flowship.serving.mlflow_protocol import FORMATS, ProtocolError, mlflow_records
 from flowship.serving.predictor import Predictor, Scored
 from flowship.serving.privacy import log_privacy
 from flowship.serving.schema import RecordCodec, record_model
@@ -45,7 +46,24 @@ REQUEST_ID_HEADER = "X-Request-ID"
 MODEL_VERSION_HEADER = "X-Model-Version"
 # An incoming request id is kept only if it is short and plain (it goes into headers and logs).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-ENDPOINTS = frozenset({"/health", "/ready", "/predict", "/metadata", "/metrics", "/docs", "/openapi.json"})
+ENDPOINTS = frozenset(
+    {"/health", "/ready", "/predict", "/invocations", "/metadata", "/metrics", "/docs", "/openapi.json"}
+)
+SCORING = frozenset({"/predict", "/invocations"})
+# /invocations' body for the OpenAPI document (it is read by `mlflow_records`, not by FastAPI)
+MLFLOW_BODY = {
+    "type": "object",
+    "description": "exactly one of: " + ", ".join(FORMATS),
+    "properties": {
+        "dataframe_split": {
+            "type": "object",
+            "properties": {"columns": {"type": "array"}, "data": {"type": "array"}, "index": {"type": "array"}},
+        },
+        "dataframe_records": {"type": "array", "items": {"type": "object"}},
+        "instances": {"type": "array", "items": {"type": "object"}},
+        "inputs": {"anyOf": [{"type": "array", "items": {"type": "object"}}, {"type": "object"}]},
+    },
+}
 # relative tolerance when the warm-up replays the golden records
 GOLDEN_TOLERANCE = 1e-6
 ERROR_CODES = {
@@ -325,6 +343,7 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
     many = Annotated[list[record], Field(min_length=1, max_length=settings.max_batch), Tag("records")]
     Payload = Annotated[single | many, Discriminator(_payload_kind)]
     response_model = _predict_response_model(bundle, guardrails is not None)
+    many_records: TypeAdapter[list[Any]] = TypeAdapter(list[record])
 
     @app.get("/health", response_model=Health, tags=["operations"])
     async def health() -> dict[str, str]:
@@ -355,8 +374,51 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         ],
     ) -> Response:
         """Score one record or a list of records (at most FLOWSHIP_MAX_BATCH)."""
+        return await score(request, body if isinstance(body, list) else [body])
+
+    @app.post(
+        "/invocations",
+        response_model=response_model,
+        dependencies=protected,
+        responses=_error_responses(400, *auth_errors, 413, 415, 422, 500, 503),
+        tags=["model"],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": MLFLOW_BODY}}}},
+    )
+    async def invocations(request: Request) -> Response:
+        """MLflow's scoring protocol, as `mlflow models serve` takes it: exactly one of `dataframe_split`,
+        `dataframe_records`, `instances` or `inputs`. The records are validated, scored, guarded and logged as
+        `/predict`'s are; the answer has `predictions` (and what `/predict` answers besides)."""
+        if _media_type(request) != "application/json":
+            return _error(request, 415, "send the records as JSON, with the header 'Content-Type: application/json'")
+        try:
+            payload = json.loads(await request.body())
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            return _error(request, 400, f"the body is not valid JSON: {exc}")
+        except RecursionError:
+            return _error(request, 400, "the body cannot be read as JSON: nested too deeply")
+        try:
+            raw = mlflow_records(payload)
+        except ProtocolError as exc:
+            problem = FieldProblem(field="body", record=None, problem=str(exc), type="mlflow_format")
+            return _error(request, 422, f"invalid input: {exc}", fields=[problem.model_dump()])
+        if not raw:
+            return _error(request, 422, "invalid input: no records: send at least one")
+        if len(raw) > settings.max_batch:
+            return _error(
+                request,
+                413,
+                f"a request may carry at most {settings.max_batch} records (FLOWSHIP_MAX_BATCH); "
+                f"this one has {len(raw)}",
+            )
+        try:
+            records = many_records.validate_python(raw)
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", "records", *e["loc"])} for e in exc.errors()]) from None
+        return await score(request, records)
+
+    async def score(request: Request, records: list[Any]) -> Response:
+        """Validated records → guardrails → the model → the answer, logged."""
         context = request_context(request)
-        records = body if isinstance(body, list) else [body]
         rows = codec.rows(records)
         # as the logs may keep them: the sensitive columns hashed or dropped (the model gets the values sent)
         features = privacy.apply(codec.features_of(rows))
@@ -438,6 +500,10 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 def _payload_kind(value: Any) -> str:
@@ -670,7 +736,7 @@ class ServingMiddleware:
         path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
         batcher = self.state.batcher
-        if endpoint == "/predict" and scope.get("method") == "POST" and batcher is not None:
+        if endpoint in SCORING and scope.get("method") == "POST" and batcher is not None:
             context.arrival = batcher.arrival()
         status = 500
         response_started = False

@@ -104,6 +104,10 @@ def test_without_docker_production_is_served_behind_the_hosts_nginx(project: Pro
     )
     answer = httpx.post(f"{GATEWAY}/predict", json=golden_record(project, "1"), headers={"X-Request-ID": "r-host"})
     assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "1"
+    # a client written for `mlflow models serve` gets the same answer through the gateway
+    mlflow_client = httpx.post(f"{GATEWAY}/invocations", json={"dataframe_records": [golden_record(project, "1")]})
+    assert mlflow_client.status_code == 200
+    assert mlflow_client.json()["predictions"] == answer.json()["predictions"]
     logged = wait_until(
         lambda: [
             json.loads(line)

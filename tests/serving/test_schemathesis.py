@@ -35,7 +35,11 @@ CONFIG = schemathesis.Config.from_dict(
     }
 )
 # FLOWSHIP_FUZZ_EXAMPLES=600 for a longer hunt (about a minute)
-EXAMPLES = {"/predict": int(os.environ.get("FLOWSHIP_FUZZ_EXAMPLES", "80"))}
+EXAMPLES = {
+    "/predict": int(os.environ.get("FLOWSHIP_FUZZ_EXAMPLES", "80")),
+    "/invocations": int(os.environ.get("FLOWSHIP_FUZZ_EXAMPLES", "80")),
+}
+SCORING = {"/predict", "/invocations"}
 
 
 @pytest.fixture(params=["classifier", "regressor"])
@@ -51,9 +55,9 @@ def api_schema(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_no_input_gives_a_server_error(api_schema: Any, mode: GenerationMode) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {op.path for op in operations} == {"/health", "/ready", "/predict", "/metadata", "/metrics"}
+    assert {op.path for op in operations} == {"/health", "/ready", "/predict", "/invocations", "/metadata", "/metrics"}
     for operation in operations:
-        if mode is GenerationMode.NEGATIVE and operation.path != "/predict":
+        if mode is GenerationMode.NEGATIVE and operation.path not in SCORING:
             continue  # nothing to get wrong in a GET without parameters
 
         @given(case=operation.as_strategy(generation_mode=mode))
