@@ -356,13 +356,15 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         ok, reason = state.readiness()
         return SafeJSONResponse({"ready": ok, "reason": reason, "model": state.model}, status_code=200 if ok else 503)
 
-    @app.post(
-        "/predict",
-        response_model=response_model,
-        dependencies=protected,
-        responses=_error_responses(400, *auth_errors, 413, 415, 422, 500, 503),
-        tags=["model"],
-    )
+    # what both scoring endpoints answer, and who may call them
+    scoring: dict[str, Any] = {
+        "response_model": response_model,
+        "dependencies": protected,
+        "responses": _error_responses(400, *auth_errors, 413, 415, 422, 500, 503),
+        "tags": ["model"],
+    }
+
+    @app.post("/predict", **scoring)
     async def predict(
         request: Request,
         body: Annotated[
@@ -378,10 +380,7 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
 
     @app.post(
         "/invocations",
-        response_model=response_model,
-        dependencies=protected,
-        responses=_error_responses(400, *auth_errors, 413, 415, 422, 500, 503),
-        tags=["model"],
+        **scoring,
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": MLFLOW_BODY}}}},
     )
     async def invocations(request: Request) -> Response:
