@@ -223,7 +223,6 @@ class Guardrails:
         if problem:
             raise ConfigError([problem])
         self.policy = policy
-        self.task = task
         self.n_features = len(columns)
         p = policy
         self._ranges: list[tuple[int, str, float, float, str]] = []
