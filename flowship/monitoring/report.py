@@ -58,7 +58,7 @@ def summarize(data: WindowData, checks: list[VersionCheck], folder: Path) -> Mon
         window_end=window.end.isoformat(),
         records=len(data.records),
         skipped_lines=data.skipped,
-        labels=len(data.labels),
+        labels=data.labels_arrived,
         labels_skipped_lines=data.labels_skipped,
         report=str(folder) if checks else None,
         versions=checks,

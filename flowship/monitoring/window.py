@@ -195,6 +195,11 @@ class WindowData:
     # why the window has no records when its logs were deleted by the retention (`retention.window_note`)
     expired: str | None = None
 
+    @property
+    def labels_arrived(self) -> int:
+        """How many records have a label (a rating alone is none)."""
+        return int(self.labels["label"].notna().sum()) if "label" in self.labels else len(self.labels)
+
 
 def window_data(
     log_dir: Path,

@@ -64,7 +64,7 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
         versions,
         data.files,
         data.skipped,
-        len(data.labels),
+        data.labels_arrived,
         len(data.safety),
     )
     return data

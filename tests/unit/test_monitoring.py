@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,8 @@ def test_the_rating_trend_is_a_metric_of_the_run_and_a_line_of_the_summary() -> 
     data = WindowData(Window(None, T0, default=False), pd.DataFrame({"request_id": ["a"]}), 0, 0, pd.DataFrame(), 0)
     text = summary_markdown(summarize(data, [check], Path("r")))
     assert "- feedback: 40 answers rated, 75% thumbs up" in text
+    rated = pd.DataFrame({"request_id": ["a", "b"], "row": [0, 0], "label": [1, None], "rating": [1, -1]})
+    assert summarize(replace(data, labels=rated), [check], Path("r")).labels == 1  # a rating alone is no label
 
 
 def test_quality_needs_the_minimum_of_labels() -> None:
