@@ -102,8 +102,15 @@ class Layout:
 
     @property
     def labels_dir(self) -> Path:
-        """True labels as they arrive (`labels-<YYYYMMDD>.jsonl`), keyed by request id and row."""
+        """True labels as they arrive in batches (`labels-<YYYYMMDD>.jsonl`: the replay, a labelling job), keyed by
+        request id and row."""
         return self.root / "logs" / "labels"
+
+    @property
+    def label_dirs(self) -> tuple[Path, Path]:
+        """Every folder of production's label log: the batches', and the inference log's, where each replica
+        writes what `POST /feedback` brings (`labels-<YYYYMMDD>.<writer>.jsonl`, comments beside them)."""
+        return self.labels_dir, self.inference_log_dir
 
     @property
     def gateway_log_dir(self) -> Path:

@@ -21,6 +21,11 @@ from flowship.config import GatewayConfig
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 API_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=\-]{16,256}$")
 UNPROTECTED = ("/health", "/ready")  # probes: no API key, no rate limit
+# POST /feedback: to production's own replicas (stable; they write the label log monitoring reads), never mirrored to
+# a shadow (a copy would be a second label in a log no one reads), with the key and rate limit of every request and
+# a body limit of its own: a feedback with the longest comment the app takes, every character escaped, is under 16k.
+FEEDBACK = "/feedback"
+FEEDBACK_MAX_BODY_KB = 16
 
 
 @dataclass(frozen=True)
@@ -184,14 +189,20 @@ def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[s
             "            if ($api_key_refusal = 401) { return 401; }\n"
             "            if ($api_key_refusal = 403) { return 403; }\n"
         )
-    proxy = (
-        "            proxy_pass http://$pool;\n"
+    upstream_headers = (
         "            proxy_http_version 1.1;\n"
         '            proxy_set_header Connection "";\n'
         "            proxy_set_header Host $host;\n"
         "            proxy_set_header X-Request-ID $req_id;\n"
         "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
         '            proxy_set_header X-API-Key "";\n'
+    )
+    proxy = "            proxy_pass http://$pool;\n" + upstream_headers
+    body_kb = min(FEEDBACK_MAX_BODY_KB, round(config.max_body_mb * 1024))
+    feedback = (
+        f"        location = {FEEDBACK} {{\n{key_check}{limit}"
+        f"            client_max_body_size {body_kb}k;\n"
+        f"            proxy_pass http://stable;\n{upstream_headers}        }}\n"
     )
     mirror = shadow_location = ""
     if routing.shadow is not None:
@@ -220,7 +231,7 @@ def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[s
         )
         probes = ""
     else:
-        main = f"        location / {{\n{key_check}{limit}{mirror}{proxy}        }}\n{shadow_location}"
+        main = f"        location / {{\n{key_check}{limit}{mirror}{proxy}        }}\n{feedback}{shadow_location}"
         probes = "".join(f"        location = {path} {{\n{proxy}        }}\n" for path in UNPROTECTED)
     errors = "".join(
         _error_location(status, code, message, 1 if status == 429 else None)

@@ -59,12 +59,32 @@ class Quality:
 
 
 def join_labels(records: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """The records whose label has arrived, with a `label` column."""
+    """The records whose label has arrived, with a `label` column (a rating alone is no label)."""
     if labels.empty or records.empty:
         return records.iloc[0:0].assign(label=pd.Series(dtype=object))
-    keyed = labels[["request_id", "row", "label"]].drop_duplicates(["request_id", "row"], keep="last")
-    keyed = keyed.astype({"request_id": str, "row": "int64"})
+    keyed = labels.loc[labels["label"].notna(), ["request_id", "row", "label"]]
+    keyed = keyed.drop_duplicates(["request_id", "row"], keep="last").astype({"request_id": str, "row": "int64"})
     return records.reset_index(drop=True).merge(keyed, on=["request_id", "row"], how="inner")
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """What users said of the answers to a window's records: how many they rated, and the share of thumbs up."""
+
+    count: int
+    share: float | None  # None: none rated
+
+
+def join_ratings(records: pd.DataFrame, labels: pd.DataFrame) -> Ratings:
+    """The ratings (`POST /feedback`) of the records: the last rating of each record counts."""
+    if labels.empty or records.empty or "rating" not in labels:
+        return Ratings(0, None)
+    rated = labels.loc[labels["rating"].notna(), ["request_id", "row", "rating"]]
+    rated = rated.drop_duplicates(["request_id", "row"], keep="last").astype({"request_id": str, "row": "int64"})
+    joined = records[["request_id", "row"]].merge(rated, on=["request_id", "row"], how="inner")
+    if joined.empty:
+        return Ratings(0, None)
+    return Ratings(len(joined), float((joined["rating"] == 1).mean()))
 
 
 def model_quality(
@@ -162,6 +182,8 @@ class VersionCheck:
     reports: dict[str, str] = field(default_factory=dict)
     alert_kinds: list[str] = field(default_factory=list)
     guardrails: list[GuardrailRate] = field(default_factory=list)
+    feedback_count: int = 0  # records of the version in the window that users rated
+    feedback_rating_share: float | None = None  # the share of them rated thumbs up
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,9 +200,9 @@ def check_version(
     seed: int,
     events: pd.DataFrame | None = None,
 ) -> VersionCheck:
-    """Drift (features and prediction), data quality, the guardrails' rates (from the version's safety `events`)
-    and, with enough labels, model quality of one version's records: the HTML reports go to `folder`, the numbers
-    and the verdict come back."""
+    """Drift (features and prediction), data quality, the guardrails' rates (from the version's safety `events`),
+    the users' ratings and, with enough labels, model quality of one version's records: the HTML reports go to
+    `folder`, the numbers and the verdict come back."""
     current, absent, unexpected = current_frame(records, spec)
     folder.mkdir(parents=True, exist_ok=True)
     numeric = [c for c in spec.numeric if c not in absent]
@@ -223,7 +245,15 @@ def check_version(
         paths["model_quality"] = str(folder / "model-quality.html")
     rates = guardrail_rates(events, len(records)) if events is not None else []
     check = judge_version(spec.version, len(records), drift, absent, unexpected, quality, cfg, target_drift, rates)
-    return replace(check, data_quality=quality_rows, sampled=min(len(current), cfg.sample_rows), reports=paths)
+    ratings = join_ratings(records, labels)
+    return replace(
+        check,
+        data_quality=quality_rows,
+        sampled=min(len(current), cfg.sample_rows),
+        reports=paths,
+        feedback_count=ratings.count,
+        feedback_rating_share=ratings.share,
+    )
 
 
 def graded_frame(labelled: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:

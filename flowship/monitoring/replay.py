@@ -27,7 +27,7 @@ import pandas as pd
 from flowship.config import Params
 from flowship.errors import ReplayError
 from flowship.files import atomic_write
-from flowship.monitoring.labels import Label, write_labels
+from flowship.serving.labels import Label, write_labels
 
 MONTH_FORMAT = "YYYY-MM, e.g. 2013-07"
 # The part a production share without a time column is replayed as: all of it, in one go.

@@ -58,7 +58,7 @@ def summarize(data: WindowData, checks: list[VersionCheck], folder: Path) -> Mon
         window_end=window.end.isoformat(),
         records=len(data.records),
         skipped_lines=data.skipped,
-        labels=len(data.labels),
+        labels=data.labels_arrived,
         labels_skipped_lines=data.labels_skipped,
         report=str(folder) if checks else None,
         versions=checks,
@@ -105,6 +105,9 @@ def run_metrics(check: VersionCheck) -> dict[str, float]:
             metrics[f"unseen.{q.column}"] = q.unseen
     for rate in check.guardrails:
         metrics[f"guardrail_share.{rate.guardrail}.{rate.feature or 'record'}.{rate.action}"] = rate.share
+    metrics["feedback_count"] = check.feedback_count
+    if check.feedback_rating_share is not None:
+        metrics["feedback_rating_share"] = check.feedback_rating_share
     if check.quality is not None:
         metrics["labelled"] = check.quality.labelled
         metrics.update({f"quality.{k}": v for k, v in check.quality.metrics.items()})
@@ -164,6 +167,10 @@ def summary_markdown(summary: MonitoringSummary) -> str:
             )
         elif quality is not None:
             lines.append(f"- labels arrived for {quality.labelled} records: too few for model quality")
+        if check.feedback_count:
+            lines.append(
+                f"- feedback: {check.feedback_count} answers rated, {check.feedback_rating_share:.0%} thumbs up"
+            )
         alerted = " ".join(check.reasons)
         lines += [f"- guardrails: {r.sentence()}" for r in check.guardrails if r.sentence() not in alerted]
     if summary.alerts:

@@ -23,11 +23,12 @@ from flowship import audit
 from flowship.audit import Actor
 from flowship.config import RETAINED_LOGS, RetentionConfig
 from flowship.files import daily_paths
-from flowship.monitoring.labels import FILE_PREFIX as LABELS_PREFIX
 from flowship.monitoring.window import WindowData
 from flowship.paths import Layout
 from flowship.serving.inference_log import FILE_PREFIX as INFERENCE_PREFIX
 from flowship.serving.inference_log import SAFETY_PREFIX
+from flowship.serving.labels import COMMENTS_PREFIX
+from flowship.serving.labels import FILE_PREFIX as LABELS_PREFIX
 
 # a file modified this recently may still be written to: never deleted
 STILL_WRITTEN = timedelta(hours=1)
@@ -36,12 +37,16 @@ ACCESS_PREFIXES = ("access-", "shadow-")
 
 def log_files(layout: Layout) -> dict[str, list[tuple[Path, str]]]:
     """Per log, the folders and name prefixes of its daily files: production's, staging's and a shadow's inference
-    and safety logs alike (they hold the same records)."""
+    and safety logs alike (they hold the same records). The labels are the batches' and what `POST /feedback`
+    brought to each serving folder, its comments with them."""
     serving = [layout.inference_log_dir, layout.staging_inference_log_dir, layout.shadow_inference_log_dir]
     return {
         "inference": [(folder, INFERENCE_PREFIX) for folder in serving],
         "safety": [(folder, SAFETY_PREFIX) for folder in serving],
-        "labels": [(layout.labels_dir, LABELS_PREFIX)],
+        "labels": [
+            (layout.labels_dir, LABELS_PREFIX),
+            *((folder, prefix) for folder in serving for prefix in (LABELS_PREFIX, COMMENTS_PREFIX)),
+        ],
         "access": [(layout.gateway_log_dir, prefix) for prefix in ACCESS_PREFIXES],
     }
 

@@ -15,8 +15,8 @@ import pandas as pd
 
 from flowship.errors import MonitoringError
 from flowship.files import atomic_write, parse_lines
-from flowship.monitoring.labels import read_labels
 from flowship.serving.inference_log import SAFETY_COLUMNS, log_files, parse_line, read_safety_log
+from flowship.serving.labels import read_labels
 from flowship.values import utc
 
 # Records reach the log within the writer's flush interval (0.5 s): a default window ends this long ago,
@@ -195,16 +195,22 @@ class WindowData:
     # why the window has no records when its logs were deleted by the retention (`retention.window_note`)
     expired: str | None = None
 
+    @property
+    def labels_arrived(self) -> int:
+        """How many records have a label (a rating alone is none)."""
+        return int(self.labels["label"].notna().sum()) if "label" in self.labels else len(self.labels)
+
 
 def window_data(
     log_dir: Path,
-    labels_dir: Path,
+    label_dirs: Path | Sequence[Path],
     window: Window,
     numeric: list[str],
     categorical: list[str],
     leave_out: Sequence[str] = (),
 ) -> WindowData:
-    """The window's records, the features typed as the project declares them, and the labels. Features in
+    """The window's records, the features typed as the project declares them, and the labels (and ratings) of every
+    folder in `label_dirs`. Features in
     `leave_out` (the sensitive columns monitoring does not judge) are not kept."""
     schema = {
         **{c: "numeric" for c in numeric if c not in leave_out},
@@ -213,7 +219,7 @@ def window_data(
     log = read_log_window(log_dir, window, schema)
     log.records = log.records.drop(columns=[FEATURE_PREFIX + c for c in leave_out], errors="ignore")
     # Every label that has arrived by now: a label usually comes after its prediction's window closed.
-    labels, labels_skipped = read_labels(labels_dir)
+    labels, labels_skipped = read_labels(label_dirs)
     return WindowData(
         window, log.records, log.skipped, log.files, labels, labels_skipped, safety_events(log_dir, window)
     )

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException
 from flowship.serving.batching import Arrival, MicroBatcher
 from flowship.serving.bundle import BundleMetadata, InputField, ModelBundle
 from flowship.serving.errors import ModelInputError, NotReady
+from flowship.serving.feedback import BODY_PROBLEM, REQUEST_ID_PATTERN, FeedbackLog, feedback_model, said
 from flowship.serving.guardrails import Answered, Event, GuardrailRefusal, Guardrails, build_guardrails
 from flowship.serving.inference_log import SAFETY_PREFIX, InferenceEntry, InferenceLog, SafetyEntry
 from flowship.serving.logs import ACCESS_LOGGER
@@ -45,9 +46,9 @@ from flowship.values import plain
 REQUEST_ID_HEADER = "X-Request-ID"
 MODEL_VERSION_HEADER = "X-Model-Version"
 # An incoming request id is kept only if it is short and plain (it goes into headers and logs).
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 ENDPOINTS = frozenset(
-    {"/health", "/ready", "/predict", "/invocations", "/metadata", "/metrics", "/docs", "/openapi.json"}
+    {"/health", "/ready", "/predict", "/invocations", "/feedback", "/metadata", "/metrics", "/docs", "/openapi.json"}
 )
 SCORING = frozenset({"/predict", "/invocations"})
 # /invocations' body for the OpenAPI document (it is read by `mlflow_records`, not by FastAPI)
@@ -106,6 +107,18 @@ class Readiness(BaseModel):
     ready: bool
     reason: str | None = None
     model: ModelRef
+
+
+class FeedbackFor(BaseModel):
+    request_id: str
+    row: int
+
+
+class FeedbackAccepted(BaseModel):
+    status: str = Field(examples=["accepted"])
+    feedback_for: FeedbackFor = Field(description="the prediction the feedback is about")
+    kept: list[str] = Field(description="what was kept: label, rating, comment")
+    request_id: str = Field(description="this request's id")
 
 
 class GuardrailsInfo(BaseModel):
@@ -458,6 +471,41 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         content["request_id"] = context.request_id
         return SafeJSONResponse(content)
 
+    Feedback: Any = feedback_model(meta.task, state.predictor.classes, settings.max_batch)  # built per model
+    feedback_log = FeedbackLog(settings.log_dir, settings.log_writer)
+
+    @app.post(
+        "/feedback",
+        status_code=202,
+        response_model=FeedbackAccepted,
+        dependencies=protected,
+        responses=_error_responses(400, *auth_errors, 415, 422, 503),
+        tags=["feedback"],
+    )
+    async def feedback(request: Request, body: Feedback) -> Response:
+        """A true label, a rating (1 up, -1 down) or both, and maybe a comment, for the record `row` of the answer
+        to `request_id`: on disk when the 202 comes back. An id this replica never answered is accepted as late."""
+        context = request_context(request)
+        kinds = said(body)
+        if not kinds:
+            problem = "send a label, a rating, or both"
+            raise RequestValidationError(
+                [{"type": "missing_feedback", "loc": ("body", field), "msg": problem} for field in ("label", "rating")]
+            )
+        try:
+            await asyncio.to_thread(feedback_log.keep, body, context.request_id)
+        except OSError as exc:
+            log.exception("feedback not kept (request %s)", context.request_id)
+            return _error(request, 503, f"the feedback could not be kept ({exc}); send it again", code="not_kept")
+        state.metrics.observe_feedback(kinds)
+        content = {
+            "status": "accepted",
+            "feedback_for": {"request_id": body.request_id, "row": body.row},
+            "kept": kinds,
+            "request_id": context.request_id,
+        }
+        return SafeJSONResponse(content, status_code=202)
+
     @app.get(
         "/metadata",
         response_model=Metadata,
@@ -589,7 +637,8 @@ def _description(meta: BundleMetadata, settings: ServingSettings) -> str:
         f"Serves {meta.task} model **{meta.name}** version **{meta.version}**.\n\n"
         "`POST /predict` takes one record (a JSON object) or a non-empty JSON array of at most "
         f"{settings.max_batch} records. Every input field is required; `null` means a missing value; numbers "
-        "must be finite. Answers hold one entry per record, in order. "
+        "must be finite. Answers hold one entry per record, in order. `POST /feedback` takes a true label or a "
+        "rating (or both) for an answer, by its request id and the record's row: 202 once it is on disk. "
         f"{auth}Errors are JSON with `error`, `message`, `request_id` and, for bad input, the `fields` at fault."
     )
 
@@ -671,6 +720,11 @@ def _validation_response(request: Request, exc: RequestValidationError, max_batc
                 f"a request may carry at most {max_batch} records (FLOWSHIP_MAX_BATCH); this one has {actual}",
             )
     problems = [_field_problem(error) for error in errors]
+    if request.url.path == "/feedback":  # the body-level words are the scoring routes'
+        problems = [
+            p.model_copy(update={"problem": BODY_PROBLEM}) if p.field == "body" and p.type != "string_unicode" else p
+            for p in problems
+        ]
     summary = "; ".join(
         f"{p.field if p.record is None else f'record {p.record}: {p.field}'}: {p.problem}" for p in problems[:10]
     )

@@ -50,6 +50,14 @@ class ServingMetrics:
             ["guardrail", "action"],
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "flowship_feedback",
+            "What POST /feedback kept, by kind (label, rating, comment; a feedback may bring several)",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in ("label", "rating", "comment"):
+            self.feedback.labels(kind)  # every kind shows, at 0, from the start
         info = Gauge(
             "flowship_model_info", "The model being served", ["name", "version", "task"], registry=self.registry
         )
@@ -90,6 +98,10 @@ class ServingMetrics:
         """(guardrail, action) of each event."""
         for (guardrail, action), count in Tally(events).items():
             self.guardrails.labels(guardrail, action).inc(count)
+
+    def observe_feedback(self, kinds: Sequence[str]) -> None:
+        for kind in kinds:
+            self.feedback.labels(kind).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

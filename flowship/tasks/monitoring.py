@@ -16,7 +16,6 @@ from flowship.errors import AlertDeliveryError, RegistryError
 from flowship.monitoring import checks
 from flowship.monitoring.alerts import AlertDelivery, deliver_alerts, plan_alerts
 from flowship.monitoring.checks import VersionCheck
-from flowship.monitoring.labels import read_labels
 from flowship.monitoring.privacy import protect_reference
 from flowship.monitoring.reference import (
     ModelSpec,
@@ -39,6 +38,7 @@ from flowship.monitoring.report import write_summary as write_summary_file
 from flowship.monitoring.retention import past_retention
 from flowship.monitoring.retraining import newer_split, rewrite_split
 from flowship.monitoring.window import Window, WindowData, read_state, resolve_window, window_data, write_state
+from flowship.serving.labels import read_labels
 from flowship.serving.privacy import project_key
 from flowship.tasks.common import Context, is_transient
 
@@ -50,7 +50,7 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
     features = ctx.params.data.features
     left_out = ctx.params.privacy.unmonitored(features.numeric)
     data = window_data(
-        ctx.layout.inference_log_dir, ctx.layout.labels_dir, window, features.numeric, features.categorical, left_out
+        ctx.layout.inference_log_dir, ctx.layout.label_dirs, window, features.numeric, features.categorical, left_out
     )
     data = past_retention(data, ctx.params.retention, datetime.now(UTC).date())
     if data.expired is not None:
@@ -64,7 +64,7 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
         versions,
         data.files,
         data.skipped,
-        len(data.labels),
+        data.labels_arrived,
         len(data.safety),
     )
     return data
@@ -214,7 +214,7 @@ def advance_window(ctx: Context, window: Window) -> None:
 def move_training_window(ctx: Context, params_file: Path) -> dict[str, str | None] | None:
     """The training split moved up to the newest labelled data and written into `params_file` (comments kept);
     None, and the file untouched, when no label is newer than the training window."""
-    labels, _ = read_labels(ctx.layout.labels_dir)
+    labels, _ = read_labels(ctx.layout.label_dirs)
     values = newer_split(ctx.params, labels)
     logger = get_run_logger()
     if values is None:

@@ -33,9 +33,9 @@ def log_predictions(
     serving app's own writer), `batch` records per request; with `labels`, their true labels as they
     arrive afterwards. `rename` renames logged features (a schema change). Returns the (request_id, row) keys."""
     from flowship.config import load_params
-    from flowship.monitoring.labels import Label, write_labels
     from flowship.pipeline.training import coerce_features
     from flowship.serving.inference_log import InferenceEntry, InferenceLog
+    from flowship.serving.labels import Label, write_labels
 
     params = load_params(project.params_path, check_estimator=False)
     features = params.data.features

@@ -153,15 +153,50 @@ def check_run_id(project: Project) -> str:
     return str(run_id)
 
 
-def test_labels_that_never_arrive_leave_model_quality_out(trained_project: Project) -> None:
+def test_labels_that_never_arrive_leave_model_quality_out_until_feedback_brings_them(trained_project: Project) -> None:
+    from flowship.serving.feedback import FeedbackLog, feedback_model
+
     project = trained_project
     fresh(project)
-    log_predictions(project, production_month(project, 9), "1", labels=False)
+    september = production_month(project, 9)
+    keys = log_predictions(project, september, "1", labels=False)
     summary = monitor(project)
     (check,) = summary.versions
     assert check.quality is not None and check.quality.labelled == 0 and check.quality.metrics == {}
     assert "model_quality" not in check.reports
     assert not any("labelled records vs" in r for r in check.reasons)
+    assert check.feedback_count == 0 and check.feedback_rating_share is None
+
+    # Users answer through POST /feedback, on two replicas: the app's own validation and writer, into the
+    # inference log's folder. A label for some records, a rating for some, a rating for a request never made.
+    body = feedback_model("classification", [0, 1], 1000)
+    target = [int(t) for t in september["late"]]
+    labelled = 150
+    for i, (request_id, row) in enumerate(keys[:labelled]):
+        said = {
+            "request_id": request_id,
+            "row": row,
+            "label": target[i],
+            **({"rating": 1 - 2 * (i % 2)} if i < 40 else {}),
+        }
+        FeedbackLog(project.root / "logs" / "inference", f"stable-{i % 2}").keep(body.model_validate(said), f"fb-{i}")
+    FeedbackLog(project.root / "logs" / "inference", "stable-0").keep(
+        body.model_validate({"request_id": "never-made", "rating": -1}), "fb-x"
+    )
+
+    # The next check of the same records joins them: model quality from the feedback labels, the rating trend
+    again = monitor(project, end=summary.window_end)
+    (check,) = again.versions
+    assert check.quality is not None and check.quality.labelled == labelled
+    assert 0.5 < check.quality.metrics["roc_auc"] <= 1.0 and "model_quality" in check.reports
+    assert check.feedback_count == 40 and check.feedback_rating_share == 0.5
+    runs = project.tracker().client.search_runs(
+        [project.tracker().client.get_experiment_by_name("flights-delay-monitoring").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert runs[0].data.metrics["feedback_count"] == 40 and runs[0].data.metrics["feedback_rating_share"] == 0.5
+    assert runs[0].data.metrics["labelled"] == labelled
 
 
 def test_records_of_several_versions_are_checked_against_their_own_reference(trained_project: Project) -> None:

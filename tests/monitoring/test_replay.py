@@ -25,10 +25,10 @@ from typer.testing import CliRunner
 
 from flowship.config import parse_params
 from flowship.errors import ReplayError
-from flowship.monitoring.labels import read_labels
 from flowship.monitoring.replay import WHOLE, Columns, Replay, ReplayBook, first_month, month_rows, months, parts
 from flowship.serving.bundle import write_bundle
 from flowship.serving.inference_log import read_inference_log
+from flowship.serving.labels import read_labels
 from tests.conftest import REPO, default_params
 from tests.helpers import free_port, wait_until
 from tests.serving.conftest import CATEGORICAL, NUMERIC, fit_classifier, golden, metadata, synthetic_frame

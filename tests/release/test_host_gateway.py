@@ -16,10 +16,12 @@ import pytest
 from flowship.errors import GatewayError
 from flowship.gateway.host import find_nginx
 from flowship.gateway.routing import GatewayState
+from flowship.paths import Layout
 from flowship.release.gateway_runtime import ProductionSpec
 from flowship.release.process_runtime import ProcessRuntime
 from flowship.release.promotion import ReleaseResult
 from flowship.release.runtime import PRODUCTION, Release
+from flowship.serving.labels import read_labels
 from tests.conftest import Project, trained_flights_project
 from tests.helpers import SteadyLoad, flowship, wait_until
 from tests.release.conftest import release_params, train_v2
@@ -108,6 +110,17 @@ def test_without_docker_production_is_served_behind_the_hosts_nginx(project: Pro
     mlflow_client = httpx.post(f"{GATEWAY}/invocations", json={"dataframe_records": [golden_record(project, "1")]})
     assert mlflow_client.status_code == 200
     assert mlflow_client.json()["predictions"] == answer.json()["predictions"]
+    # the user's word on that answer: to production's replicas, in the label log monitoring reads when the 202 comes
+    said = {"request_id": "r-host", "label": answer.json()["predictions"][0], "rating": 1, "comment": "right"}
+    feedback = httpx.post(f"{GATEWAY}/feedback", json=said, headers={"X-Request-ID": "fb-host"})
+    assert feedback.status_code == 202, feedback.text
+    assert feedback.json()["feedback_for"] == {"request_id": "r-host", "row": 0}
+    assert feedback.json()["kept"] == ["label", "rating", "comment"] and feedback.json()["request_id"] == "fb-host"
+    labels, _ = read_labels(Layout(project.root).label_dirs)
+    assert labels[["request_id", "row", "label", "rating"]].astype(object).values.tolist() == [
+        ["r-host", 0, said["label"], 1]
+    ]
+    assert httpx.post(f"{GATEWAY}/feedback", json={"request_id": "r-host"}).status_code == 422  # the app's answer
     logged = wait_until(
         lambda: [
             json.loads(line)

@@ -29,7 +29,8 @@ CONFIG = schemathesis.Config.from_dict(
                 "expected-statuses": [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
             },
             # A schema-valid record can still be one the model cannot score (a linear model given 1e308
-            # overflows), and the app rightly answers 422 for it.
+            # overflows), and the app rightly answers 422 for it; a schema-valid feedback may say nothing (neither
+            # a label nor a rating: one of the two is required, which the document cannot say field by field).
             "positive_data_acceptance": {"enabled": False},
         }
     }
@@ -38,8 +39,9 @@ CONFIG = schemathesis.Config.from_dict(
 EXAMPLES = {
     "/predict": int(os.environ.get("FLOWSHIP_FUZZ_EXAMPLES", "80")),
     "/invocations": int(os.environ.get("FLOWSHIP_FUZZ_EXAMPLES", "80")),
+    "/feedback": int(os.environ.get("FLOWSHIP_FUZZ_EXAMPLES", "80")),
 }
-SCORING = {"/predict", "/invocations"}
+WITH_A_BODY = {"/predict", "/invocations", "/feedback"}
 
 
 @pytest.fixture(params=["classifier", "regressor"])
@@ -55,9 +57,17 @@ def api_schema(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_no_input_gives_a_server_error(api_schema: Any, mode: GenerationMode) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {op.path for op in operations} == {"/health", "/ready", "/predict", "/invocations", "/metadata", "/metrics"}
+    assert {op.path for op in operations} == {
+        "/health",
+        "/ready",
+        "/predict",
+        "/invocations",
+        "/feedback",
+        "/metadata",
+        "/metrics",
+    }
     for operation in operations:
-        if mode is GenerationMode.NEGATIVE and operation.path not in SCORING:
+        if mode is GenerationMode.NEGATIVE and operation.path not in WITH_A_BODY:
             continue  # nothing to get wrong in a GET without parameters
 
         @given(case=operation.as_strategy(generation_mode=mode))

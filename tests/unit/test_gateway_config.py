@@ -125,3 +125,26 @@ def test_a_canary_gets_its_share_sticky_per_client_key() -> None:
     for off in (Routing(V1, canary=V2, canary_weight=0), Routing(V1)):
         plain = render(SITE, off, GatewayConfig())
         assert "upstream canary" not in plain and "map $request_id $pool { default stable; }" in plain
+
+
+def test_feedback_goes_to_production_with_the_key_and_rate_limit_and_a_small_body_never_to_a_shadow() -> None:
+    routing = Routing(V1, canary=V2, canary_weight=5.0, shadow=V2)
+    text = render(SITE, routing, GatewayConfig(), ["k-0123456789abcdef"])
+    start = text.index("location = /feedback {")
+    feedback = text[start : text.index("        }\n", start)]
+    assert "proxy_pass http://stable;" in feedback  # production's replicas, whatever the canary's share
+    assert "mirror" not in feedback
+    assert "if ($api_key_refusal = 401) { return 401; }" in feedback
+    assert "limit_req zone=clients burst=1000 nodelay;" in feedback
+    assert "client_max_body_size 16k;" in feedback
+    assert "proxy_set_header X-Request-ID $req_id;" in feedback and 'proxy_set_header X-API-Key "";' in feedback
+    # a gateway body limit below 16k applies to the feedback too
+    tiny = render(SITE, Routing(V1), GatewayConfig(max_body_mb=0.005, rate_limit=None))
+    start = tiny.index("location = /feedback {")
+    assert "client_max_body_size 5k;" in tiny[start : tiny.index("        }\n", start)]
+    assert "limit_req" not in tiny
+
+
+def test_paused_answers_feedback_503_too() -> None:
+    text = render(SITE, Routing(V1, paused="bad release"), GatewayConfig())
+    assert "location = /feedback" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,17 @@ from flowship.monitoring.checks import (
     current_frame,
     guardrail_rates,
     join_labels,
+    join_ratings,
     judge_version,
     model_quality,
     overall,
 )
 from flowship.monitoring.reference import ModelSpec, Reference, spec_from_registry
+from flowship.monitoring.report import run_metrics, summarize, summary_markdown
 from flowship.monitoring.window import (
     SETTLE,
     Window,
+    WindowData,
     features_of,
     read_log_window,
     read_state,
@@ -36,6 +40,7 @@ from flowship.monitoring.window import (
     window_data,
 )
 from flowship.serving.inference_log import SAFETY_PREFIX, InferenceEntry, InferenceLog, SafetyEntry
+from flowship.serving.labels import Label, read_labels, write_labels
 from tests.conftest import REPO
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -206,6 +211,38 @@ def test_labels_join_on_request_and_row_and_missing_labels_are_left_out() -> Non
     labels = pd.DataFrame({"request_id": ["a", "b", "b", "zz"], "row": [1, 0, 0, 0], "label": [0, 0, 1, 1]})
     joined = join_labels(records, labels)
     assert list(zip(joined["request_id"], joined["row"], joined["label"], strict=True)) == [("a", 1, 0), ("b", 0, 1)]
+
+
+def test_feedback_labels_join_as_labels_and_ratings_count_apart(tmp_path: Path) -> None:
+    records = pd.DataFrame({"request_id": ["a", "a", "b", "c"], "row": [0, 1, 0, 0], "prediction": [1, 0, 1, 1]})
+    arrived = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    batch, served = tmp_path / "labels", tmp_path / "inference"
+    write_labels(batch, [Label("a", 0, 1)], arrived)  # a labelling job
+    write_labels(served, [Label("a", 1, 0, rating=1)], arrived, writer="stable-0")  # feedback: both
+    write_labels(served, [Label("b", 0, rating=-1)], arrived, writer="stable-1")  # a rating alone: no label
+    write_labels(served, [Label("b", 0, rating=1)], arrived + timedelta(minutes=1), writer="stable-0")  # changed mind
+    write_labels(served, [Label("c", 0, rating=-1), Label("zz", 0, rating=1)], arrived, writer="stable-0")
+    labels, _ = read_labels([batch, served])
+
+    joined = join_labels(records, labels)
+    assert list(zip(joined["request_id"], joined["row"], joined["label"], strict=True)) == [("a", 0, 1), ("a", 1, 0)]
+    ratings = join_ratings(records, labels)
+    assert ratings.count == 3 and ratings.share == pytest.approx(2 / 3)  # a/1 up, b/0 up (the last), c/0 down
+    assert join_ratings(records.iloc[:1], labels).count == 0  # rated records of another window do not count
+    assert join_ratings(records.iloc[:1], labels).share is None
+
+
+def test_the_rating_trend_is_a_metric_of_the_run_and_a_line_of_the_summary() -> None:
+    check = VersionCheck("1", 500, "ok", [], feedback_count=40, feedback_rating_share=0.75)
+    metrics = run_metrics(check)
+    assert metrics["feedback_count"] == 40 and metrics["feedback_rating_share"] == 0.75
+    unrated = run_metrics(VersionCheck("1", 500, "ok", []))
+    assert unrated["feedback_count"] == 0 and "feedback_rating_share" not in unrated
+    data = WindowData(Window(None, T0, default=False), pd.DataFrame({"request_id": ["a"]}), 0, 0, pd.DataFrame(), 0)
+    text = summary_markdown(summarize(data, [check], Path("r")))
+    assert "- feedback: 40 answers rated, 75% thumbs up" in text
+    rated = pd.DataFrame({"request_id": ["a", "b"], "row": [0, 0], "label": [1, None], "rating": [1, -1]})
+    assert summarize(replace(data, labels=rated), [check], Path("r")).labels == 1  # a rating alone is no label
 
 
 def test_quality_needs_the_minimum_of_labels() -> None:

@@ -78,6 +78,11 @@ def logs(tmp_path: Path) -> dict[str, Path]:
         # labels, 1 day: yesterday's stays
         "old_labels": write(layout.labels_dir / "labels-20261130.jsonl", 2),
         "yesterday_labels": write(layout.labels_dir / "labels-20261201.jsonl", 1),
+        # feedback: the labels and comments each replica writes beside its inference log, with the labels' days
+        "old_feedback": write(layout.inference_log_dir / "labels-20261130.prod-0.jsonl", 2),
+        "old_comments": write(layout.inference_log_dir / "comments-20261129.prod-1.jsonl", 3),
+        "old_staging_feedback": write(layout.staging_inference_log_dir / "labels-20261120.jsonl", 12),
+        "yesterday_comments": write(layout.inference_log_dir / "comments-20261201.prod-0.jsonl", 1),
         # access, 1 day: rotated files go; the live file is never touched
         "old_access": write(layout.gateway_log_dir / "access-20261130.jsonl", 2),
         "old_shadow": write(layout.gateway_log_dir / "shadow-20261129.jsonl", 3),
@@ -89,7 +94,17 @@ def logs(tmp_path: Path) -> dict[str, Path]:
 
 
 RETENTION = RetentionConfig(inference=3, labels=1, access=1, safety=None)
-REMOVED = {"old_inference", "old_replica", "old_staging", "old_labels", "old_access", "old_shadow"}
+REMOVED = {
+    "old_inference",
+    "old_replica",
+    "old_staging",
+    "old_labels",
+    "old_feedback",
+    "old_comments",
+    "old_staging_feedback",
+    "old_access",
+    "old_shadow",
+}
 
 
 def test_whole_daily_files_past_their_retention_are_deleted_and_the_run_recorded(
@@ -103,7 +118,7 @@ def test_whole_daily_files_past_their_retention_are_deleted_and_the_run_recorded
     size = len('{"x":1}\n')
     assert run.per_log() == {
         "inference": {"files": 3, "bytes": 3 * size},
-        "labels": {"files": 1, "bytes": size},
+        "labels": {"files": 4, "bytes": 4 * size},
         "access": {"files": 2, "bytes": 2 * size},
         "safety": {"files": 0, "bytes": 0},
     }
@@ -113,7 +128,7 @@ def test_whole_daily_files_past_their_retention_are_deleted_and_the_run_recorded
     assert event["removed"] == run.per_log()
     assert sorted(event["files"]) == sorted(str(logs[name].relative_to(tmp_path)) for name in REMOVED)
     assert event["kept_while_written"] == ["logs/inference/inference-20261127.late.jsonl"]
-    assert event["reason"] == f"6 expired log files removed ({6 * size} bytes)"
+    assert event["reason"] == f"9 expired log files removed ({9 * size} bytes)"
 
 
 def test_a_second_run_removes_nothing_more(tmp_path: Path, logs: dict[str, Path]) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowship.monitoring.labels import COLUMNS, Label, read_labels, write_labels
+from flowship.serving.labels import COLUMNS, Comment, Label, read_labels, write_comments, write_labels
 
 ARRIVED = datetime(2024, 3, 5, 10, 30, tzinfo=UTC)
 EVENT = datetime(2013, 7, 1, 14, tzinfo=UTC)
@@ -158,3 +158,63 @@ def test_until_does_not_count_bad_lines_in_files_it_never_reads(tmp_path: Path) 
         handle.write(b"{broken\n")
     assert read_labels(tmp_path, until=ARRIVED + timedelta(days=1))[1] == 0
     assert read_labels(tmp_path)[1] == 1
+
+
+def test_the_last_label_and_the_last_rating_win_each_on_its_own(tmp_path: Path) -> None:
+    write_labels(tmp_path, [Label("a", 0, 0), Label("a", 0, rating=-1)], ARRIVED)
+    write_labels(tmp_path, [Label("a", 0, rating=1)], ARRIVED + timedelta(hours=1))  # a rating alone: the label stays
+    write_labels(tmp_path, [Label("a", 0, 1, rating=-1)], ARRIVED + timedelta(hours=2))
+    write_labels(tmp_path, [Label("a", 0, 0)], ARRIVED + timedelta(hours=3))  # a label alone: the rating stays
+    write_labels(tmp_path, [Label("b", 0, rating=1)], ARRIVED)  # rated, never labelled
+    frame, skipped = read_labels(tmp_path)
+    assert skipped == 0 and list(frame.columns) == COLUMNS
+    rows = frame.set_index(["request_id", "row"])
+    assert rows.loc[("a", 0), "label"] == 0 and rows.loc[("a", 0), "rating"] == -1
+    assert rows.loc[("a", 0), "time"] == ARRIVED + timedelta(hours=3)
+    assert rows.loc[("b", 0), "label"] is None and rows.loc[("b", 0), "rating"] == 1
+    assert json.loads((tmp_path / "labels-20240305.jsonl").read_text().splitlines()[1]) == {
+        "time": "2024-03-05T10:30:00.000000+00:00",
+        "request_id": "a",
+        "row": 0,
+        "rating": -1,
+        "event_time": None,
+    }
+
+
+def test_a_rating_is_thumbs_up_or_down_and_a_line_says_something(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="a rating is 1"):
+        write_labels(tmp_path, [Label("a", 0, rating=5)], ARRIVED)
+    with pytest.raises(ValueError, match="neither a label nor a rating"):
+        write_labels(tmp_path, [Label("a", 0)], ARRIVED)
+    path = tmp_path / "labels-20240305.jsonl"
+    path.write_text(
+        '{"time":"2024-03-05T10:30:00+00:00","request_id":"a","row":0,"rating":2}\n'  # not a rating
+        '{"time":"2024-03-05T10:30:00+00:00","request_id":"a","row":0,"rating":true}\n'
+        '{"time":"2024-03-05T10:30:00+00:00","request_id":"a","row":0}\n'  # nothing said
+    )
+    assert read_labels(tmp_path)[1] == 3
+
+
+def test_labels_are_read_from_every_folder_and_every_writer(tmp_path: Path) -> None:
+    batch, served = tmp_path / "labels", tmp_path / "inference"
+    write_labels(batch, [Label("a", 0, 1)], ARRIVED)
+    one = write_labels(served, [Label("b", 0, 0)], ARRIVED + timedelta(minutes=1), writer="stable-0")
+    two = write_labels(served, [Label("b", 0, rating=1)], ARRIVED + timedelta(minutes=2), writer="stable-1")
+    assert (one.name, two.name) == ("labels-20240305.stable-0.jsonl", "labels-20240305.stable-1.jsonl")
+    frame, _ = read_labels([batch, served])
+    assert frame[["request_id", "label", "rating"]].astype(object).values.tolist() == [["a", 1, pd.NA], ["b", 0, 1]]
+    assert read_labels(batch)[0]["request_id"].tolist() == ["a"]
+
+
+def test_comments_go_to_their_own_file(tmp_path: Path) -> None:
+    path = write_comments(tmp_path, [Comment("a", 2, "late again \u2014 \ud800", "fb-1")], ARRIVED, writer="stable-0")
+    assert path.name == "comments-20240305.stable-0.jsonl"
+    line = json.loads(path.read_text())
+    assert line == {
+        "time": "2024-03-05T10:30:00.000000+00:00",
+        "request_id": "a",
+        "row": 2,
+        "comment": "late again \u2014 \ud800",
+        "feedback_id": "fb-1",
+    }
+    assert read_labels(tmp_path)[0].empty  # never read as labels
