@@ -11,7 +11,8 @@ Two servers run `python -m flowship.serving` on the bundle (after `make run`: bu
 
 Scenarios (wrk, as `bench/serving_compare.py` runs them, servers alternating which goes first): 1 record at
 concurrency 1 and 16, 100 records at concurrency 1 and 4. Each figure is the median of the rounds; the ratios
-(group commit / queue only) are what to read (the machines are shared and noisy). Nothing is asserted.
+(group commit / queue only) are what to read (the machines are shared and noisy: the server's CPU time per
+request, from /proc, is the figure least moved by other work; the load average is printed). Nothing is asserted.
 
     .venv/bin/python bench/log_commit_cost.py [--duration S] [--rounds N] [--model-dir DIR]   (make bench-log-commit)
 
@@ -109,12 +110,13 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
     ]
     for scenario in SCENARIOS:
-        for metric in ("requests_per_s", "rows_per_s", "p50_ms", "p99_ms"):
+        for metric in ("requests_per_s", "rows_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
             if metric == ("rows_per_s" if scenario.single else "requests_per_s"):
                 continue
             base, value = figures[QUEUE][scenario.key][metric], figures[GROUP][scenario.key][metric]
             lines.append(f"| {scenario.label} | {metric} | {base:,.2f} | {value:,.2f} | {value / base:.3f} |")
-    lines.append("")
+    loads = [r["load_1min_at_start"] for by in runs.values() for rs in by.values() for r in rs]
+    lines.append(f"\nthe machine's 1-minute load average at the runs' start: {min(loads):.1f} to {max(loads):.1f}")
     shown = "" if model_dir == sc.BUNDLE else f" --model-dir {model_dir}"
     lines.append(
         f"command: .venv/bin/python bench/log_commit_cost.py --duration {args.duration:g} --rounds {args.rounds}"
