@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit clean base-image
 
 setup: $(VENV)/.installed
 
@@ -89,6 +89,10 @@ bench-gateway: setup
 # the serving app with guardrails off, on, and on with every record flagged (after `make run`)
 bench-guardrails: setup
 	$(PY) bench/guardrails_cost.py
+
+# answers that wait for the inference log's group commit beside answers that only queue their records (after `make run`)
+bench-log-commit: setup
+	$(PY) bench/log_commit_cost.py
 
 clean:
 	-$(VENV)/bin/flowship down

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 
 from flowship.serving.batching import Arrival, MicroBatcher
 from flowship.serving.bundle import BundleMetadata, InputField, ModelBundle
-from flowship.serving.errors import ModelInputError, NotReady
+from flowship.serving.errors import LogUnavailable, ModelInputError, NotReady
 from flowship.serving.feedback import BODY_PROBLEM, REQUEST_ID_PATTERN, FeedbackLog, feedback_model, said
 from flowship.serving.guardrails import Answered, Event, GuardrailRefusal, Guardrails, build_guardrails
 from flowship.serving.inference_log import SAFETY_PREFIX, InferenceEntry, InferenceLog, SafetyEntry
@@ -78,6 +78,11 @@ ERROR_CODES = {
     422: "invalid_input",
     500: "internal_error",
     503: "not_ready",
+}
+# what a status means when it has more than one code (the OpenAPI document's descriptions)
+RESPONSE_DESCRIPTIONS = {
+    503: "not_ready (starting or shutting down), or log_unavailable (the inference log cannot record the answer "
+    "within FLOWSHIP_LOG_WAIT_SECONDS, e.g. the disk refuses writes: no prediction leaves unlogged)",
 }
 
 log = logging.getLogger(__name__)
@@ -160,7 +165,7 @@ class FieldProblem(BaseModel):
 class ErrorBody(BaseModel):
     error: str = Field(
         description="a short code: invalid_input, refused_by_guardrails, invalid_json, batch_too_large, "
-        "unauthorized, ..."
+        "unauthorized, not_ready, log_unavailable, ..."
     )
     message: str
     request_id: str
@@ -172,7 +177,10 @@ class ErrorBody(BaseModel):
 
 
 def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorBody, "description": ERROR_CODES[status]} for status in statuses}
+    return {
+        status: {"model": ErrorBody, "description": RESPONSE_DESCRIPTIONS.get(status, ERROR_CODES[status])}
+        for status in statuses
+    }
 
 
 # --- per-request and per-app state ---
@@ -218,17 +226,28 @@ class ServingState:
                 return False, writer.error
         return True, None
 
-    def record_safety_events(self, request_id: str, events: list[list[Event]]) -> None:
-        """Count the events in /metrics and write them to the safety-event log (no feature values)."""
+    def safety_entry(self, request_id: str, events: list[list[Event]]) -> SafetyEntry | None:
+        """Count the events in /metrics; the entry of the safety-event log (no feature values), None if none."""
         flat = [(row, event) for row, record in enumerate(events) for event in record]
         if not flat:
-            return
+            return None
         self.metrics.observe_guardrails([(e.guardrail, e.action) for _, e in flat])
-        assert self.safety_log is not None
         meta = self.bundle.metadata
-        self.safety_log.append(
-            SafetyEntry(datetime.now(UTC), request_id, meta.name, meta.version, [(r, e.logged()) for r, e in flat])
-        )
+        return SafetyEntry(datetime.now(UTC), request_id, meta.name, meta.version, [(r, e.logged()) for r, e in flat])
+
+    async def commit(self, inference: InferenceEntry | None, safety: SafetyEntry | None) -> None:
+        """Return once the request's entries are written to their logs (together, within one wait); else
+        `LogUnavailable`, and the answer must not leave."""
+        commits = []
+        if inference is not None:
+            assert self.inference_log is not None
+            commits.append(self.inference_log.commit(inference, self.settings.log_wait_seconds))
+        if safety is not None:
+            assert self.safety_log is not None
+            commits.append(self.safety_log.commit(safety, self.settings.log_wait_seconds))
+        for outcome in await asyncio.gather(*commits, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def warm_up(self) -> None:
         """Score the golden records once: the model works here and gives the answers it gave at release."""
@@ -443,7 +462,7 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         if inputs is not None:
             refused = Guardrails.refusals(inputs)
             if refused:
-                state.record_safety_events(context.request_id, inputs)
+                await state.commit(None, state.safety_entry(context.request_id, inputs))
                 raise GuardrailRefusal(refused)
         if settings.fault_delay_ms:
             await asyncio.sleep(settings.fault_delay_ms / 1000)
@@ -453,8 +472,9 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             if guardrails is not None
             else None
         )
-        assert state.inference_log is not None
-        state.inference_log.append(_inference_entry(context.request_id, meta, features, scored, answered))
+        # the answer leaves only once its records are written (a crash of the process loses none)
+        safety = state.safety_entry(context.request_id, answered.warnings) if answered is not None else None
+        await state.commit(_inference_entry(context.request_id, meta, features, scored, answered), safety)
         state.metrics.observe_predictions(scored.predictions)
         content: dict[str, Any]
         if answered is None:
@@ -462,7 +482,6 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             if scored.probabilities is not None:
                 content["probabilities"] = scored.probabilities
         else:
-            state.record_safety_events(context.request_id, answered.warnings)
             content = {"predictions": answered.predictions}
             if answered.probabilities is not None:
                 content["probabilities"] = answered.probabilities
@@ -639,7 +658,9 @@ def _description(meta: BundleMetadata, settings: ServingSettings) -> str:
         f"{settings.max_batch} records. Every input field is required; `null` means a missing value; numbers "
         "must be finite. Answers hold one entry per record, in order. `POST /feedback` takes a true label or a "
         "rating (or both) for an answer, by its request id and the record's row: 202 once it is on disk. "
-        f"{auth}Errors are JSON with `error`, `message`, `request_id` and, for bad input, the `fields` at fault."
+        f"{auth}Errors are JSON with `error`, `message`, `request_id` and, for bad input, the `fields` at fault. "
+        "An answer leaves only once the inference log holds it: a 503 `log_unavailable` means it could not be "
+        "recorded, and no prediction was given."
     )
 
 
@@ -690,6 +711,9 @@ def _add_exception_handlers(app: FastAPI, state: ServingState) -> None:
     async def on_not_ready(request: Request, exc: Exception) -> Response:
         return _error(request, 503, str(exc))
 
+    async def on_log_unavailable(request: Request, exc: Exception) -> Response:
+        return _error(request, 503, str(exc), code="log_unavailable")
+
     async def on_refusal(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GuardrailRefusal)
         refused = [{"record": i, **e.body()} for i, e in exc.events]
@@ -699,6 +723,7 @@ def _add_exception_handlers(app: FastAPI, state: ServingState) -> None:
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(ModelInputError, on_model_input)
     app.add_exception_handler(NotReady, on_not_ready)
+    app.add_exception_handler(LogUnavailable, on_log_unavailable)
     app.add_exception_handler(GuardrailRefusal, on_refusal)
 
 

@@ -30,3 +30,14 @@ class ModelInputError(FlowshipError):
 
 class NotReady(FlowshipError):
     """The service is starting or shutting down and does not take predictions."""
+
+
+class LogUnavailable(FlowshipError):
+    """The inference log did not record an entry in time (the disk refuses writes, or the log is closed): the
+    answer it belongs to must not leave."""
+
+    def __init__(self, problem: str, waited: float | None = None) -> None:
+        self.problem = problem
+        self.waited = waited
+        within = f" within {waited:g} s" if waited is not None else ""
+        super().__init__(f"the inference log could not record this request{within}: {problem}")

@@ -1,15 +1,21 @@
 """The inference log: every prediction, one JSON line each, in `inference-<YYYYMMDD>.jsonl` per UTC day; and
 beside it the safety-event log: every guardrail that fired, one line each, in `safety-<YYYYMMDD>.jsonl`.
 
-Writing happens on a background thread: the request path only hands over its records. Lines reach the disk
-with `os.write` on an append-only file and are fsync'ed every `flush_seconds` and at close. Nothing is
-dropped: when the backlog is full the request path waits, and a failed write is retried with the exact
-bytes that are still missing. A crash can leave a truncated last line; readers skip and count it, and the
-next writer starts on a fresh line.
+Group commit: the request path hands over its entry and awaits `commit()`; a writer thread takes every entry
+queued meanwhile, encodes them, writes them with one `os.write` per day file (append-only) and then releases
+their waiters. So an answer leaves only once its records are in the operating system's hands: a crash of the
+process (even SIGKILL) loses no answered prediction. A syncer thread fsyncs every `flush_seconds` and at close,
+off the request path: a power loss can still lose what was written in the last `flush_seconds`.
+
+Nothing is dropped while the log is open: when the backlog is full new entries wait for room, and a failed
+write is retried with the exact bytes still missing (the waiters meanwhile time out, so their answers do not
+leave). `close()` retries a few times only, then says how many records it could not write. A crash can leave
+a truncated last line; readers skip and count it, and the next writer starts on a fresh line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -24,6 +30,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from flowship.files import JSONL_SUFFIX, daily_path, daily_paths, ends_mid_line, parse_lines
+from flowship.serving.errors import LogUnavailable
 from flowship.values import utc
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,10 @@ COLUMNS = ["time", "request_id", "row", "model_name", "model_version", "features
 REQUIRED = {"time", "request_id", "features", "prediction"}
 # Retry pause after a failed write (disk full, volume gone): the records wait in memory meanwhile.
 RETRY_SECONDS = 1.0
+# Writes `close()` tries before it gives up on a disk that keeps refusing them (and says how much was lost).
+CLOSE_ATTEMPTS = 3
+# the day after, for callers that want whole days: read_inference_log(folder, day, day + ONE_DAY)
+ONE_DAY = timedelta(days=1)
 
 
 class LogEntry(Protocol):
@@ -134,8 +145,18 @@ def log_files(folder: Path, first: date | None = None, last: date | None = None)
     return daily_paths(folder, FILE_PREFIX, first, last)
 
 
+@dataclass
+class _Queued:
+    """An entry waiting for the writer, with its ticket and, from `commit()`, the future its request awaits."""
+
+    ticket: int
+    entry: LogEntry
+    future: asyncio.Future[None] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+
 class InferenceLog:
-    """Appends entries to the day's file from a background thread; `close()` writes and fsyncs everything.
+    """Appends entries to the day's file from a writer thread (group commit); fsyncs from a syncer thread.
 
     The safety-event log is one too, with `prefix=SAFETY_PREFIX`."""
 
@@ -154,20 +175,32 @@ class InferenceLog:
         self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
         self._cond = threading.Condition()
-        self._pending: list[LogEntry] = []
+        self._pending: list[_Queued] = []
         self._pending_rows = 0
+        self._tickets = 0  # the last ticket given
+        self._written = 0  # every ticket up to this one is written (the writer keeps the order)
         self._closing = False
+        self._closed = False  # the writer has ended: what is not written by now never will be
         self._thread: threading.Thread | None = None
-        self._fd: int | None = None
-        self._day: date | None = None
+        self._syncer: threading.Thread | None = None
+        # the open day files; files of past days wait in `_retired` for their last fsync
+        self._files = threading.Lock()
+        self._fds: dict[date, int] = {}
+        self._retired: list[int] = []
         self._unsynced = False
+        self._stop_syncing = threading.Event()
         # the last write error, cleared by the next successful write (readiness reports it)
         self.error: str | None = None
+        # records `close()` could not write (the disk kept refusing them)
+        self.lost = 0
 
     def start(self) -> InferenceLog:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name=f"flowship-{self.prefix}log", daemon=True)
+        name = f"flowship-{self.prefix}log"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._syncer = threading.Thread(target=self._sync_every_interval, name=f"{name}-sync", daemon=True)
         self._thread.start()
+        self._syncer.start()
         return self
 
     def __enter__(self) -> InferenceLog:
@@ -176,55 +209,146 @@ class InferenceLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def append(self, entry: LogEntry) -> None:
-        """Queue one request's records; waits (rather than drop them) while the backlog is full."""
+    def append(self, entry: LogEntry) -> int:
+        """Queue one request's records and return its ticket for `wait_written`; waits (rather than drop them)
+        while the backlog is full."""
         with self._cond:
-            if self._closing or self._thread is None:
-                raise RuntimeError("the inference log is not open")
-            while self._pending_rows >= self.max_pending_rows and not self._closing:
-                self._cond.wait()
-            self._pending.append(entry)
-            self._pending_rows += entry.size
-            self._cond.notify_all()
+            return self._enqueue(entry, None, None, None)
+
+    def wait_written(self, ticket: int, timeout: float | None = None) -> None:
+        """Return once the entry of `ticket` is written (in the OS's hands, not yet fsync'ed); `LogUnavailable`
+        when it is not within `timeout` seconds, or never will be (closed without it)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._written >= ticket or self._closed, timeout):
+                raise LogUnavailable(self.error or "the writer is behind", timeout)
+            if self._written < ticket:
+                raise LogUnavailable(f"closed without writing it ({self.error})")
+
+    async def commit(self, entry: LogEntry, timeout: float) -> None:
+        """Queue the entry and return once it is written (in the OS's hands, not yet fsync'ed); `LogUnavailable`
+        when it is not within `timeout` seconds (the entry may still be written later, if the disk recovers)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            queued = self._enqueue(entry, future, loop, 0.0)
+        if not queued:  # the backlog is full: wait for room off the event loop, within the same deadline
+            queued = await asyncio.to_thread(self._enqueue_within, entry, future, loop, deadline)
+            if not queued:
+                raise LogUnavailable(f"its backlog stayed full ({self.error or 'the writer is behind'})", timeout)
+        try:
+            await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise LogUnavailable(self.error or "the writer is behind", timeout) from None
+
+    def _enqueue_within(
+        self, entry: LogEntry, future: asyncio.Future[None], loop: asyncio.AbstractEventLoop, deadline: float
+    ) -> int:
+        with self._cond:
+            return self._enqueue(entry, future, loop, deadline - time.monotonic())
+
+    def _enqueue(
+        self,
+        entry: LogEntry,
+        future: asyncio.Future[None] | None,
+        loop: asyncio.AbstractEventLoop | None,
+        timeout: float | None,
+    ) -> int:
+        """Queue the entry and return its ticket; 0 when the backlog stayed full for `timeout` seconds (None: no
+        limit). Call with `_cond` held."""
+        if self._closing or self._thread is None:
+            raise RuntimeError("the inference log is not open")
+        room = self._cond.wait_for(
+            lambda: self._pending_rows < self.max_pending_rows or self._closing,
+            None if timeout is None else max(timeout, 0.0),
+        )
+        if self._closing:
+            raise RuntimeError("the inference log is not open")
+        if not room:
+            return 0
+        self._tickets += 1
+        self._pending.append(_Queued(self._tickets, entry, future, loop))
+        self._pending_rows += entry.size
+        self._cond.notify_all()
+        return self._tickets
 
     def close(self) -> None:
-        """Write every queued record, fsync and close the file; safe to call twice."""
+        """Write every queued record, fsync and close the files; safe to call twice. When the disk keeps
+        refusing writes, it gives up after `CLOSE_ATTEMPTS` tries and logs how many records were lost."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
+        if self._syncer is not None:
+            self._stop_syncing.set()
+            self._syncer.join()
+            self._syncer = None
+            self._sync(final=True)
 
     def _run(self) -> None:
         carry: list[tuple[date, bytes]] = []  # bytes not written yet (only while the disk refuses them)
-        next_sync = time.monotonic() + self.flush_seconds
+        batch: list[_Queued] = []  # the entries of `carry`, released once it is all written
+        failed_at_close = 0
         while True:
             with self._cond:
                 while not self._pending and not self._closing and not carry:
-                    timeout = next_sync - time.monotonic() if self._unsynced else None
-                    if timeout is not None and timeout <= 0:
-                        break
-                    self._cond.wait(timeout)
-                entries: list[LogEntry] = []
-                if not carry:  # while writes fail, the backlog stays counted, so `append` pushes back
-                    entries, self._pending, self._pending_rows = self._pending, [], 0
-                    self._cond.notify_all()
+                    self._cond.wait()
+                if not carry:
+                    batch, self._pending, self._pending_rows = self._pending, [], 0
+                    self._cond.notify_all()  # room for the entries waiting for it
                 closing = self._closing
-            carry = self._write(_by_day(carry, entries))
+            if not carry:
+                carry = _by_day([queued.entry for queued in batch])
+            carry = self._write(carry)
             if carry:
+                failed_at_close += closing
+                if failed_at_close >= CLOSE_ATTEMPTS:
+                    self._give_up(carry, batch)
+                    return
                 time.sleep(RETRY_SECONDS)
                 continue
-            if self._unsynced and (closing or time.monotonic() >= next_sync):
-                self._sync()
-                next_sync = time.monotonic() + self.flush_seconds
+            self._release(batch)
+            batch = []
             if closing:
                 with self._cond:
                     if not self._pending:
-                        self._close_file()
+                        self._closed = True
+                        self._cond.notify_all()
                         return
 
+    def _release(self, batch: list[_Queued]) -> None:
+        """Tell the batch's waiters their entries are written."""
+        if not batch:
+            return
+        with self._cond:
+            self._written = batch[-1].ticket
+            self._cond.notify_all()
+        for queued in batch:
+            if queued.future is not None and queued.loop is not None:
+                _settle(queued.loop, queued.future, None)
+
+    def _give_up(self, carry: list[tuple[date, bytes]], batch: list[_Queued]) -> None:
+        with self._cond:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+            self.lost = sum(data.count(b"\n") for _, data in carry) + sum(q.entry.size for q in pending)
+            self._closed = True
+            self._cond.notify_all()
+        log.error(
+            "%s log closed with %d records not written after %d attempts: %s",
+            self.prefix.rstrip("-"),
+            self.lost,
+            CLOSE_ATTEMPTS,
+            self.error,
+        )
+        failure = LogUnavailable(f"closed without writing it ({self.error})")
+        for queued in [*batch, *pending]:
+            if queued.future is not None and queued.loop is not None:
+                _settle(queued.loop, queued.future, failure)
+
     def _write(self, blobs: list[tuple[date, bytes]]) -> list[tuple[date, bytes]]:
-        """Write each day's bytes in order; returns exactly the bytes that did not reach a file yet."""
+        """Write each day's bytes (one `os.write` each, unless the OS takes less); returns exactly the bytes that
+        did not reach a file yet."""
         for index, (day, data) in enumerate(blobs):
             done = 0
             try:
@@ -240,42 +364,68 @@ class InferenceLog:
         return []
 
     def _open(self, day: date) -> int:
-        if self._fd is not None and self._day == day:
-            return self._fd
-        self._close_file()
+        fd = self._fds.get(day)
+        if fd is not None:
+            return fd
         path = log_path(self.folder, day, self.writer, self.prefix)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if ends_mid_line(path, os.fstat(fd).st_size):
             # a crash cut the last line: start ours on a fresh line so only that one is lost
             os.write(fd, b"\n")
-        self._fd, self._day = fd, day
+        with self._files:
+            self._fds[day] = fd
+            # keep today's and yesterday's open (late lines around midnight); the syncer closes the others
+            for old in [d for d in self._fds if d < day - ONE_DAY]:
+                self._retired.append(self._fds.pop(old))
         return fd
 
-    def _sync(self) -> None:
-        if self._fd is not None:
-            try:
-                os.fsync(self._fd)
-            except OSError:
-                log.exception("inference log fsync failed")
-                return
-        self._unsynced = False
-
-    def _close_file(self) -> None:
-        if self._fd is not None:
+    def _sync_every_interval(self) -> None:
+        while not self._stop_syncing.wait(self.flush_seconds):
             self._sync()
-            os.close(self._fd)
-            self._fd, self._day = None, None
+
+    def _sync(self, final: bool = False) -> None:
+        """fsync what was written since the last time and close the retired files; `final`: close them all."""
+        with self._files:
+            if not (self._unsynced or self._retired or final):
+                return
+            self._unsynced = False
+            owned, self._retired = self._retired, []
+            if final:
+                owned, self._fds = [*owned, *self._fds.values()], {}
+            else:  # copies of the open descriptors: the writer may retire the originals meanwhile
+                owned += [os.dup(fd) for fd in self._fds.values()]
+        for fd in owned:
+            try:
+                os.fsync(fd)
+            except OSError:
+                log.exception("%s log fsync failed", self.prefix.rstrip("-"))
+            os.close(fd)
 
 
-def _by_day(blobs: list[tuple[date, bytes]], entries: list[LogEntry]) -> list[tuple[date, bytes]]:
-    """Append the entries' lines to the blobs, one blob per run of lines of the same day."""
-    runs: list[tuple[date, list[bytes]]] = [(day, [data]) for day, data in blobs]
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], error: BaseException | None) -> None:
+    """Resolve a `commit()` waiter from the writer thread (unless it has given up waiting)."""
+
+    def resolve() -> None:
+        if future.done():  # timed out, or the request was cancelled
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    try:
+        loop.call_soon_threadsafe(resolve)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
+
+
+def _by_day(entries: list[LogEntry]) -> list[tuple[date, bytes]]:
+    """The entries' lines as one blob per UTC day (each day's lines in their order)."""
+    days: dict[date, list[bytes]] = {}
     for entry in entries:
         for day, line in entry.lines():
-            if not runs or runs[-1][0] != day:
-                runs.append((day, []))
-            runs[-1][1].append(line.encode("ascii"))
-    return [(day, b"".join(parts)) for day, parts in runs]
+            days.setdefault(day, []).append(line.encode("ascii"))
+    return [(day, b"".join(lines)) for day, lines in days.items()]
 
 
 def read_inference_log(
@@ -353,7 +503,3 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
     record.setdefault("probabilities", None)
     record.setdefault("row", 0)  # lines written before records carried their position in the request
     return {column: record.get(column) for column in COLUMNS}
-
-
-# the day after, for callers that want whole days: read_inference_log(folder, day, day + ONE_DAY)
-ONE_DAY = timedelta(days=1)

@@ -23,6 +23,7 @@ ENV_VARS: dict[str, str] = {
     "max_batch": "FLOWSHIP_MAX_BATCH",
     "api_token": "FLOWSHIP_API_TOKEN",
     "log_flush_seconds": "FLOWSHIP_LOG_FLUSH_SECONDS",
+    "log_wait_seconds": "FLOWSHIP_LOG_WAIT_SECONDS",
     "batch_window_ms": "FLOWSHIP_BATCH_WINDOW_MS",
     "log_features": "FLOWSHIP_LOG_FEATURES",
     "host": "FLOWSHIP_HOST",
@@ -52,7 +53,11 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(default=1000, ge=1, le=1_000_000)
     # when set, every endpoint but /health, /ready and the docs wants `Authorization: Bearer <token>`
     api_token: SecretStr | None = None
+    # how often the inference log is fsync'ed (a power loss can lose what was written since)
     log_flush_seconds: float = Field(default=0.5, gt=0, le=3600, allow_inf_nan=False)
+    # how long an answer waits for its records to be written to the inference log before it becomes a 503
+    # (log_unavailable): no prediction leaves unlogged
+    log_wait_seconds: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False)
     # how long the micro-batcher may wait for more concurrent requests; 0 turns batching off
     batch_window_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)
     # put feature values in the JSON access log, as the inference log keeps them (sensitive columns hashed or

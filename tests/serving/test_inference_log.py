@@ -1,20 +1,30 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import flowship.serving.inference_log as module
+from flowship.serving.errors import LogUnavailable
 from flowship.serving.inference_log import (
+    SAFETY_PREFIX,
     InferenceEntry,
     InferenceLog,
+    SafetyEntry,
     feature_frame,
     log_path,
     read_inference_log,
+    read_safety_log,
 )
+from tests.helpers import wait_until
 
 T0 = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
 
@@ -185,3 +195,194 @@ def test_a_failing_disk_keeps_the_records_and_retries(tmp_path: Path, monkeypatc
     records, skipped = read_inference_log(tmp_path)
     assert (len(records), skipped) == (4, 0)
     assert log.error is None
+
+
+# --- group commit ---
+
+
+class Gate:
+    """Holds every `os.write` (or `os.fsync`) of the log at the gate until `open()`; counts them, and the threads
+    that made them."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.opened = threading.Event()
+        self.arrived = threading.Event()
+        self.calls = 0
+        self.threads: set[str] = set()
+
+    def __call__(self, *args: object) -> object:
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        self.arrived.set()
+        assert self.opened.wait(30), "the gate was never opened"
+        return self.real(*args)  # type: ignore[operator]
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+@pytest.fixture
+def gated_write(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    gate = Gate(os.write)
+    monkeypatch.setattr(module.os, "write", gate)
+    yield gate
+    gate.open()
+
+
+def lines_of(path: Path) -> list[str]:
+    return [json.loads(line)["request_id"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_commit_returns_only_once_the_bytes_are_in_the_file(tmp_path: Path, gated_write: Gate) -> None:
+    path = log_path(tmp_path, T0.date())
+
+    async def scenario() -> None:
+        with InferenceLog(tmp_path, flush_seconds=60) as log:
+            waiting = asyncio.create_task(log.commit(entry("a", n=2), timeout=30))
+            await asyncio.to_thread(gated_write.arrived.wait, 30)  # the writer is inside os.write
+            await asyncio.sleep(0)
+            assert not waiting.done() and lines_of(path) == []
+            gated_write.open()
+            await waiting
+            assert lines_of(path) == ["a", "a"]  # no close, no fsync: the bytes are in the OS's hands
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_commits_are_written_in_one_os_write(tmp_path: Path, gated_write: Gate) -> None:
+    async def scenario() -> None:
+        with InferenceLog(tmp_path, flush_seconds=60) as log:
+            first = asyncio.create_task(log.commit(entry("first"), timeout=30))
+            await asyncio.to_thread(gated_write.arrived.wait, 30)
+            # the writer is busy with the first: these queue up meanwhile, and go together
+            others = [asyncio.create_task(log.commit(entry(f"r{i}", n=2), timeout=30)) for i in range(50)]
+            await asyncio.sleep(0)
+            gated_write.open()
+            await asyncio.gather(first, *others)
+            assert gated_write.calls == 2
+            path = log_path(tmp_path, T0.date())
+            assert lines_of(path) == ["first", *[f"r{i}" for i in range(50) for _ in range(2)]]
+
+    asyncio.run(scenario())
+
+
+def test_a_commit_waits_for_write_not_for_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = Gate(os.fsync)
+    monkeypatch.setattr(module.os, "fsync", gate)
+
+    async def scenario(log: InferenceLog) -> None:
+        await log.commit(entry("a"), timeout=30)
+        await asyncio.to_thread(gate.arrived.wait, 30)  # the syncer is stuck in fsync
+        await log.commit(entry("b"), timeout=30)  # and commits still go through
+
+    log = InferenceLog(tmp_path, flush_seconds=0.01).start()
+    try:
+        asyncio.run(scenario(log))
+        assert lines_of(log_path(tmp_path, T0.date())) == ["a", "b"]
+        assert gate.threads == {"flowship-inference-log-sync"}
+    finally:
+        gate.open()
+        log.close()
+
+
+def test_append_gives_a_ticket_to_wait_for(tmp_path: Path) -> None:
+    with InferenceLog(tmp_path, flush_seconds=60) as log:
+        tickets = [log.append(entry(f"t{i}")) for i in range(20)]
+        assert tickets == sorted(set(tickets))
+        log.wait_written(tickets[-1], timeout=30)
+        assert lines_of(log_path(tmp_path, T0.date())) == [f"t{i}" for i in range(20)]
+
+
+def test_the_safety_log_commits_the_same_way(tmp_path: Path) -> None:
+    event = {"guardrail": "out_of_range", "action": "flag", "feature": "temp"}
+
+    async def scenario() -> None:
+        with InferenceLog(tmp_path, flush_seconds=60, writer="v3-1", prefix=SAFETY_PREFIX) as log:
+            await log.commit(SafetyEntry(T0, "s1", "m", "7", [(0, event), (2, event)]), timeout=30)
+            assert (tmp_path / "safety-20260301.v3-1.jsonl").read_text().count("\n") == 2
+
+    asyncio.run(scenario())
+    events, skipped = read_safety_log(tmp_path)
+    assert (events["row"].tolist(), skipped) == ([0, 2], 0)
+
+
+@pytest.fixture
+def broken_disk(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """os.write fails with ENOSPC while `broken["now"]`; the log retries quickly."""
+    real_write = os.write
+    broken = {"now": True}
+
+    def write(fd: int, data: bytes) -> int:
+        if broken["now"]:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(module.os, "write", write)
+    monkeypatch.setattr(module, "RETRY_SECONDS", 0.01)
+    return broken
+
+
+def test_a_write_failure_fails_the_waiters_at_their_deadline_and_the_records_follow_later(
+    tmp_path: Path, broken_disk: dict[str, bool]
+) -> None:
+    log = InferenceLog(tmp_path, flush_seconds=60).start()
+    try:
+        with pytest.raises(LogUnavailable, match="No space left on device") as caught:
+            asyncio.run(log.commit(entry("a"), timeout=0.2))
+        assert caught.value.waited == 0.2
+        assert "within 0.2 s" in str(caught.value)
+        ticket = log.append(entry("b"))
+        with pytest.raises(LogUnavailable, match="No space left on device"):
+            log.wait_written(ticket, timeout=0.1)
+        assert log.error is not None and "No space left on device" in log.error
+
+        broken_disk["now"] = False  # the disk recovers: what waited in memory is written, in order
+        log.wait_written(ticket, timeout=30)
+        assert lines_of(log_path(tmp_path, T0.date())) == ["a", "b"]
+        assert log.error is None
+    finally:
+        log.close()
+
+
+def test_close_writes_everything_still_queued(tmp_path: Path) -> None:
+    log = InferenceLog(tmp_path, flush_seconds=60).start()
+    for i in range(500):
+        log.append(entry(f"q{i}", n=2))
+    log.close()
+    records, skipped = read_inference_log(tmp_path)
+    assert (len(records), skipped, log.lost) == (1000, 0, 0)
+
+
+def test_close_on_a_disk_that_never_recovers_ends_and_says_what_was_lost(
+    tmp_path: Path, broken_disk: dict[str, bool], caplog: pytest.LogCaptureFixture
+) -> None:
+    log = InferenceLog(tmp_path, flush_seconds=60).start()
+    tickets: list[int] = []
+
+    async def committed() -> BaseException | None:
+        try:
+            await log.commit(entry("waiting", n=3), timeout=30)
+        except LogUnavailable as exc:
+            return exc
+        return None
+
+    async def scenario() -> BaseException | None:
+        waiter = asyncio.create_task(committed())
+        await asyncio.to_thread(wait_until, lambda: log.error is not None, 30, "the first failed write")
+        for i in range(4):
+            tickets.append(log.append(entry(f"late{i}", n=2)))
+        closing = threading.Thread(target=log.close)
+        with caplog.at_level(logging.ERROR, logger=module.__name__):
+            closing.start()
+            outcome = await waiter
+            await asyncio.to_thread(closing.join, 30)
+        assert not closing.is_alive(), "close() did not end"
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert isinstance(outcome, LogUnavailable) and "closed without writing it" in str(outcome)
+    assert log.lost == 3 + 4 * 2
+    assert "inference log closed with 11 records not written after 3 attempts" in caplog.text
+    with pytest.raises(LogUnavailable, match="closed without writing it"):
+        log.wait_written(tickets[-1], timeout=1)

@@ -17,6 +17,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert settings.max_batch == 1000
     assert settings.api_token is None
     assert settings.log_flush_seconds == 0.5
+    assert settings.log_wait_seconds == 5.0
     assert settings.batch_window_ms == 2.0
     assert settings.batch_window_seconds == 0.002
     assert settings.log_features is False
@@ -31,6 +32,7 @@ def test_every_variable_is_read() -> None:
             "FLOWSHIP_MAX_BATCH": "50",
             "FLOWSHIP_API_TOKEN": "s3cret-token",
             "FLOWSHIP_LOG_FLUSH_SECONDS": "2",
+            "FLOWSHIP_LOG_WAIT_SECONDS": "0.5",
             "FLOWSHIP_BATCH_WINDOW_MS": "0",
             "FLOWSHIP_LOG_FEATURES": "true",
             "FLOWSHIP_HOST": "127.0.0.1",
@@ -43,6 +45,7 @@ def test_every_variable_is_read() -> None:
     assert settings.max_batch == 50
     assert settings.api_token is not None and settings.api_token.get_secret_value() == "s3cret-token"
     assert settings.log_flush_seconds == 2.0
+    assert settings.log_wait_seconds == 0.5
     assert settings.batch_window_ms == 0.0
     assert settings.log_features is True
     assert (settings.host, settings.port) == ("127.0.0.1", 9000)
@@ -62,6 +65,9 @@ def test_empty_values_mean_the_default() -> None:
         ("FLOWSHIP_PORT", "70000", "less than or equal to 65535"),
         ("FLOWSHIP_LOG_FLUSH_SECONDS", "0", "greater than 0"),
         ("FLOWSHIP_LOG_FLUSH_SECONDS", "nan", "finite number"),
+        ("FLOWSHIP_LOG_WAIT_SECONDS", "0", "greater than 0"),
+        ("FLOWSHIP_LOG_WAIT_SECONDS", "soon", "valid number"),
+        ("FLOWSHIP_LOG_WAIT_SECONDS", "inf", "finite number"),
         ("FLOWSHIP_BATCH_WINDOW_MS", "-1", "greater than or equal to 0"),
         ("FLOWSHIP_LOG_FEATURES", "perhaps", "valid boolean"),
         ("FLOWSHIP_API_TOKEN", "has space", "printable ASCII"),
