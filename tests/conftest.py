@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -105,11 +108,59 @@ def flights_data(sample: Path) -> dict[str, Path | pd.DataFrame]:
     return {"flights.csv": sample / "flights.csv", "weather.csv": sample / "weather.csv"}
 
 
+# The params.yaml sections a training reads. The others (release, gateway, guardrails, retention, monitoring) are read
+# after it, by the release and the checks: projects that differ only there can share one training.
+TRAINING_SECTIONS = ("project", "data", "validate", "split", "train", "evaluate", "gate", "privacy", "compute")
+
+
 def trained_flights_project(base: Path, sample: Path, params: dict[str, Any]) -> Project:
-    """A flights project in `base` whose first training registered v1."""
-    project = build_project(base / "project", flights_data(sample), params, base / "remote")
-    assert project.train().registered.version == "1"
+    """A flights project in `base/project` (its DVC remote in `base/remote`) whose first training registered v1.
+
+    A training costs about half a minute; each test worker trains once per set of training params, in a folder of its
+    own, and hands each module a copy of that project (git, DVC cache and remote, MLflow store re-pointed at the copy)
+    with the module's own params."""
+    key = json.dumps({k: params.get(k) for k in TRAINING_SECTIONS}, sort_keys=True, default=str)
+    template = base.parent / f"trained-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if not template.exists():
+        trained = build_project(template / "project", flights_data(sample), params, template / "remote")
+        assert trained.train().registered.version == "1"
+    project = Project(copy_project(template, base))
+    if project.params() != params:
+        project.write_params(params)
+        project.git("commit", "--quiet", "-m", "this module's params", "--", "params.yaml")
     return project
+
+
+def _dvc_tmp(folder: str, names: list[str]) -> list[str]:
+    return ["tmp"] if Path(folder).name == ".dvc" else []
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    """A copy of the project folder `source/project` (and its DVC remote `source/remote`) as `target/project`: every
+    absolute path to `source` in its text files and MLflow's database (artifact locations, model sources) now names
+    `target`; DVC's own temporary indexes (which hold paths) are left behind, for DVC to rebuild."""
+    old, new = str(source.resolve()), str(target.resolve())
+    for part in ("project", "remote"):
+        if (source / part).exists():
+            shutil.copytree(source / part, target / part, symlinks=True, ignore=_dvc_tmp)
+    root = target / "project"
+    for path in root.rglob("*"):
+        if ".git" in path.relative_to(root).parts[:1] or not path.is_file() or path.stat().st_size > 1_000_000:
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        if old in text:
+            path.write_text(text.replace(old, new))
+    for database in root.glob("mlruns/*.db"):
+        with sqlite3.connect(database) as db:
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                for _, column, kind, *_ in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if "CHAR" in kind.upper() or "TEXT" in kind.upper():
+                        change = f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?)'
+                        db.execute(f'{change} WHERE instr("{column}", ?)', (old, new, old))
+    return root
 
 
 def default_params() -> dict[str, Any]:

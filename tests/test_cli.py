@@ -1,9 +1,13 @@
-"""The `flowship` command line, run as a user runs it: a subprocess on a real project."""
+"""The `flowship` command line: the executable as a user runs it (its help, then training and deploying a real project,
+each command a subprocess); its refusals through the same Typer app in this process, which prints and exits as the
+executable does without a new interpreter's seconds of imports per case."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -13,13 +17,23 @@ import yaml
 from tests.conftest import REPO, Project, default_params
 from tests.helpers import flowship
 
-# Every test runs the `flowship` executable in its own process.
 pytestmark = pytest.mark.integration
 
 COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "audit", "stop"]
 COMMANDS += ["monitor", "retention"]
 COMMANDS += ["score"]
 COMMANDS += ["schedule", "up", "down"]
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`flowship *args` run in `cwd` by the app the executable runs, in this process: its exit code, stdout, stderr."""
+    from typer.testing import CliRunner
+
+    from flowship.cli.main import app
+
+    with contextlib.chdir(cwd):
+        done = CliRunner().invoke(app, args, prog_name="flowship")
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
 
 
 def commands_listed(help_text: str) -> list[str]:
@@ -49,7 +63,8 @@ def test_help_lists_every_command_and_no_arguments_shows_it_too(tmp_path: Path) 
     ],
 )
 def test_a_commands_help_shows_its_usage_and_options(command: str, options: list[str], tmp_path: Path) -> None:
-    done = flowship([command, "--help"], tmp_path, check=True)
+    done = cli([command, "--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
     assert f"Usage: flowship {command} [OPTIONS]" in done.stdout
     for option in options:
         assert option in done.stdout
@@ -67,7 +82,7 @@ def test_a_commands_help_shows_its_usage_and_options(command: str, options: list
 def test_init_refuses_what_cannot_work_and_writes_nothing(tmp_path: Path, args: list[str], expected: str) -> None:
     shutil.copyfile(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "data.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(200)))
-    done = flowship(["init", *args], tmp_path)
+    done = cli(["init", *args], tmp_path)
     assert done.returncode == 1 and done.stderr.startswith(expected) and done.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "dvc.yaml"]
 
@@ -104,7 +119,7 @@ BAD_PARAMS = {
 def test_bad_params_fail_before_any_work(tmp_path: Path, case: str) -> None:
     change, expected = BAD_PARAMS[case]
     params = bare_project(tmp_path, change)
-    done = flowship(["train", "--params", str(params)], tmp_path)
+    done = cli(["train", "--params", str(params)], tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "invalid configuration" in done.stderr
     for text in expected:
@@ -113,7 +128,7 @@ def test_bad_params_fail_before_any_work(tmp_path: Path, case: str) -> None:
 
 
 def test_missing_params_file_and_a_key_dvc_tracks(tmp_path: Path) -> None:
-    done = flowship(["train", "--params", str(tmp_path / "nope.yaml")], tmp_path)
+    done = cli(["train", "--params", str(tmp_path / "nope.yaml")], tmp_path)
     assert done.returncode == 1 and "nope.yaml: cannot read" in done.stderr
 
     params = bare_project(tmp_path)
@@ -121,7 +136,7 @@ def test_missing_params_file_and_a_key_dvc_tracks(tmp_path: Path) -> None:
     del raw["data"]["time_column"]
     raw["split"] = {"method": "random"}
     params.write_text(yaml.safe_dump(raw))
-    done = flowship(["status", "--params", str(params)], tmp_path)
+    done = cli(["status", "--params", str(params)], tmp_path)
     assert done.returncode == 1
     assert "data.time_column: required key is missing (dvc.yaml tracks it for stage 'prepare'" in done.stderr
 
@@ -145,7 +160,7 @@ def test_score_refuses_arguments_that_cannot_work_before_prefect_starts(
 ) -> None:
     params = bare_project(tmp_path)
     (tmp_path / "records.csv").write_text("x1,x2\n1,2\n")
-    done = flowship(["score", *args, "--params", str(params)], tmp_path)
+    done = cli(["score", *args, "--params", str(params)], tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr == expected.format(root=tmp_path) and done.stdout == ""
     assert not (tmp_path / ".prefect").exists() and not (tmp_path / "out.parquet").exists()
@@ -164,10 +179,17 @@ def test_release_commands_refuse_what_cannot_work_before_any_work(
     tmp_path: Path, args: list[str], expected: str
 ) -> None:
     params = bare_project(tmp_path)
-    done = flowship([*args, "--params", str(params)], tmp_path)
+    done = cli([*args, "--params", str(params)], tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr == expected and done.stdout == ""
     assert not (tmp_path / ".prefect").exists() and not (tmp_path / ".flowship").exists()
+
+
+def test_up_refuses_a_crash_wait_a_heartbeat_could_miss_before_starting_anything(tmp_path: Path) -> None:
+    params = bare_project(tmp_path)
+    done = cli(["up", "--crash-after", "30", "--params", str(params)], tmp_path)
+    assert done.returncode == 2 and "--crash-after" in done.stderr and "45" in done.stderr
+    assert not (tmp_path / ".flowship").exists() and not (tmp_path / "logs").exists()
 
 
 # A `flowship` run without a Prefect server starts a temporary API of its own (about 20 s of CPU, minutes on two busy

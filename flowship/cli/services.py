@@ -8,7 +8,7 @@ import typer
 
 from flowship.cli.common import EnvOption, IntervalOption, ParamsOption, check_params, environment, fail
 from flowship.errors import FlowshipError
-from flowship.services.processes import HEARTBEAT_S, MLFLOW_PORT, PREFECT_PORT
+from flowship.services.processes import CRASH_AFTER_S, HEARTBEAT_S, MIN_CRASH_AFTER_S, MLFLOW_PORT, PREFECT_PORT
 
 
 def _warn(line: str) -> None:
@@ -42,6 +42,13 @@ def up(
     prefect_port: int = typer.Option(PREFECT_PORT, min=1024, max=65535, help="Prefect server port."),
     mlflow_port: int = typer.Option(MLFLOW_PORT, min=1024, max=65535, help="MLflow server port."),
     timeout: float = typer.Option(120.0, min=1.0, help="Seconds to wait for each service to answer."),
+    crash_after: int | None = typer.Option(
+        None,
+        min=MIN_CRASH_AFTER_S,
+        metavar="SECONDS",
+        help=f"A run with no heartbeat (sent every {HEARTBEAT_S} s) for this long is marked Crashed "
+        f"[default: {CRASH_AFTER_S}, or what an earlier `flowship up` set].",
+    ),
 ) -> None:
     """Start, in the background on 127.0.0.1, a Prefect server with its UI, an MLflow tracking server with its
     UI and a Prefect worker; register the environment's deployments; print the URLs. Their logs go to
@@ -52,7 +59,9 @@ def up(
     from flowship.services import lifecycle
 
     try:
-        ready = lifecycle.start(root, env, interval, (prefect_port, mlflow_port), timeout, typer.echo, _warn)
+        ready = lifecycle.start(
+            root, env, interval, (prefect_port, mlflow_port), timeout, typer.echo, _warn, crash_after
+        )
     except FlowshipError as exc:
         fail(str(exc))
     typer.echo(f"ready in:      {ready.seconds:.1f} s")

@@ -87,7 +87,7 @@ def schedule(root: Path, env: str, interval: int | None, say: Say = _quiet) -> S
             f"no Prefect server answers at PREFECT_API_URL={api_url} ({exc}); {START_SERVER}"
         ) from exc
     _ensure_pools(pools, say)
-    _ensure_automation(say)
+    _ensure_automation(None, say)
     say(f"registering:   {deploy.PREFECT_FILE}, environment {env!r}, on {api_url}")
     return Scheduled(api_url, pools[0], _register(root, env, interval, say))
 
@@ -100,6 +100,7 @@ def start(
     timeout: float,
     say: Say = _quiet,
     warn: Say = _quiet,
+    crash_after_s: int | None = None,
 ) -> Ready:
     """Start (or find running) the Prefect server on `ports[0]`, the MLflow server on `ports[1]` and a worker, point
     this process at them, and register one environment's deployments there. A `StartFailed` (or any other
@@ -124,7 +125,7 @@ def start(
             running.processes["worker"] = worker
             svc.write_services(root, running)
         _wait_for(running, waiting, "mlflow-server", timeout, say)
-        _ensure_automation(say)
+        _ensure_automation(crash_after_s, say)
         _register(root, env, interval, say)
         if new_worker:
             svc.wait_until("the Prefect worker", lambda: deploy.online_workers(pools[0]) > 0, worker, timeout, 0.5)
@@ -193,9 +194,11 @@ def _ensure_pools(pools: list[str], say: Say) -> None:
         say(f"work pool:     {pool} ({deploy.ensure_process_pool(pool)})")
 
 
-def _ensure_automation(say: Say) -> None:
-    automation = deploy.ensure_zombie_automation(svc.ZOMBIE_AUTOMATION, svc.CRASH_AFTER_S)
-    say(f"automation:    runs without a heartbeat for {svc.CRASH_AFTER_S} s are marked Crashed ({automation})")
+def _ensure_automation(crash_after_s: int | None, say: Say) -> None:
+    """The crash automation: as `flowship up --crash-after` asks, or (None) the one the server has, else the default."""
+    wanted = svc.CRASH_AFTER_S if crash_after_s is None else crash_after_s
+    done, seconds = deploy.ensure_zombie_automation(svc.ZOMBIE_AUTOMATION, wanted, keep=crash_after_s is None)
+    say(f"automation:    runs without a heartbeat for {seconds} s are marked Crashed ({done})")
 
 
 def _register(root: Path, env: str, interval: int | None, say: Say) -> tuple[tuple[str, str], ...]:

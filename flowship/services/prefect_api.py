@@ -82,48 +82,55 @@ def ensure_process_pool(name: str) -> str:
     return "process, exists"
 
 
-def ensure_zombie_automation(name: str, crash_after_s: int) -> str:
+def ensure_zombie_automation(name: str, crash_after_s: int, keep: bool = False) -> tuple[str, int]:
     """An automation that marks a flow run Crashed when its heartbeats stop (its process or machine died
-    without reporting), as Prefect documents for self-hosted servers; created once, by name."""
+    without reporting), as Prefect documents for self-hosted servers; one per server, by name: created, or
+    updated when it waits another time than `crash_after_s` (unless `keep`: then an existing one stays).
+    Returns what was done and the seconds it waits."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
+    wanted = AutomationCore(
+        name=name,
+        description="A flow run that stops sending heartbeats (its process was killed) is marked Crashed.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=crash_after_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"No heartbeat for {crash_after_s} s: the run's process or its machine went away.",
+            )
+        ],
+    )
     # Through the synchronous client: `Automation.read/create` dispatch on the caller's context, and return a
     # coroutine (that nobody would await: no automation) when called where an event loop runs.
     with get_client(sync_client=True) as client:
-        if client.read_automations_by_name(name):
-            return "exists"
-        client.create_automation(
-            AutomationCore(
-                name=name,
-                description="A flow run that stops sending heartbeats (its process was killed) is marked Crashed.",
-                trigger=EventTrigger(
-                    after={"prefect.flow-run.heartbeat"},
-                    expect={
-                        "prefect.flow-run.heartbeat",
-                        "prefect.flow-run.Completed",
-                        "prefect.flow-run.Failed",
-                        "prefect.flow-run.Cancelled",
-                        "prefect.flow-run.Crashed",
-                    },
-                    match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-                    for_each={"prefect.resource.id"},
-                    posture=Posture.Proactive,
-                    threshold=1,
-                    within=timedelta(seconds=crash_after_s),
-                ),
-                actions=[
-                    ChangeFlowRunState(
-                        state=StateType.CRASHED,
-                        message=f"No heartbeat for {crash_after_s} s: the run's process or its machine went away.",
-                    )
-                ],
-            )
-        )
-    return "created"
+        found = client.read_automations_by_name(name)
+        if not found:
+            client.create_automation(wanted)
+            return "created", crash_after_s
+        within = getattr(found[0].trigger, "within", None)
+        seconds = round(within.total_seconds()) if within is not None else None
+        if seconds is not None and (keep or seconds == crash_after_s):
+            return "exists", seconds
+        client.update_automation(found[0].id, wanted)
+        return (f"updated from {seconds} s" if seconds is not None else "updated"), crash_after_s
 
 
 def register(root: Path, env: str, interval: int | None = None) -> list[tuple[str, str]]:

@@ -33,9 +33,11 @@ PREFECT_PORT = 4200
 MLFLOW_PORT = 5000
 POOL = "flowship"
 # Flow runs started by the worker send a heartbeat this often (seconds; Prefect's minimum is 30); a run
-# that misses them for CRASH_AFTER seconds is marked Crashed by an automation `flowship up` creates.
+# that misses them for CRASH_AFTER seconds (`flowship up --crash-after`; at least MIN_CRASH_AFTER, so that one late
+# heartbeat is not a crash) is marked Crashed by an automation `flowship up` creates.
 HEARTBEAT_S = 30
 CRASH_AFTER_S = 90
+MIN_CRASH_AFTER_S = 45
 ZOMBIE_AUTOMATION = "flowship: crash flow runs that stopped sending heartbeats"
 
 

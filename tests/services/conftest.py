@@ -21,6 +21,9 @@ from tests.monitoring.test_schedule import FINAL
 
 # The monitoring deployment's schedule, replaced for the tests: a run every this many seconds.
 INTERVAL_S = 15
+# A run whose heartbeats stop is marked Crashed after this many seconds (`flowship up --crash-after`; 90 by default):
+# the killed-worker test waits less for it.
+CRASH_AFTER_S = 50
 # The worker `flowship up` starts asks for runs every 2 s (not 10): the tests wait less for each run.
 QUICK_WORKER = {"PREFECT_WORKER_QUERY_SECONDS": "2"}
 
@@ -165,7 +168,7 @@ def services_project(base: Path, flights_sample: Path) -> Project:
 def up(tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None) -> Iterator[Up]:
     project = services_project(tmp_path_factory.mktemp("services"), flights_sample)
     services = Up(project, free_port(), free_port())
-    done = services.up("--interval", str(INTERVAL_S))
+    done = services.up("--interval", str(INTERVAL_S), "--crash-after", str(CRASH_AFTER_S))
     services.up_output = done.stdout
     try:
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{services.logs()}"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.helpers import flowship, free_port, wait_until
-from tests.services.conftest import INTERVAL_S, QUICK_WORKER, Up
+from tests.services.conftest import CRASH_AFTER_S, INTERVAL_S, QUICK_WORKER, Up
 
 # The first test also waits for the package fixture (a trained project, then `flowship up`).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -103,6 +103,8 @@ def test_up_starts_both_uis_a_worker_and_the_environments_deployments(up: Up) ->
     automations = up.post("/automations/filter", {})
     (zombie,) = [a for a in automations if a["name"].startswith("flowship: crash flow runs")]
     assert zombie["enabled"] and zombie["actions"][0]["state"] == "CRASHED"
+    assert zombie["trigger"]["within"] == CRASH_AFTER_S  # as `--crash-after` asked
+    assert f"automation:    runs without a heartbeat for {CRASH_AFTER_S} s are marked Crashed (created)" in out
 
 
 def test_a_manual_training_run_completes_on_the_worker(up: Up) -> None:
@@ -202,6 +204,8 @@ def test_a_killed_worker_leaves_the_run_crashed_and_a_rerun_resumes_without_a_du
     again = up.up()
     assert again.returncode == 0, again.stdout + again.stderr
     assert "servers:       running since" in again.stdout and "worker:        started" in again.stdout
+    # without --crash-after, the automation keeps the wait it has
+    assert f"heartbeat for {CRASH_AFTER_S} s are marked Crashed (exists)" in again.stdout
     rerun = up.wait_final(up.start_run("training/dev")["id"])
     assert rerun["state"]["type"] == "COMPLETED", f"{rerun['state']}\n{up.logs()}"
     tasks = {t["name"].rsplit("-", 1)[0]: (t["state"] or {}).get("name") for t in up.task_runs(rerun["id"])}
