@@ -81,24 +81,11 @@ def main() -> None:
     servers[1].command = [str(sc.PYTHON), str(Path(__file__).resolve()), "--serve-queue-only"]
     for server in servers:
         payloads(server, records)
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {k.key: [] for k in SCENARIOS} for s in servers}
     try:
         with sc.servers_running(servers, WORK):
             for server in servers:
                 sc.run_wrk(server, SCENARIOS[1], 2)  # warm-up
-            for r in range(args.rounds):
-                for i, scenario in enumerate(SCENARIOS):
-                    shift = (r + i) % len(servers)
-                    for server in servers[shift:] + servers[:shift]:
-                        run = sc.run_wrk(server, scenario, args.duration)
-                        runs[server.name][scenario.key].append(run)
-                        print(
-                            f"round {r + 1}/{args.rounds} {scenario.label:<18} {server.name:<13} "
-                            f"{run['requests_per_s']:8.1f} req/s {run['rows_per_s']:10,.0f} rows/s "
-                            f"p50 {run['p50_ms']:.2f} ms p99 {run['p99_ms']:.2f} ms"
-                            + (f" errors {run['errors']}" if run["errors"] else ""),
-                            flush=True,
-                        )
+            runs = sc.interleaved_rounds(servers, SCENARIOS, args.rounds, args.duration)
     except KeyboardInterrupt:
         sys.exit("interrupted: servers stopped, nothing written")
     finally:

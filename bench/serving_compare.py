@@ -591,6 +591,30 @@ def find_py_spy() -> str | None:
 METRICS = ("requests_per_s", "rows_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "rows_per_model_call")
 
 
+def interleaved_rounds(
+    servers: list[Server], scenarios: list[Scenario] | tuple[Scenario, ...], rounds: int, seconds: float
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """wrk runs of every scenario on every server, `rounds` times, the servers' order rotated from one scenario to
+    the next (so that none gains from going first on a machine whose load drifts); each run printed as it ends.
+    Returns the runs by server name and scenario key."""
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {k.key: [] for k in scenarios} for s in servers}
+    width = max(len(s.name) for s in servers)
+    for r in range(rounds):
+        for i, scenario in enumerate(scenarios):
+            shift = (r + i) % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                run = run_wrk(server, scenario, seconds)
+                runs[server.name][scenario.key].append(run)
+                print(
+                    f"round {r + 1}/{rounds} {scenario.label:<18} {server.name:<{width}} "
+                    f"{run['requests_per_s']:8.1f} req/s {run['rows_per_s']:10,.0f} rows/s "
+                    f"p50 {run['p50_ms']:.2f} ms p99 {run['p99_ms']:.2f} ms"
+                    + (f" errors {run['errors']}" if run["errors"] else ""),
+                    flush=True,
+                )
+    return runs
+
+
 def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
     out = {}
     for metric in METRICS:
@@ -874,23 +898,7 @@ def main() -> None:
             for server in servers:
                 check_answers(server, records, expected)
                 warm_up(server, args.warmup)
-            for r in range(args.rounds):
-                for i, scenario in enumerate(SCENARIOS):
-                    order = servers if (r + i) % 2 == 0 else servers[::-1]
-                    for server in order:
-                        run = run_wrk(server, scenario, args.duration)
-                        runs[server.name][scenario.key].append(run)
-                        main_figure = (
-                            f"{run['requests_per_s']:.1f} req/s"
-                            if scenario.single
-                            else f"{run['rows_per_s']:,.0f} rows/s"
-                        )
-                        print(
-                            f"round {r + 1}/{args.rounds} {scenario.label:<18} {server.name:<8} {main_figure}, "
-                            f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms"
-                            + (f", errors {run['errors']}" if run["errors"] else ""),
-                            flush=True,
-                        )
+            runs = interleaved_rounds(servers, SCENARIOS, args.rounds, args.duration)
             figures = {name: {key: medians(rs) for key, rs in by.items()} for name, by in runs.items()}
             targets = targets_of(figures)
             result = {

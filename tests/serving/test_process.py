@@ -72,6 +72,19 @@ def serving_env(tmp_path: Path, model_dir: Path, port: int, **values: str) -> di
     }
 
 
+def wait_ready(process: subprocess.Popen[bytes], base: str, stderr: Path) -> None:
+    """Until the service at `base` says it is ready; its stderr in the failure if it exits or never does."""
+
+    def ready() -> bool:
+        assert process.poll() is None, stderr.read_text()
+        try:
+            return httpx.get(f"{base}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, 60, "the service's /ready", 0.2, stderr.read_text)
+
+
 @pytest.mark.integration
 def test_real_http_then_sigterm_drains_and_logs_everything(tmp_path: Path, classifier_dir: Path) -> None:
     port = free_port()
@@ -113,15 +126,7 @@ def test_real_http_then_sigterm_drains_and_logs_everything(tmp_path: Path, class
                 i += 1
 
     try:
-
-        def ready() -> bool:
-            assert process.poll() is None, (tmp_path / "stderr").read_text()
-            try:
-                return httpx.get(f"{base}/ready", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 60, "the service's /ready", 0.2, (tmp_path / "stderr").read_text)
+        wait_ready(process, base, tmp_path / "stderr")
         assert httpx.get(f"{base}/metadata", timeout=5).status_code == 401
         assert httpx.get(f"{base}/metadata", headers=auth, timeout=5).json()["version"] == "3"
 
@@ -188,15 +193,7 @@ def test_sigkill_under_load_loses_no_answered_prediction(tmp_path: Path, classif
 
     workers = [threading.Thread(target=client, args=(w,)) for w in range(clients)]
     try:
-
-        def ready() -> bool:
-            assert process.poll() is None, (tmp_path / "stderr").read_text()
-            try:
-                return httpx.get(f"{base}/ready", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 60, "the service's /ready", 0.2, (tmp_path / "stderr").read_text)
+        wait_ready(process, base, tmp_path / "stderr")
         for w in workers:
             w.start()
         wait_until(lambda: len(answered) > 300, 60, "300 answers under load", 0.01)
