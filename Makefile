@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration clean base-image
 
 setup: $(VENV)/.installed-compiled
 
@@ -95,6 +95,11 @@ bench-guardrails: setup
 # answers that wait for the inference log's group commit beside answers that only queue their records (after `make run`)
 bench-log-commit: setup
 	$(PY) bench/log_commit_cost.py
+
+# one hyperparameter changed: `flowship train` beside `dvc repro`; no-op `flowship train` and `make run` (after
+# `make run`); the evaluate stage's cost per part
+bench-iteration: data
+	$(PY) bench/iteration_loop.py
 
 clean:
 	-$(VENV)/bin/flowship down
