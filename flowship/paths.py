@@ -77,6 +77,11 @@ class Layout:
         return self.evaluation_dir / "golden.json"
 
     @property
+    def evaluation_timings(self) -> Path:
+        """Seconds spent in each part of the evaluate stage (not a metric: the gate never reads it)."""
+        return self.evaluation_dir / "timings.json"
+
+    @property
     def mlruns(self) -> Path:
         return self.root / "mlruns"
 

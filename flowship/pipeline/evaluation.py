@@ -83,8 +83,11 @@ def golden_set(model: Pipeline, holdout: pd.DataFrame, params: Params) -> list[d
     return golden
 
 
-def write_plots(model: Pipeline, frame: pd.DataFrame, params: Params, out_dir: Path) -> list[Path]:
-    """ROC/PR curves, confusion matrix, calibration and feature importance (residuals for regression)."""
+def write_plots(
+    model: Pipeline, frame: pd.DataFrame, params: Params, out_dir: Path, importance: pd.Series | None = None
+) -> list[Path]:
+    """ROC/PR curves, confusion matrix and calibration (residuals for regression), and the feature importance
+    when it was computed (`feature_importance`; None when `evaluate.importance` is off)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,16 +131,19 @@ def write_plots(model: Pipeline, frame: pd.DataFrame, params: Params, out_dir: P
         skm.PredictionErrorDisplay.from_predictions(y, predicted, kind="actual_vs_predicted", ax=ax)
         save(fig, "actual_vs_predicted.png")
 
-    importance = feature_importance(model, frame, params)
-    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(importance))))
-    importance.sort_values().plot.barh(ax=ax)
-    ax.set_xlabel(f"drop in {params.gate.primary_metric} when permuted")
-    save(fig, "feature_importance.png")
+    if importance is not None:
+        fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(importance))))
+        importance.sort_values().plot.barh(ax=ax)
+        ax.set_xlabel(f"drop in {params.gate.primary_metric} when permuted")
+        save(fig, "feature_importance.png")
     return written
 
 
-def feature_importance(model: Pipeline, frame: pd.DataFrame, params: Params, max_rows: int = 5000) -> pd.Series:
-    sample = frame.sample(n=min(max_rows, len(frame)), random_state=params.project.seed)
+def feature_importance(model: Pipeline, frame: pd.DataFrame, params: Params) -> pd.Series:
+    """Permutation importance on a sample of `evaluate.importance_rows` rows, `evaluate.importance_repeats` times
+    per feature: its cost is one prediction over the sample per feature and repeat, whatever the holdout's size."""
+    settings = params.evaluate
+    sample = frame.sample(n=min(settings.importance_rows, len(frame)), random_state=params.project.seed)
     x, y = split_xy(sample, params)
     metric = params.gate.primary_metric
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
@@ -150,5 +156,7 @@ def feature_importance(model: Pipeline, frame: pd.DataFrame, params: Params, max
             values = regression_metrics(target, estimator.predict(features))
         return sign * values[metric]
 
-    result = permutation_importance(model, x, y, scoring=scoring, n_repeats=3, random_state=params.project.seed)
+    result = permutation_importance(
+        model, x, y, scoring=scoring, n_repeats=settings.importance_repeats, random_state=params.project.seed
+    )
     return pd.Series(result.importances_mean, index=x.columns, name="importance")

@@ -10,11 +10,13 @@ code re-runs that stage, and only the stages that run it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import pickle
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,16 +138,58 @@ def load_candidate(layout: Layout) -> Pipeline:
     return model
 
 
-def run_evaluate(params: Params, layout: Layout) -> dict[str, float]:
-    from flowship.pipeline import evaluation
+class PartTimer:
+    """Wall seconds of each named part of a stage, in the order they ran."""
 
-    model = load_candidate(layout)
-    holdout = pd.read_parquet(layout.holdout_split)
-    metrics = evaluation.compute_metrics(model, holdout, params)
-    layout.evaluation_dir.mkdir(parents=True, exist_ok=True)
-    evaluation.write_plots(model, holdout, params, layout.evaluation_dir)
-    _write_json(layout.golden_file, evaluation.golden_set(model, holdout, params))
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 4)
+
+
+def run_evaluate(params: Params, layout: Layout) -> dict[str, float]:
+    """Holdout metrics, golden set, plots and permutation importance; what each part cost goes to
+    reports/evaluation/timings.json (beside, not in, the metrics the gate reads)."""
+    timer = PartTimer()
+    with timer.part("load"):
+        from flowship.pipeline import evaluation
+
+        model = load_candidate(layout)
+        holdout = pd.read_parquet(layout.holdout_split)
+    with timer.part("metrics"):
+        metrics = evaluation.compute_metrics(model, holdout, params)
+    with timer.part("golden_set"):
+        golden = evaluation.golden_set(model, holdout, params)
+    importance = None
+    settings = params.evaluate
+    if settings.importance:
+        with timer.part("importance"):
+            importance = evaluation.feature_importance(model, holdout, params)
+    with timer.part("plots"):
+        evaluation.write_plots(model, holdout, params, layout.evaluation_dir, importance)
+    _write_json(layout.golden_file, golden)
     _write_json(layout.metrics_file, metrics)
+    _write_json(
+        layout.evaluation_timings,
+        {
+            "seconds": timer.seconds,
+            "total_seconds": round(sum(timer.seconds.values()), 4),
+            "holdout_rows": len(holdout),
+            "importance": {
+                "rows": min(settings.importance_rows, len(holdout)),
+                "repeats": settings.importance_repeats,
+                "features": len(params.data.features.all),
+            }
+            if settings.importance
+            else None,
+        },
+    )
     return metrics
 
 

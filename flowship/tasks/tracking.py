@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 
 from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import TAG, Tracker
+from flowship.paths import Layout
 from flowship.pipeline import lineage, stages
 from flowship.pipeline.outcome import Candidate, DataCounts
 from flowship.pipeline.training import coerce_features, split_xy
@@ -69,6 +70,15 @@ def _run_params(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def evaluation_timings(layout: Layout) -> dict[str, float]:
+    """The evaluate stage's cost per part as run metrics (`evaluate_seconds_plots`, ...); none before it ran."""
+    if not layout.evaluation_timings.exists():
+        return {}
+    timings = json.loads(layout.evaluation_timings.read_text())
+    seconds = {f"evaluate_seconds_{part}": float(value) for part, value in timings["seconds"].items()}
+    return {**seconds, "evaluate_seconds_total": float(timings["total_seconds"])}
+
+
 @task(name="log_candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
 def log_candidate(ctx: Context, data_version: str) -> Candidate:
     layout = ctx.layout
@@ -80,6 +90,7 @@ def log_candidate(ctx: Context, data_version: str) -> Candidate:
     metrics = json.loads(layout.metrics_file.read_text())
     for trial in summary["search"]["trials"]:
         metrics[f"trial_{trial['metric']}_{trial['index']}"] = trial["score"]
+    metrics.update(evaluation_timings(layout))
     holdout = pd.read_parquet(layout.holdout_split)
     x, _ = split_xy(holdout.head(5), ctx.params)
     features = ctx.params.data.features

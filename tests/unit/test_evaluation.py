@@ -169,7 +169,7 @@ def assert_pngs(paths, out_dir, names):
 def test_write_plots_binary(binary, tmp_path):
     model, holdout, params = binary
     out = tmp_path / "nested" / "plots"
-    paths = write_plots(model, holdout, params, out)
+    paths = write_plots(model, holdout, params, out, feature_importance(model, holdout, params))
     assert_pngs(
         paths,
         out,
@@ -180,17 +180,24 @@ def test_write_plots_binary(binary, tmp_path):
 def test_write_plots_multiclass(multiclass, tmp_path):
     model, holdout, params = multiclass
     assert_pngs(
-        write_plots(model, holdout, params, tmp_path), tmp_path, ["confusion_matrix.png", "feature_importance.png"]
+        write_plots(model, holdout, params, tmp_path, feature_importance(model, holdout, params)),
+        tmp_path,
+        ["confusion_matrix.png", "feature_importance.png"],
     )
 
 
 def test_write_plots_regression(regression, tmp_path):
     model, holdout, params = regression
     assert_pngs(
-        write_plots(model, holdout, params, tmp_path),
+        write_plots(model, holdout, params, tmp_path, feature_importance(model, holdout, params)),
         tmp_path,
         ["residuals.png", "actual_vs_predicted.png", "feature_importance.png"],
     )
+
+
+def test_write_plots_without_importance_draws_no_importance_plot(regression, tmp_path):
+    model, holdout, params = regression
+    assert_pngs(write_plots(model, holdout, params, tmp_path), tmp_path, ["residuals.png", "actual_vs_predicted.png"])
 
 
 def test_feature_importance_ranks_the_informative_feature_first(regression):
