@@ -90,7 +90,7 @@ def judge_service(
         reasons.append("no request reached the gateway in the window while production is serving")
         kinds.append("service:no_traffic")
     left = budget.left
-    if left is not None and budget.requests >= cfg.min_requests and left < 0:
+    if left is not None and budget.requests >= cfg.min_requests and left <= 0:
         reasons.append(
             f"error budget spent: {budget.good_ratio:.2%} of {budget.requests} requests good over {budget.days} days "
             f"(target {budget.target:.2%}), {budget.errors} server errors of {budget.allowed:.0f} allowed "

@@ -372,7 +372,7 @@ class ErrorBudget:
         """The share of the budget left: 1 untouched, 0 spent, below 0 overspent (None: no request)."""
         if not self.requests:
             return None
-        return 1 - self.errors / self.allowed
+        return round(1 - self.errors / self.allowed, 9)  # (1 - target) is rarely exact in binary
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "good_ratio": self.good_ratio, "allowed": self.allowed, "left": self.left}
