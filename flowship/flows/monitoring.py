@@ -56,7 +56,8 @@ def monitoring(
     if summary.report is not None:
         tasks.write_summary(summary)  # before the MLflow runs, which keep it among their reports
         runs = {c.version: tasks.log_check(ctx, data.window, c, folder, service) for c in checks}
-        summary = replace(summary, mlflow_runs=runs, service_run=tasks.log_service(ctx, data.window, service, folder))
+        service_run = tasks.log_service(ctx, data.window, service, folder) if service.files else None
+        summary = replace(summary, mlflow_runs=runs, service_run=service_run)
     tasks.publish(summary)
     tasks.advance_window(ctx, data.window, service)
     delivery_error: AlertDeliveryError | None = None

@@ -64,7 +64,12 @@ def judge_service(
 ) -> ServiceCheck:
     """The service's verdict from a window's figures: server errors past `max_error_ratio`, a p99 at the gateway
     past `p99_ms` (each for the whole service, and for each version when more than one answered; none below
-    `min_requests`), no request at all while production is `serving`, and the error budget spent."""
+    `min_requests`), no request at all while production is `serving`, and the error budget spent. Without an
+    access log (`files` 0) there is no verdict."""
+    if not files:
+        # no gateway in front of production (a process without nginx), or it never started: nothing to judge
+        reason = "no gateway access log to read: production has no gateway, or it has not written yet"
+        return ServiceCheck("no_log", [reason], found.total, found.versions, budget, skipped, files, days or {})
     reasons: list[str] = []
     kinds: list[str] = []
     total = found.total

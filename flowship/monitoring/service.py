@@ -326,9 +326,11 @@ def day_counts(lines: pd.DataFrame) -> dict[str, list[int]]:
     """Requests and server errors per UTC day (`YYYY-MM-DD` -> [requests, errors]): the error budget's tally."""
     if not len(lines):
         return {}
-    days = lines["time"].dt.strftime("%Y-%m-%d")
-    grouped = pd.DataFrame({"day": days, "error": lines["status"] >= 500}).groupby("day")["error"].agg(["size", "sum"])
-    return {str(day): [int(row["size"]), int(row["sum"])] for day, row in grouped.iterrows()}
+    days = lines["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[D]")
+    found, index = np.unique(days, return_inverse=True)
+    requests = np.bincount(index, minlength=len(found))
+    errors = np.bincount(index, weights=(lines["status"] >= 500).to_numpy(), minlength=len(found))
+    return {str(day): [int(r), int(e)] for day, r, e in zip(found, requests, errors, strict=True)}
 
 
 def merge_days(*tallies: Mapping[str, list[int]]) -> dict[str, list[int]]:
@@ -388,7 +390,7 @@ class ServiceCheck:
     """The service's check in a window: its figures, the error budget, the verdict with its reasons, and the
     alert kinds (`service:...`). `version` is "" as the check is of the whole service, whatever version answered."""
 
-    verdict: str  # ok | insufficient_data | no_traffic | degraded
+    verdict: str  # ok | insufficient_data | no_traffic | degraded | no_log
     reasons: list[str]
     total: ServiceFigures
     versions: list[ServiceFigures]

@@ -95,7 +95,7 @@ def check_service(ctx: Context, window: Window) -> ServiceCheck:
     tally = merge_days(read_state(ctx.layout.monitoring_state).get("service_days", {}), days)
     budget = error_budget(tally, cfg.error_budget.target, cfg.error_budget.days, window.end)
     # an empty window alerts only if production is meant to be answering
-    serving = found.total.requests > 0 or production_serving(ctx)
+    serving = found.total.requests > 0 or (access.files > 0 and production_serving(ctx))
     check = judge_service(found, budget, cfg, serving, access.skipped, access.files, days)
     get_run_logger().info(
         "service %s: %d requests from %d access-log files, %d unreadable lines skipped; %s",

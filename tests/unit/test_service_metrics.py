@@ -215,6 +215,14 @@ def test_no_traffic_alerts_only_while_production_serves(tmp_path: Path) -> None:
     assert judged(tmp_path, [], serving=False).alert_kinds == []
 
 
+def test_without_an_access_log_the_service_gets_no_verdict(tmp_path: Path) -> None:
+    read = read_access_window(tmp_path / "no-gateway", WINDOW)
+    budget = error_budget({}, 0.995, 7, WINDOW.end)
+    check = judge_service(service_window(read.lines, WINDOW), budget, CFG, True, read.skipped, read.files)
+    assert check.verdict == "no_log" and check.alert_kinds == []
+    assert check.reasons == ["no gateway access log to read: production has no gateway, or it has not written yet"]
+
+
 def test_the_error_budget_alert_says_how_much_is_left(tmp_path: Path) -> None:
     # earlier days spent most of it; this window's errors are under the window's own ratio limit
     tally = {"2026-11-19": [10_000, 45]}
