@@ -324,3 +324,43 @@ def test_every_alert_kind_links_to_a_runbook_section_that_exists(tmp_path: Path)
         body = runbook.split(f"### {anchor}\n", 1)[1].split("\n### ", 1)[0]
         assert "`flowship " in body, f"{anchor}: no command to answer it"
     assert "## Postmortem template" in runbook
+
+
+# --- where the figures are shown ------------------------------------------------------------------------------
+
+
+def test_a_window_of_refusals_only_has_a_report_the_service_table_and_metrics(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from flowship.monitoring.report import (
+        service_metrics,
+        service_run_metrics,
+        service_table,
+        summarize,
+        summary_markdown,
+        version_figures,
+    )
+    from flowship.monitoring.window import WindowData
+
+    lines = [line(T0 + timedelta(seconds=i), 503 if i % 2 else 200, 0.2, version="1") for i in range(200)]
+    check = judged(tmp_path, [*lines, line(T0, 429)])
+    no_records = WindowData(WINDOW, pd.DataFrame({"request_id": []}), 0, 0, pd.DataFrame(), 0)
+    summary = summarize(no_records, [], tmp_path / "report", check)
+    assert summary.verdict == "no_data" and summary.report == str(tmp_path / "report")
+    assert "100 of 201 requests failed with a server error" in summary.message
+    text = summary_markdown(summary)
+    assert "## Service: degraded (201 requests)" in text
+    assert "| v1 | 200 | 0.06 | 50.00% | 0.00% | 200 | 200 | 200 | 160 | 160 | 160 | unavailable 100 |" in text
+    assert "| all | 201 |" in text and "rate_limited 1, unavailable 100" in text
+    assert [(r["version"], r["requests"], r["p99_ms"]) for r in service_table(check)] == [
+        ("1", 200, 200.0),
+        ("*", 201, 200.0),
+    ]
+    fig = version_figures(check, "1")
+    assert fig is not None and version_figures(check, "2") is None
+    metrics = service_metrics(fig)
+    assert metrics["service.requests"] == 200 and metrics["service.error_ratio"] == 0.5
+    assert metrics["service.rejected.unavailable"] == 100 and metrics["service.app_p99_ms"] == pytest.approx(160)
+    whole = service_run_metrics(check)
+    assert whole["service.rejected.rate_limited"] == 1 and whole["service.budget.left"] < 0
+    assert json.loads(json.dumps(summary.as_dict(), default=str))["service"]["budget"]["errors"] == 100
