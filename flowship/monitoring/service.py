@@ -135,7 +135,7 @@ def _parse_chunk(data: bytes) -> tuple[pd.DataFrame, int]:
     import pyarrow as pa
     import pyarrow.json as pj
 
-    if not data.strip():
+    if not data or data.isspace():  # no copy of the chunk, as strip() would make
         return _empty(), 0
     try:
         table = pj.read_json(
