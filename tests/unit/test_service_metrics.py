@@ -364,3 +364,21 @@ def test_a_window_of_refusals_only_has_a_report_the_service_table_and_metrics(tm
     whole = service_run_metrics(check)
     assert whole["service.rejected.rate_limited"] == 1 and whole["service.budget.left"] < 0
     assert json.loads(json.dumps(summary.as_dict(), default=str))["service"]["budget"]["errors"] == 100
+
+
+def test_flowship_monitor_prints_the_service_figures_and_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowship.cli.monitoring import print_service
+
+    lines = [line(T0 + timedelta(seconds=i), 500 if i < 3 else 200, 0.05, version=str(1 + i % 2)) for i in range(300)]
+    print_service(judged(tmp_path, [*lines, line(T0, 413)]))
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "service:       degraded"
+    assert shown[1].startswith(
+        "  v1     150 requests (0.04/s), server errors 1.33%, client errors 0.00%, p50/p95/p99 50/"
+    )
+    assert shown[3].startswith("  all    301 requests")
+    assert shown[3].endswith("not answered: too_large 1, internal_error 3")
+    assert "error budget spent" in shown[-2]
+    assert shown[-1] == "  error budget: 99.003% good of 301 requests over 7 days (target 99.50%): -99% left"
