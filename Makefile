@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics clean base-image
 
 setup: $(VENV)/.installed-compiled
 
@@ -100,6 +100,10 @@ bench-log-commit: setup
 # `make run`); the evaluate stage's cost per part
 bench-iteration: data
 	$(PY) bench/iteration_loop.py
+
+# the time the service metrics (the gateway's access log) add to a monitoring check over 1M logged requests
+bench-service-metrics: setup
+	$(PY) bench/service_metrics_cost.py
 
 clean:
 	-$(VENV)/bin/flowship down

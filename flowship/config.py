@@ -370,6 +370,21 @@ class GuardrailAlertConfig(Section):
     max_share: float = Field(default=0.05, gt=0, le=1)
 
 
+class ErrorBudgetConfig(Section):
+    # this share of the requests over the last `days` days should be good (not a server error)
+    target: float = Field(default=0.995, gt=0, lt=1)
+    days: int = Field(default=7, ge=1, le=90)
+
+
+class ServiceAlertConfig(Section):
+    """The service's alerts, from the gateway's access log (each window, and the error budget over days)."""
+
+    max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="alert above this share of server errors")
+    p99_ms: float = Field(default=1000.0, gt=0, description="alert when the gateway's p99 is above this")
+    min_requests: int = Field(default=100, ge=1, description="fewer requests: no verdict on errors or latency")
+    error_budget: ErrorBudgetConfig = ErrorBudgetConfig()
+
+
 class MonitoringConfig(Section):
     min_records: int = Field(default=500, ge=1, description="fewer records in a window: no verdict, no alert")
     reference_rows: int = Field(default=50_000, ge=100)
@@ -379,6 +394,7 @@ class MonitoringConfig(Section):
     alerts: AlertConfig = AlertConfig()
     retrain: RetrainConfig = RetrainConfig()
     guardrails: GuardrailAlertConfig = GuardrailAlertConfig()
+    service: ServiceAlertConfig = ServiceAlertConfig()
 
 
 DASK_ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")

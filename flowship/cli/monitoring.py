@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from flowship.config import Params
     from flowship.monitoring.replay import PartResult
     from flowship.monitoring.report import MonitoringSummary
+    from flowship.monitoring.service import ServiceCheck
 
 
 def replay(
@@ -156,14 +157,38 @@ def print_monitoring(summary: MonitoringSummary) -> None:
         for rate in check.guardrails:
             if rate.sentence() not in alerted:
                 typer.echo(f"          guardrails: {rate.sentence()}")
+    if summary.service is not None:
+        print_service(summary.service)
     if summary.report:
         typer.echo(f"report:        {summary.report}")
     for version, url in summary.mlflow_runs.items():
         typer.echo(f"mlflow:        v{version}: {url}")
+    if summary.service_run:
+        typer.echo(f"mlflow:        service: {summary.service_run}")
     for alert in summary.alerts:
-        typer.echo(f"alert:         v{alert.version} {', '.join(alert.kinds)}: {alert.delivery}")
+        scope = f"v{alert.version}" if alert.version else "service"
+        typer.echo(f"alert:         {scope} {', '.join(alert.kinds)}: {alert.delivery}")
+        typer.echo(f"               runbook: {', '.join(alert.runbook)}")
     if summary.retraining is not None:
         typer.echo(f"retraining:    {summary.retraining.as_dict()}")
+
+
+def print_service(check: ServiceCheck) -> None:
+    from flowship.monitoring.alerts import figures_line
+
+    skipped = f"  (unreadable access-log lines skipped: {check.skipped})" if check.skipped else ""
+    typer.echo(f"service:       {check.verdict}{skipped}")
+    for fig in [*check.versions, check.total]:
+        name = "all" if fig.version == "*" else f"v{fig.version}"
+        typer.echo(f"  {name:<6} {figures_line(fig)}")
+    for reason in check.reasons:
+        typer.echo(f"          {reason}")
+    budget = check.budget
+    if budget.left is not None and budget.good_ratio is not None:
+        typer.echo(
+            f"  error budget: {budget.good_ratio:.3%} good of {budget.requests} requests over {budget.days} days "
+            f"(target {budget.target:.2%}): {budget.left:.0%} left"
+        )
 
 
 def retention(

@@ -45,27 +45,29 @@ def monitoring(
     MonitoringSummary (`run_monitoring` does that with the type said). The CLI hands over the `params` it read."""
     ctx = context(params_path, overrides, params)
     data = tasks.read_window(ctx, start, end)
+    service = tasks.check_service(ctx, data.window)
     folder = report_folder(ctx.layout.monitoring_reports, datetime.now(UTC))
     checks: list[VersionCheck] = []
     for version, group in data.records.groupby("model_version", sort=True):
         spec, ref = tasks.reference(ctx, str(version))
         events = data.safety[data.safety["model_version"] == str(version)]
         checks.append(tasks.check_version(ctx, spec, ref, group, data.labels, folder / f"v{version}", events))
-    summary = summarize(data, checks, folder)
-    if checks:
+    summary = summarize(data, checks, folder, service)
+    if summary.report is not None:
         tasks.write_summary(summary)  # before the MLflow runs, which keep it among their reports
-        runs = {c.version: tasks.log_check(ctx, data.window, c, folder) for c in checks}
-        summary = replace(summary, mlflow_runs=runs)
+        runs = {c.version: tasks.log_check(ctx, data.window, c, folder, service) for c in checks}
+        service_run = tasks.log_service(ctx, data.window, service, folder) if service.files else None
+        summary = replace(summary, mlflow_runs=runs, service_run=service_run)
     tasks.publish(summary)
-    tasks.advance_window(ctx, data.window)
+    tasks.advance_window(ctx, data.window, service)
     delivery_error: AlertDeliveryError | None = None
     try:
-        summary = replace(summary, alerts=tasks.send_alerts(ctx, checks, data.window, folder))
+        summary = replace(summary, alerts=tasks.send_alerts(ctx, [*checks, service], data.window, folder))
     except AlertDeliveryError as exc:
         delivery_error = exc  # raised once the retraining and the summary are done
     if ctx.params.monitoring.retrain.enabled and summary.verdict in RETRAIN_ON:
         summary = replace(summary, retraining=retraining(params_path, overrides))
-    if checks:
+    if summary.report is not None:
         tasks.write_summary(summary)
     if delivery_error is not None:
         raise delivery_error

@@ -13,6 +13,7 @@ from flowship.adapters.tracking import TAG
 from flowship.monitoring.alerts import AlertDelivery
 from flowship.monitoring.checks import VersionCheck, overall
 from flowship.monitoring.retraining import RetrainingResult
+from flowship.monitoring.service import Percentiles, ServiceCheck, ServiceFigures
 from flowship.monitoring.window import Window, WindowData
 
 
@@ -34,23 +35,32 @@ class MonitoringSummary:
     alerts: list[AlertDelivery] = field(default_factory=list)
     retraining: RetrainingResult | None = None
     note: str | None = None  # why there is no verdict: the window's logs were deleted by the retention
+    service: ServiceCheck | None = None  # the gateway's figures (None: no gateway log read)
+    service_run: str | None = None  # the service check's MLflow run URL
 
     @property
     def message(self) -> str:
-        """The reasons of every version, or why there is none, or how many records there were."""
-        return "; ".join(r for c in self.versions for r in c.reasons) or self.note or f"{self.records} records"
+        """The reasons of every version and the service's alerts, or why there is none, or how many records."""
+        service = self.service.reasons if self.service is not None and self.service.alert_kinds else []
+        reasons = [r for c in self.versions for r in c.reasons] + service
+        return "; ".join(reasons) or self.note or f"{self.records} records"
 
     def as_dict(self) -> dict[str, Any]:
         summary = asdict(self)
         summary["mlflow_runs"] = dict(self.mlflow_runs)
+        summary["service"] = self.service.as_dict() if self.service is not None else None
         summary["retraining"] = self.retraining.as_dict() if self.retraining is not None else None
         return summary
 
 
-def summarize(data: WindowData, checks: list[VersionCheck], folder: Path) -> MonitoringSummary:
-    """The run's summary before it is recorded and alerted on."""
+def summarize(
+    data: WindowData, checks: list[VersionCheck], folder: Path, service: ServiceCheck | None = None
+) -> MonitoringSummary:
+    """The run's summary before it is recorded and alerted on. A window with requests has a report folder, even
+    when none reached the inference log (every one refused): the service's figures are its report."""
     window = data.window
     expired = data.expired if not checks else None
+    reported = bool(checks) or (service is not None and service.total.requests > 0)
     return MonitoringSummary(
         verdict="expired" if expired else overall(checks),
         window=window.label(),
@@ -60,9 +70,10 @@ def summarize(data: WindowData, checks: list[VersionCheck], folder: Path) -> Mon
         skipped_lines=data.skipped,
         labels=data.labels_arrived,
         labels_skipped_lines=data.labels_skipped,
-        report=str(folder) if checks else None,
+        report=str(folder) if reported else None,
         versions=checks,
         note=expired,
+        service=service,
     )
 
 
@@ -114,6 +125,108 @@ def run_metrics(check: VersionCheck) -> dict[str, float]:
     return metrics
 
 
+def service_metrics(fig: ServiceFigures) -> dict[str, float]:
+    """A version's (or the whole service's) figures as `service.*` metrics."""
+    metrics: dict[str, float] = {
+        "service.requests": fig.requests,
+        "service.per_second": fig.per_second,
+        "service.error_ratio": fig.error_ratio,
+        "service.client_error_ratio": fig.client_error_ratio,
+    }
+    metrics.update({f"service.status.{k}": n for k, n in fig.status_classes.items()})
+    metrics.update({f"service.rejected.{k}": n for k, n in fig.rejected.items()})
+    for where, p in (("gateway", fig.gateway_ms), ("app", fig.app_ms)):
+        for name, value in (("p50", p.p50), ("p95", p.p95), ("p99", p.p99)):
+            if value is not None:
+                metrics[f"service.{where}_{name}_ms"] = value
+    return metrics
+
+
+def service_run_metrics(check: ServiceCheck) -> dict[str, float]:
+    """The service check's MLflow run: the whole service's figures and the error budget."""
+    metrics = service_metrics(check.total)
+    budget = check.budget
+    metrics.update({"service.skipped_lines": check.skipped, "service.budget.requests": budget.requests,
+                    "service.budget.errors": budget.errors})  # fmt: skip
+    if budget.left is not None and budget.good_ratio is not None:
+        metrics["service.budget.left"] = budget.left
+        metrics["service.budget.good_ratio"] = budget.good_ratio
+    return metrics
+
+
+def version_figures(service: ServiceCheck | None, version: str) -> ServiceFigures | None:
+    if service is None:
+        return None
+    return next((f for f in service.versions if f.version == version), None)
+
+
+def service_tags(model: str, window: Window, check: ServiceCheck) -> dict[str, str]:
+    return {
+        f"{TAG}model_name": model,
+        f"{TAG}monitoring.scope": "service",
+        f"{TAG}monitoring.verdict": check.verdict,
+        f"{TAG}monitoring.window_start": window.start.isoformat() if window.start else "",
+        f"{TAG}monitoring.window_end": window.end.isoformat(),
+        f"{TAG}monitoring.reasons": "; ".join(check.reasons)[:4000],
+    }
+
+
+def service_table(check: ServiceCheck) -> list[dict[str, Any]]:
+    """The service's figures, a row per version and one for all (version "*"), for the Prefect artifact."""
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value, 1)
+
+    def row(fig: ServiceFigures) -> dict[str, Any]:
+        g, a = fig.gateway_ms, fig.app_ms
+        return {
+            "version": fig.version,
+            "requests": fig.requests,
+            "per_second": round(fig.per_second, 3),
+            "error_ratio": round(fig.error_ratio, 4),
+            "client_error_ratio": round(fig.client_error_ratio, 4),
+            "p50_ms": ms(g.p50),
+            "p95_ms": ms(g.p95),
+            "p99_ms": ms(g.p99),
+            "app_p99_ms": ms(a.p99),
+            "not_answered": ", ".join(f"{k} {n}" for k, n in fig.rejected.items()),
+        }
+
+    return [row(f) for f in check.versions] + [row(check.total)]
+
+
+def _ms(p: Percentiles) -> str:
+    cells = [p.p50, p.p95, p.p99]
+    return " | ".join("–" if v is None else f"{v:.0f}" for v in cells)
+
+
+def service_markdown(check: ServiceCheck) -> list[str]:
+    lines = ["", f"## Service: {check.verdict.replace('_', ' ')} ({check.total.requests} requests)"]
+    lines += [f"- {r}" for r in check.reasons]
+    budget = check.budget
+    if budget.left is not None and budget.good_ratio is not None:
+        lines.append(
+            f"- error budget ({budget.target:.2%} good over {budget.days} days): {budget.good_ratio:.3%} of "
+            f"{budget.requests} requests good, {budget.left:.0%} left"
+        )
+    if check.skipped:
+        lines.append(f"- unreadable access-log lines skipped: {check.skipped}")
+    lines += [
+        "",
+        "| version | requests | req/s | 5xx | 4xx | p50 ms | p95 ms | p99 ms | app p50 ms | app p95 ms | app p99 ms "
+        "| not answered |",
+        "| --- " * 12 + "|",
+    ]
+    for fig in [*check.versions, check.total]:
+        name = "all" if fig.version == "*" else f"v{fig.version}"
+        rejected = ", ".join(f"{k} {n}" for k, n in fig.rejected.items()) or "–"
+        lines.append(
+            f"| {name} | {fig.requests} | {fig.per_second:.2f} | {fig.error_ratio:.2%} | {fig.client_error_ratio:.2%} "
+            f"| {_ms(fig.gateway_ms)} | {_ms(fig.app_ms)} | {rejected} |"
+        )
+    return lines
+
+
 def run_tags(model: str, window: Window, check: VersionCheck) -> dict[str, str]:
     """The tags that find the check's MLflow run by model version, verdict and window."""
     return {
@@ -128,6 +241,11 @@ def run_tags(model: str, window: Window, check: VersionCheck) -> dict[str, str]:
 
 def run_name(window: Window, check: VersionCheck) -> str:
     return f"v{check.version}-{window.end:%Y%m%dT%H%M%S}"
+
+
+def alert_scope(version: str) -> str:
+    """Who an alert is about: a model version, or the service (version "")."""
+    return f"v{version}" if version else "service"
 
 
 def drift_table(check: VersionCheck) -> list[dict[str, Any]]:
@@ -173,6 +291,8 @@ def summary_markdown(summary: MonitoringSummary) -> str:
             )
         alerted = " ".join(check.reasons)
         lines += [f"- guardrails: {r.sentence()}" for r in check.guardrails if r.sentence() not in alerted]
+    if summary.service is not None:
+        lines += service_markdown(summary.service)
     if summary.alerts:
-        lines += ["", "## Alerts"] + [f"- v{a.version}: {a.delivery}" for a in summary.alerts]
+        lines += ["", "## Alerts"] + [f"- {alert_scope(a.version)}: {a.delivery}" for a in summary.alerts]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import Tracker
 from flowship.errors import AlertDeliveryError, RegistryError
 from flowship.monitoring import checks
-from flowship.monitoring.alerts import AlertDelivery, deliver_alerts, plan_alerts
+from flowship.monitoring.alerts import AlertDelivery, Judged, deliver_alerts, judge_service, plan_alerts
 from flowship.monitoring.checks import VersionCheck
 from flowship.monitoring.privacy import protect_reference
 from flowship.monitoring.reference import (
@@ -32,11 +32,25 @@ from flowship.monitoring.report import (
     run_metrics,
     run_name,
     run_tags,
+    service_metrics,
+    service_run_metrics,
+    service_table,
+    service_tags,
     summary_markdown,
+    version_figures,
 )
 from flowship.monitoring.report import write_summary as write_summary_file
 from flowship.monitoring.retention import past_retention
 from flowship.monitoring.retraining import newer_split, rewrite_split
+from flowship.monitoring.service import (
+    ServiceCheck,
+    day_counts,
+    error_budget,
+    merge_days,
+    read_access_window,
+    recent_days,
+    service_window,
+)
 from flowship.monitoring.window import Window, WindowData, read_state, resolve_window, window_data, write_state
 from flowship.serving.labels import read_labels
 from flowship.serving.privacy import project_key
@@ -68,6 +82,41 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
         len(data.safety),
     )
     return data
+
+
+@task(name="check_service")
+def check_service(ctx: Context, window: Window) -> ServiceCheck:
+    """The service's figures from the gateway's access log, per version and in all, the error budget over its days
+    (this window's tally added to the earlier checks'), and the service's alerts."""
+    cfg = ctx.params.monitoring.service
+    access = read_access_window(ctx.layout.gateway_log_dir, window)
+    found = service_window(access.lines, window)
+    days = day_counts(access.lines)
+    tally = merge_days(read_state(ctx.layout.monitoring_state).get("service_days", {}), days)
+    budget = error_budget(tally, cfg.error_budget.target, cfg.error_budget.days, window.end)
+    # an empty window alerts only if production is meant to be answering
+    serving = found.total.requests > 0 or (access.files > 0 and production_serving(ctx))
+    check = judge_service(found, budget, cfg, serving, access.skipped, access.files, days)
+    get_run_logger().info(
+        "service %s: %d requests from %d access-log files, %d unreadable lines skipped; %s",
+        window.label(),
+        check.total.requests,
+        access.files,
+        access.skipped,
+        "; ".join(check.reasons) or check.verdict,
+    )
+    return check
+
+
+def production_serving(ctx: Context) -> bool:
+    """Whether a runtime of this project holds a running production deployment."""
+    from flowship.release.discovery import runtimes
+
+    for runtime in runtimes(ctx.root, ctx.params.project.name):
+        deployed = runtime.deployed("production")
+        if deployed is not None and deployed.status == "running":
+            return True
+    return False
 
 
 @task(name="reference", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=is_transient)
@@ -144,26 +193,50 @@ def write_summary(summary: MonitoringSummary) -> Path:
 
 
 @task(name="log_check", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
-def log_check(ctx: Context, window: Window, check: VersionCheck, folder: Path) -> str:
-    """The check as a run of the monitoring experiment, tagged with the model version; returns its URL."""
+def log_check(
+    ctx: Context, window: Window, check: VersionCheck, folder: Path, service: ServiceCheck | None = None
+) -> str:
+    """The check as a run of the monitoring experiment, tagged with the model version, with the version's service
+    figures (`service.*`); returns its URL."""
     name = ctx.params.project.name
     files = [Path(p) for p in check.reports.values()] + [folder / "summary.json"]
     _, url = Tracker(ctx.root).log_check(
         f"{name}-monitoring",
         run_name(window, check),
         run_tags(name, window, check),
-        run_metrics(check),
+        run_metrics(check) | (service_metrics(fig) if (fig := version_figures(service, check.version)) else {}),
         [f for f in files if f.exists()],
+    )
+    return url
+
+
+@task(name="log_service", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
+def log_service(ctx: Context, window: Window, check: ServiceCheck, folder: Path) -> str:
+    """The service's check as a run of the monitoring experiment (tag monitoring.scope=service); returns its URL."""
+    name = ctx.params.project.name
+    files = [f for f in (folder / "summary.json",) if f.exists()]
+    _, url = Tracker(ctx.root).log_check(
+        f"{name}-monitoring",
+        f"service-{window.end:%Y%m%dT%H%M%S}",
+        service_tags(name, window, check),
+        service_run_metrics(check),
+        files,
     )
     return url
 
 
 @task(name="publish")
 def publish(summary: MonitoringSummary) -> None:
-    """The drift table and the verdict with its links, as Prefect artifacts."""
+    """The drift table, the service table and the verdict with its links, as Prefect artifacts."""
     rows = [row for check in summary.versions for row in drift_table(check)]
     if rows:
         create_table_artifact(key="monitoring-drift", table=rows, description="per-feature drift, by model version")
+    if summary.service is not None and summary.service.total.requests:
+        create_table_artifact(
+            key="monitoring-service",
+            table=service_table(summary.service),
+            description="traffic, errors and latency at the gateway, by model version and in all (*)",
+        )
     create_markdown_artifact(
         key="monitoring-summary",
         markdown=summary_markdown(summary),
@@ -172,10 +245,10 @@ def publish(summary: MonitoringSummary) -> None:
 
 
 @task(name="send_alerts")
-def send_alerts(ctx: Context, found: list[VersionCheck], window: Window, folder: Path) -> list[AlertDelivery]:
-    """An alert per version with a problem, into the local alert log; new ones also to the webhook. A failed
-    delivery fails the run (after everything else is written) and is tried again by the next check: its
-    cool-down is not started."""
+def send_alerts(ctx: Context, found: list[Judged], window: Window, folder: Path) -> list[AlertDelivery]:
+    """An alert per version with a problem (and one for the service), into the local alert log; new ones also to
+    the webhook. A failed delivery fails the run (after everything else is written) and is tried again by the next
+    check: its cool-down is not started."""
     cfg = ctx.params.monitoring.alerts
     state = read_state(ctx.layout.monitoring_state)
     now = datetime.now(UTC)
@@ -187,12 +260,13 @@ def send_alerts(ctx: Context, found: list[VersionCheck], window: Window, folder:
     logger = get_run_logger()
     for alert, delivered in zip(alerts, done.deliveries, strict=True):
         logger.warning(
-            "ALERT %s v%s %s: %s (%s)",
+            "ALERT %s %s %s: %s (%s; runbook: %s)",
             alert.model,
-            alert.version,
+            f"v{alert.version}" if alert.version else "service",
             alert.verdict,
             "; ".join(alert.reasons),
             delivered.delivery,
+            ", ".join(alert.runbook),
         )
     write_state(ctx.layout.monitoring_state, {**read_state(ctx.layout.monitoring_state), "alerts": done.sent})
     if done.failures:
@@ -201,12 +275,17 @@ def send_alerts(ctx: Context, found: list[VersionCheck], window: Window, folder:
 
 
 @task(name="advance_window")
-def advance_window(ctx: Context, window: Window) -> None:
-    """A finished default check moves 'since the last check' to its end."""
+def advance_window(ctx: Context, window: Window, service: ServiceCheck | None = None) -> None:
+    """A finished default check moves 'since the last check' to its end, and adds its requests to the error
+    budget's daily tally (kept for the budget's days). A check of a window given by hand may overlap checked ones:
+    it changes neither."""
     if not window.default:
         return
     state = read_state(ctx.layout.monitoring_state)
     state["last_end"] = window.end.isoformat()
+    if service is not None:
+        tally = merge_days(state.get("service_days", {}), service.days)
+        state["service_days"] = recent_days(tally, ctx.params.monitoring.service.error_budget.days, window.end)
     write_state(ctx.layout.monitoring_state, state)
 
 

@@ -48,6 +48,8 @@ SUMMARY_KEYS = [
     "alerts",
     "retraining",
     "note",
+    "service",
+    "service_run",
 ]
 
 
@@ -100,7 +102,12 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
     saved = json.loads((report / "summary.json").read_text())
     assert list(saved) == SUMMARY_KEYS and saved["verdict"] == "drift" and saved["report"] == str(report)
     assert saved["mlflow_runs"] == dict(summary.mlflow_runs) and list(saved["mlflow_runs"]) == ["1"]
-    assert saved["alerts"] == [{"version": "1", "kinds": check.alert_kinds, "new": check.alert_kinds, "delivery": ANY}]
+    assert saved["alerts"] == [
+        {"version": "1", "kinds": check.alert_kinds, "new": check.alert_kinds, "delivery": ANY, "runbook": ANY}
+    ]
+    assert "docs/runbook.md#drift-share" in saved["alerts"][0]["runbook"]
+    # no gateway in front of this production: the service has no figures to judge, and raises nothing
+    assert saved["service"]["verdict"] == "no_log" and saved["service"]["total"]["requests"] == 0
     assert [v["version"] for v in saved["versions"]] == ["1"] and saved["retraining"] is None
     assert "temp" in (report / "v1" / "drift.html").read_text()
 

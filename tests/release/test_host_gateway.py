@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -138,6 +139,52 @@ def test_without_docker_production_is_served_behind_the_hosts_nginx(project: Pro
     assert f"production  v1  {GATEWAY}  running  (process, pid {master})" in shown, shown
     assert f"gateway     nginx (this host) on 127.0.0.1:{PORT}  running, serving" in shown
     assert "replicas    v1: 2 (release.replicas): running, running" in shown
+
+
+def test_a_monitoring_check_reads_the_service_from_the_gateways_access_log(project: Project) -> None:
+    from prefect.artifacts import Artifact
+
+    from flowship.flows.monitoring import run_monitoring
+
+    # the window starts on the next whole second: the access log's times are whole seconds
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    wait_until(lambda: datetime.now(UTC) >= start, 5, "the next second")
+    record = golden_record(project, "1")
+    answers = [httpx.post(f"{GATEWAY}/predict", json=record).status_code for _ in range(20)]
+    refused = [httpx.post(f"{GATEWAY}/feedback", json={"request_id": f"m-{i}"}).status_code for i in range(3)]
+    assert answers == [200] * 20 and refused == [422] * 3
+    access = project.root / "logs/gateway/access.jsonl"
+    wait_until(lambda: access.read_text().count('"status":422') >= 4, 30, "the access log's lines")  # 1 earlier
+    end = datetime.now(UTC) + timedelta(seconds=1)
+
+    summary = run_monitoring(str(project.params_path), start.isoformat(), end.isoformat())
+    service = summary.service
+    assert service is not None and service.files >= 1 and service.skipped == 0
+    assert [f.version for f in service.versions] == ["1"]
+    total = service.total
+    assert total.requests == 23 and total.status_classes == {"2xx": 20, "4xx": 3}
+    assert total.rejected == {"invalid_input": 3} and total.error_ratio == 0.0
+    assert total.client_error_ratio == pytest.approx(3 / 23)
+    gateway, app = total.gateway_ms, total.app_ms
+    assert gateway.p50 is not None and gateway.p99 is not None and app.p99 is not None
+    assert 0 <= gateway.p50 <= gateway.p99 and app.p99 <= gateway.p99 + 1  # nginx's times are whole milliseconds
+    # too few requests for a verdict (monitoring.service.min_requests): no service alert
+    assert service.verdict == "insufficient_data" and service.alert_kinds == []
+    assert [c.version for c in summary.versions] == ["1"] and summary.versions[0].records == 20
+
+    assert summary.report is not None
+    saved = json.loads((Path(summary.report) / "summary.json").read_text())
+    assert saved["service"]["total"]["requests"] == 23 and saved["service"]["budget"]["requests"] == 23
+    table = Artifact.get("monitoring-service")
+    assert table is not None
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(r["version"], r["requests"]) for r in rows] == [("1", 23), ("*", 23)]
+    assert summary.service_run is not None
+    tracker = project.tracker()
+    run_id = summary.service_run.split()[-1].split("/")[-1]  # a URL, or where the local store keeps it
+    metrics = tracker.client.get_run(run_id).data.metrics
+    assert metrics["service.requests"] == 23 and metrics["service.rejected.invalid_input"] == 3
+    assert metrics["service.gateway_p99_ms"] == pytest.approx(gateway.p99)
 
 
 def test_promotion_and_rollback_under_load_fail_no_request(project: Project) -> None:

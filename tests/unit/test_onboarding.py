@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flowship.config import load_params
+from flowship.config import ServiceAlertConfig, load_params
 from flowship.errors import DataLoadError, OnboardingError
 from flowship.onboarding.draft import init_project
 from flowship.onboarding.profile import MIN_ROWS, profile
@@ -92,6 +92,8 @@ def test_init_writes_params_that_load_and_copies_the_data_under_data_raw(project
     params = load_params(project / "params.yaml")  # as `flowship train` reads it, dvc.yaml's keys included
     assert params.project.name == "My-Data" and str(params.data.source) == "data/raw/My Data.csv"
     assert params.guardrails == GuardrailPolicy()  # spelled out, at the documented defaults
+    assert params.monitoring.service == ServiceAlertConfig()
+    assert "  service:" in (project / "params.yaml").read_text()
     assert params.data.features.numeric == ["x", "gappy"] and params.data.features.categorical == ["color"]
     rules = params.validate_.columns
     low, high = frame["gappy"].min(), frame["gappy"].max()
