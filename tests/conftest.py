@@ -125,9 +125,8 @@ def trained_flights_project(base: Path, sample: Path, params: dict[str, Any]) ->
         trained = build_project(template / "project", flights_data(sample), params, template / "remote")
         assert trained.train().registered.version == "1"
     project = Project(copy_project(template, base))
-    if project.params() != params:
-        project.write_params(params)
-        project.git("commit", "--quiet", "-m", "this module's params", "--", "params.yaml")
+    # Not committed: HEAD stays the commit v1 was trained at (its lineage, and its image's label, name it).
+    project.write_params(params)
     return project
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import Project, default_params, trained_flights_project
 from tests.docker.conftest import docker_engine  # noqa: F401 - a fixture, shared with the engine tests
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 NAME = "flights-delay"
 
@@ -56,3 +60,15 @@ def train_v2(project: Project) -> None:
     params["gate"]["max_regression"] = {"roc_auc": 0.05}
     project.write_params(params)
     assert project.train().registered.version == "2"
+
+
+def paused_runs() -> list[FlowRun]:
+    """The flow runs of the session's Prefect API paused for a decision, asked by state: a session holds hundreds of
+    runs, and a page of them in the API's order (by id) need not hold the one just paused."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_runs(flow_run_filter=paused))

@@ -29,7 +29,7 @@ from flowship.release.runtime import PRODUCTION, Release
 from flowship.serving.inference_log import read_inference_log
 from tests.conftest import Project, trained_flights_project
 from tests.helpers import SteadyLoad, flowship, wait_until
-from tests.release.conftest import release_params, train_v2
+from tests.release.conftest import paused_runs, release_params, train_v2
 
 pytestmark = pytest.mark.integration
 
@@ -390,14 +390,11 @@ class Approver:
         self._thread.start()
 
     def _watch(self) -> None:
-        from prefect import get_client
         from prefect.exceptions import NotPausedError
         from prefect.flow_runs import resume_flow_run
 
         while not self._done.wait(0.5):
-            with get_client(sync_client=True) as client:
-                paused = [r for r in client.read_flow_runs(limit=20) if r.state is not None and r.state.is_paused()]
-            for run in paused:
+            for run in paused_runs():
                 try:
                     resume_flow_run(run.id, run_input={"approve": True, "by": self.who})
                 except NotPausedError:

@@ -17,7 +17,7 @@ from flowship.release.docker_runtime import DockerRuntime, container_name
 from flowship.release.promotion import ReleaseResult
 from tests.conftest import Project
 from tests.helpers import wait_until
-from tests.release.conftest import NAME, train_v2
+from tests.release.conftest import NAME, paused_runs, train_v2
 
 pytestmark = pytest.mark.integration
 
@@ -228,12 +228,9 @@ class InBackground:
 
 def paused_release(known: set[str]) -> FlowRun:
     """The release run (not among `known`) once it waits for a decision."""
-    from prefect import get_client
 
     def paused() -> FlowRun | None:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(limit=50)
-        return next((r for r in runs if str(r.id) not in known and r.state and r.state.is_paused()), None)
+        return next((r for r in paused_runs() if str(r.id) not in known), None)
 
     return wait_until(paused, 240, "the release run paused for a decision", interval=0.5)
 
@@ -247,11 +244,8 @@ def final_state(run: FlowRun) -> tuple[str, str]:
     return state.name, state.message or ""
 
 
-def all_runs() -> set[str]:
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        return {str(r.id) for r in client.read_flow_runs(limit=200)}
+def all_paused() -> set[str]:
+    return {str(r.id) for r in paused_runs()}
 
 
 def test_a_release_waits_for_a_persons_decision_in_the_prefect_ui(trained_project: Project, docker_engine) -> None:  # noqa: ANN001
@@ -266,7 +260,7 @@ def test_a_release_waits_for_a_persons_decision_in_the_prefect_ui(trained_projec
     set_release(project, approval={"before": "promotion", "timeout_s": 600})
     try:
         # refused: nothing changes in production; the decision and who made it are kept
-        known = all_runs()
+        known = all_paused()
         background = InBackground(project, other)
         run = paused_release(known)
         assert run.state is not None
@@ -287,7 +281,7 @@ def test_a_release_waits_for_a_persons_decision_in_the_prefect_ui(trained_projec
         assert tracker.version(NAME, other).tags["flowship.release.verdict"] == "failed"
 
         # approved: promoted, the approval among the release's checks
-        known = all_runs()
+        known = all_paused()
         background = InBackground(project, other)
         run = paused_release(known)
         resume_flow_run(run.id, run_input={"approve": True, "by": "alice"})
