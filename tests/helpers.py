@@ -116,12 +116,23 @@ def prefect_api(method: str, url: str, body: dict[str, Any] | None = None, attem
 
 
 class SteadyLoad:
-    """`clients` threads, each with its own keep-alive connection, posting `body` to `url` back to back until the
-    block ends; every answer is counted by status (or by the exception that stood for one), and the versions
-    that answered are collected (`X-Model-Version`)."""
+    """`clients` threads, each with its own keep-alive connection, posting `body` to `url` at a steady pace until
+    the block ends; every answer is counted by status (or by the exception that stood for one), and the versions
+    that answered are collected (`X-Model-Version`).
+
+    Paced, not back to back: a client sends `per_second` requests a second (sooner only when late). Back-to-back
+    clients would take both cores from the release they are meant to watch; paced, every switch of the release
+    still finds requests in flight and keep-alive connections idle between requests (the case a reload must not
+    break)."""
 
     def __init__(
-        self, url: str, body: Any, clients: int = 16, headers: dict[str, str] | None = None, keyed: bool = True
+        self,
+        url: str,
+        body: Any,
+        clients: int = 16,
+        headers: dict[str, str] | None = None,
+        keyed: bool = True,
+        per_second: float = 10.0,
     ) -> None:
         """`keyed`: each client sends its own X-Client-Key (a gateway then rate-limits and splits them apart);
         without, every request is anonymous (split request by request)."""
@@ -129,6 +140,7 @@ class SteadyLoad:
         from collections import Counter
 
         self.url, self.body, self.clients, self.headers, self.keyed = url, body, clients, headers or {}, keyed
+        self.interval = 1.0 / per_second
         self.statuses: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.errors: list[str] = []
@@ -140,7 +152,10 @@ class SteadyLoad:
         # each its own client key: a gateway's per-client rate limit counts them apart
         key = {"X-Client-Key": f"load-{number}"} if self.keyed else {}
         with httpx.Client(timeout=30.0, headers={**key, **self.headers}) as client:
-            while not self._stop.is_set():
+            # the clients start spread over one interval, not all at once
+            due = time.monotonic() + self.interval * number / self.clients
+            while not self._stop.wait(max(0.0, due - time.monotonic())):
+                due = max(due + self.interval, time.monotonic())
                 try:
                     response = client.post(self.url, json=self.body)
                     key, version = str(response.status_code), response.headers.get("X-Model-Version")

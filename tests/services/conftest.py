@@ -41,6 +41,7 @@ class Up:
         self.mlflow = f"http://127.0.0.1:{mlflow_port}"
         self.model = project.params()["project"]["name"]
         self.up_output = ""
+        self._training_run_id: str | None = None
         self._training_run: dict[str, Any] | None = None
         self._monitoring_run: dict[str, Any] | None = None
 
@@ -94,11 +95,17 @@ class Up:
         found = self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
         return {a["key"]: a for a in found if a.get("key")}
 
+    def start_training_run(self) -> None:
+        """Start the manual run of training/dev that `training_run` hands out (at most once)."""
+        if self._training_run_id is None:
+            self._training_run_id = self.start_run("training/dev")["id"]
+
     def training_run(self) -> dict[str, Any]:
         """A completed manual run of training/dev (started once, on the worker, for the tests that need one)."""
         if self._training_run is None:
-            run = self.start_run("training/dev")
-            self._training_run = self.wait_final(run["id"])
+            self.start_training_run()
+            assert self._training_run_id is not None
+            self._training_run = self.wait_final(self._training_run_id)
         return self._training_run
 
     def scheduled_monitoring_run(self, timeout: float = 240.0) -> dict[str, Any]:
@@ -172,6 +179,11 @@ def up(tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_h
     services.up_output = done.stdout
     try:
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{services.logs()}"
+        # The manual training run starts at once, beside the first scheduled check; the monitoring deployment is
+        # paused as soon as that check has finished: every 15 s, checks would otherwise run back to back on the
+        # worker, taking a core from the tests for as long as the deployment stays active.
+        services.start_training_run()
+        services.scheduled_monitoring_run()
         yield services
     finally:
         services.down()
