@@ -38,8 +38,8 @@ ACCESS_PREFIXES = ("access-", "shadow-")
 
 def log_files(layout: Layout) -> dict[str, list[tuple[Path, str]]]:
     """Per log, the folders and name prefixes of its daily files: production's, staging's and a shadow's inference
-    (with their usage logs) and safety logs alike (they hold the same records). The labels are the batches' and what `POST /feedback`
-    brought to each serving folder, its comments with them."""
+    (with their usage logs) and safety logs alike (they hold the same records). The labels are the batches' and what
+    `POST /feedback` brought to each serving folder, its comments with them."""
     serving = [layout.inference_log_dir, layout.staging_inference_log_dir, layout.shadow_inference_log_dir]
     return {
         # the serving processes' usage goes with the predictions whose cost it tells
