@@ -264,22 +264,29 @@ def service_markdown(check: ServiceCheck) -> list[str]:
 
 
 def cost_markdown(check: ServiceCheck) -> list[str]:
-    """The serving processes' usage and cost per version and in all; nothing when no version has a usage sample."""
+    """The serving processes' usage per version and in all, and its cost when priced; nothing when no version has a
+    usage sample."""
     figures = [f for f in (*check.versions, check.total) if f.cost is not None]
     if not figures:
         return []
-    lines = ["", "| version | predictions | processes | CPU-seconds | GiB-hours | cost | per 1,000 predictions |"]
-    lines.append("| --- " * 7 + "|")
+    priced = any(f.cost is not None and f.cost.cost is not None for f in figures)
+    columns = ["version", "predictions", "processes", "CPU-seconds", "GiB-hours"]
+    columns += ["cost", "per 1,000 predictions"] if priced else []
+    lines = ["", "| " + " | ".join(columns) + " |", "| --- " * len(columns) + "|"]
     for fig in figures:
         cost = fig.cost
         assert cost is not None
-        name = "all" if fig.version == "*" else f"v{fig.version}"
-        total = "–" if cost.cost is None else f"{cost.cost:.4g}"
-        per_1000 = "–" if cost.cost_per_1000 is None else f"{cost.cost_per_1000:.4g}"
-        lines.append(
-            f"| {name} | {cost.predictions} | {cost.processes} | {cost.cpu_seconds:.1f} | {cost.memory_gb_hours:.4f} "
-            f"| {total} | {per_1000} |"
-        )
+        cells = [
+            "all" if fig.version == "*" else f"v{fig.version}",
+            str(cost.predictions),
+            str(cost.processes),
+            f"{cost.cpu_seconds:.1f}",
+            f"{cost.memory_gb_hours:.4f}",
+        ]
+        if priced:
+            cells.append("–" if cost.cost is None else f"{cost.cost:.4g}")
+            cells.append("–" if cost.cost_per_1000 is None else f"{cost.cost_per_1000:.4g}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

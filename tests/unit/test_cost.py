@@ -130,7 +130,7 @@ def test_consecutive_windows_count_each_second_once(tmp_path: Path) -> None:
 
 
 def test_without_prices_the_usage_is_figured_and_the_cost_left_out_said_once(tmp_path: Path) -> None:
-    from flowship.monitoring.report import service_metrics, service_table
+    from flowship.monitoring.report import service_markdown, service_metrics, service_table
 
     three_processes(tmp_path / "inference")
     found = priced(tmp_path, {"1": 1500, "2": 200}, prices=None)
@@ -141,6 +141,9 @@ def test_without_prices_the_usage_is_figured_and_the_cost_left_out_said_once(tmp
     assert check.verdict == "ok" and check.alert_kinds == []
     assert {"cpu_seconds", "memory_gb_hours"} <= service_table(check)[0].keys()
     assert "cost_per_1000" not in service_table(check)[0] and "cost" not in service_table(check)[0]
+    text = "\n".join(service_markdown(check))
+    assert "| version | predictions | processes | CPU-seconds | GiB-hours |\n" in text and "| cost |" not in text
+    assert "| v1 | 1500 | 2 | 15.0 | 1.5000 |" in text and f"- cost: {NO_PRICES}" in text
     metrics = service_metrics(check.total)
     assert metrics["service_cpu_seconds"] == 21 and "service_cost_per_1000" not in metrics
     assert metrics["service.requests"] == 320  # the rest of the figures as ever
