@@ -101,7 +101,7 @@ def judge_service(
             reasons.append(
                 f"{who}: {cost.cost_per_1000:.4g} per 1,000 predictions > monitoring.service.cost.max_per_1000 "
                 f"({ceiling:g}): {cost.cost:.4g} for {cost.predictions} predictions ({cost.cpu_seconds:.1f} "
-                f"CPU-seconds, {cost.memory_gb_hours:.4f} GiB-hours of {cost.processes} processes)"
+                f"CPU-seconds, {cost.memory_gb_hours:.4f} GiB-hours of {_processes(cost.processes)})"
             )
             kinds.append("service:cost" + suffix)
     if total.requests == 0 and serving:
@@ -150,13 +150,17 @@ def cost_line(fig: ServiceFigures) -> str | None:
     if cost is None:
         return None
     used = (
-        f"{cost.cpu_seconds:.1f} CPU-seconds, {cost.memory_gb_hours:.4f} GiB-hours ({cost.processes} processes, "
+        f"{cost.cpu_seconds:.1f} CPU-seconds, {cost.memory_gb_hours:.4f} GiB-hours ({_processes(cost.processes)}, "
         f"{cost.samples} samples)"
     )
     if cost.cost is None:
         return f"{used}; {cost.predictions} predictions"
     per_1000 = "no prediction" if cost.cost_per_1000 is None else f"{cost.cost_per_1000:.4g} per 1,000 predictions"
     return f"cost {cost.cost:.4g} for {cost.predictions} predictions: {per_1000}; {used}"
+
+
+def _processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
 
 
 @dataclass(frozen=True)

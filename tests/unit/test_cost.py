@@ -227,7 +227,7 @@ def test_the_cost_alert_names_the_cost_the_ceiling_and_the_usage(tmp_path: Path)
     assert check.verdict == "degraded" and check.alert_kinds == ["service:cost:v2"]
     assert check.reasons == [
         "v2: 0.53 per 1,000 predictions > monitoring.service.cost.max_per_1000 (0.5): 0.106 for 200 predictions "
-        "(6.0 CPU-seconds, 1.0000 GiB-hours of 1 processes)"
+        "(6.0 CPU-seconds, 1.0000 GiB-hours of 1 process)"
     ]
     alert = plan_alerts("m", [check], WINDOW, tmp_path, {}, 24, T0)[0]
     assert alert.runbook == [f"{RUNBOOK}#cost-per-1000-predictions"]
