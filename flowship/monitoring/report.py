@@ -143,16 +143,16 @@ def service_metrics(fig: ServiceFigures) -> dict[str, float]:
 
 
 def cost_metrics(fig: ServiceFigures) -> dict[str, float]:
-    """What the serving processes used in the window and, priced, its cost: `service_cpu_seconds`,
-    `service_memory_gb_hours`, `service_cost`, `service_cost_per_1000`; none without a usage sample."""
+    """What the serving processes used in the window and, priced, its cost: `service.cost.cpu_seconds`,
+    `service.cost.memory_gb_hours`, `service.cost.total`, `service.cost.per_1000`; none without a usage sample."""
     cost = fig.cost
     if cost is None:
         return {}
-    metrics = {"service_cpu_seconds": cost.cpu_seconds, "service_memory_gb_hours": cost.memory_gb_hours}
+    metrics = {"service.cost.cpu_seconds": cost.cpu_seconds, "service.cost.memory_gb_hours": cost.memory_gb_hours}
     if cost.cost is not None:
-        metrics["service_cost"] = cost.cost
+        metrics["service.cost.total"] = cost.cost
     if cost.cost_per_1000 is not None:
-        metrics["service_cost_per_1000"] = cost.cost_per_1000
+        metrics["service.cost.per_1000"] = cost.cost_per_1000
     return metrics
 
 
@@ -166,7 +166,7 @@ def service_run_metrics(check: ServiceCheck) -> dict[str, float]:
         metrics["service.budget.left"] = budget.left
         metrics["service.budget.good_ratio"] = budget.good_ratio
     if check.usage is not None:
-        metrics["service_usage_skipped_lines"] = check.usage.skipped
+        metrics["service.usage.skipped_lines"] = check.usage.skipped
     return metrics
 
 

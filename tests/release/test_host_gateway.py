@@ -193,8 +193,8 @@ def test_a_monitoring_check_reads_the_service_from_the_gateways_access_log(proje
     assert cost.cpu_seconds > 0 and cost.memory_gb_hours > 0 and cost.cost is not None and cost.cost > 0
     assert cost.cost_per_1000 == pytest.approx(cost.cost / 20 * 1000)
     assert service.usage is not None and service.usage.skipped == 0
-    assert metrics["service_cost_per_1000"] == pytest.approx(cost.cost_per_1000)
-    assert metrics["service_cpu_seconds"] == pytest.approx(cost.cpu_seconds)
+    assert metrics["service.cost.per_1000"] == pytest.approx(cost.cost_per_1000)
+    assert metrics["service.cost.cpu_seconds"] == pytest.approx(cost.cpu_seconds)
     assert rows[0]["cost_per_1000"] is not None and saved["service"]["total"]["cost"]["processes"] == 2
 
 

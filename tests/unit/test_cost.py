@@ -145,7 +145,7 @@ def test_without_prices_the_usage_is_figured_and_the_cost_left_out_said_once(tmp
     assert "| version | predictions | processes | CPU-seconds | GiB-hours |\n" in text and "| cost |" not in text
     assert "| v1 | 1500 | 2 | 15.0 | 1.5000 |" in text and f"- cost: {NO_PRICES}" in text
     metrics = service_metrics(check.total)
-    assert metrics["service_cpu_seconds"] == 21 and "service_cost_per_1000" not in metrics
+    assert metrics["service.cost.cpu_seconds"] == 21 and "service.cost.per_1000" not in metrics
     assert metrics["service.requests"] == 320  # the rest of the figures as ever
 
 
@@ -293,10 +293,10 @@ def test_the_cost_in_the_metrics_the_table_the_markdown_and_the_summary(tmp_path
     three_processes(tmp_path / "inference")
     check = judged(priced(tmp_path, {"1": 1500, "2": 200}))
     v1 = service_metrics(check.versions[0])
-    assert v1["service_cpu_seconds"] == 15 and v1["service_memory_gb_hours"] == pytest.approx(1.5)
-    assert v1["service_cost"] == pytest.approx(0.165) and v1["service_cost_per_1000"] == pytest.approx(0.11)
+    assert v1["service.cost.cpu_seconds"] == 15 and v1["service.cost.memory_gb_hours"] == pytest.approx(1.5)
+    assert v1["service.cost.total"] == pytest.approx(0.165) and v1["service.cost.per_1000"] == pytest.approx(0.11)
     whole = service_run_metrics(check)
-    assert whole["service_cost_per_1000"] == pytest.approx(0.271 / 1.7) and whole["service_usage_skipped_lines"] == 0
+    assert whole["service.cost.per_1000"] == pytest.approx(0.271 / 1.7) and whole["service.usage.skipped_lines"] == 0
     rows = service_table(check)
     assert [(r["version"], r["cpu_seconds"], r["cost_per_1000"]) for r in rows] == [
         ("1", 15, 0.11),
