@@ -376,13 +376,26 @@ class ErrorBudgetConfig(Section):
     days: int = Field(default=7, ge=1, le=90)
 
 
+class CostConfig(Section):
+    """Prices of the serving processes' resources (in one currency, whichever the prices are in), and the ceiling of
+    the cost per 1,000 predictions (null: figures, no alert)."""
+
+    vcpu_hour: float = Field(ge=0, allow_inf_nan=False, description="the price of one CPU busy for an hour")
+    gb_hour: float = Field(ge=0, allow_inf_nan=False, description="the price of 1 GiB of memory held for an hour")
+    max_per_1000: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="alert above this cost per 1,000 predictions"
+    )
+
+
 class ServiceAlertConfig(Section):
-    """The service's alerts, from the gateway's access log (each window, and the error budget over days)."""
+    """The service's alerts, from the gateway's access log (each window, and the error budget over days), and its
+    cost, from the serving processes' usage log (no prices: no cost, the resources only)."""
 
     max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="alert above this share of server errors")
     p99_ms: float = Field(default=1000.0, gt=0, description="alert when the gateway's p99 is above this")
     min_requests: int = Field(default=100, ge=1, description="fewer requests: no verdict on errors or latency")
     error_budget: ErrorBudgetConfig = ErrorBudgetConfig()
+    cost: CostConfig | None = None
 
 
 class MonitoringConfig(Section):

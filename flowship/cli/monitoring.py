@@ -174,15 +174,22 @@ def print_monitoring(summary: MonitoringSummary) -> None:
 
 
 def print_service(check: ServiceCheck) -> None:
-    from flowship.monitoring.alerts import figures_line
+    from flowship.monitoring.alerts import cost_line, figures_line
 
     skipped = f"  (unreadable access-log lines skipped: {check.skipped})" if check.skipped else ""
     typer.echo(f"service:       {check.verdict}{skipped}")
     for fig in [*check.versions, check.total]:
         name = "all" if fig.version == "*" else f"v{fig.version}"
         typer.echo(f"  {name:<6} {figures_line(fig)}")
+        if (cost := cost_line(fig)) is not None:
+            typer.echo(f"         {cost}")
     for reason in check.reasons:
         typer.echo(f"          {reason}")
+    if check.usage is not None:
+        for note in check.usage.notes:
+            typer.echo(f"  cost:  {note}")
+        if check.usage.skipped:
+            typer.echo(f"  cost:  unreadable usage-log lines skipped: {check.usage.skipped}")
     budget = check.budget
     if budget.left is not None and budget.good_ratio is not None:
         typer.echo(

@@ -45,7 +45,7 @@ def monitoring(
     MonitoringSummary (`run_monitoring` does that with the type said). The CLI hands over the `params` it read."""
     ctx = context(params_path, overrides, params)
     data = tasks.read_window(ctx, start, end)
-    service = tasks.check_service(ctx, data.window)
+    service = tasks.check_service(ctx, data.window, data.predictions)
     folder = report_folder(ctx.layout.monitoring_reports, datetime.now(UTC))
     checks: list[VersionCheck] = []
     for version, group in data.records.groupby("model_version", sort=True):

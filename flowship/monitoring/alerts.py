@@ -30,6 +30,7 @@ RUNBOOK_SECTIONS = {
     "service:p99": "p99-latency",
     "service:no_traffic": "no-traffic",
     "service:error_budget": "error-budget",
+    "service:cost": "cost-per-1000-predictions",
 }
 
 
@@ -64,12 +65,16 @@ def judge_service(
 ) -> ServiceCheck:
     """The service's verdict from a window's figures: server errors past `max_error_ratio`, a p99 at the gateway
     past `p99_ms` (each for the whole service, and for each version when more than one answered; none below
-    `min_requests`), no request at all while production is `serving`, and the error budget spent. Without an
+    `min_requests`), no request at all while production is `serving`, the error budget spent, and a cost per 1,000
+    predictions past `cost.max_per_1000` (as errors and latency: per scope, none below `min_requests`). Without an
     access log (`files` 0) there is no verdict."""
     if not files:
         # no gateway in front of production (a process without nginx), or it never started: nothing to judge
         reason = "no gateway access log to read: production has no gateway, or it has not written yet"
-        return ServiceCheck("no_log", [reason], found.total, found.versions, budget, skipped, files, days or {})
+        return ServiceCheck(
+            "no_log", [reason], found.total, found.versions, budget, skipped, files, days or {}, usage=found.usage
+        )
+    ceiling = cfg.cost.max_per_1000 if cfg.cost is not None else None
     reasons: list[str] = []
     kinds: list[str] = []
     total = found.total
@@ -91,6 +96,14 @@ def judge_service(
                 f"{who}: p99 latency {p99:.0f} ms at the gateway > monitoring.service.p99_ms ({cfg.p99_ms:g})"
             )
             kinds.append("service:p99" + suffix)
+        cost = fig.cost
+        if ceiling is not None and cost is not None and cost.cost_per_1000 is not None and cost.cost_per_1000 > ceiling:
+            reasons.append(
+                f"{who}: {cost.cost_per_1000:.4g} per 1,000 predictions > monitoring.service.cost.max_per_1000 "
+                f"({ceiling:g}): {cost.cost:.4g} for {cost.predictions} predictions ({cost.cpu_seconds:.1f} "
+                f"CPU-seconds, {cost.memory_gb_hours:.4f} GiB-hours of {_processes(cost.processes)})"
+            )
+            kinds.append("service:cost" + suffix)
     if total.requests == 0 and serving:
         reasons.append("no request reached the gateway in the window while production is serving")
         kinds.append("service:no_traffic")
@@ -111,7 +124,9 @@ def judge_service(
         )
     else:
         verdict = "ok"
-    return ServiceCheck(verdict, reasons, total, found.versions, budget, skipped, files, days or {}, alert_kinds=kinds)
+    return ServiceCheck(
+        verdict, reasons, total, found.versions, budget, skipped, files, days or {}, kinds, usage=found.usage
+    )
 
 
 def figures_line(fig: ServiceFigures) -> str:
@@ -127,6 +142,25 @@ def figures_line(fig: ServiceFigures) -> str:
         f"{fig.requests} requests ({fig.per_second:.2f}/s), server errors {fig.error_ratio:.2%}, "
         f"client errors {fig.client_error_ratio:.2%}, {latency}; not answered: {rejected}"
     )
+
+
+def cost_line(fig: ServiceFigures) -> str | None:
+    """What a version's processes used in the window and, priced, what it cost; None without a usage sample."""
+    cost = fig.cost
+    if cost is None:
+        return None
+    used = (
+        f"{cost.cpu_seconds:.1f} CPU-seconds, {cost.memory_gb_hours:.4f} GiB-hours ({_processes(cost.processes)}, "
+        f"{cost.samples} samples)"
+    )
+    if cost.cost is None:
+        return f"{used}; {cost.predictions} predictions"
+    per_1000 = "no prediction" if cost.cost_per_1000 is None else f"{cost.cost_per_1000:.4g} per 1,000 predictions"
+    return f"cost {cost.cost:.4g} for {cost.predictions} predictions: {per_1000}; {used}"
+
+
+def _processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from flowship.adapters.tracking import TAG
 from flowship.monitoring.alerts import AlertDelivery
 from flowship.monitoring.checks import VersionCheck, overall
 from flowship.monitoring.retraining import RetrainingResult
-from flowship.monitoring.service import Percentiles, ServiceCheck, ServiceFigures
+from flowship.monitoring.service import Percentiles, ServiceCheck, ServiceCost, ServiceFigures
 from flowship.monitoring.window import Window, WindowData
 
 
@@ -139,6 +139,20 @@ def service_metrics(fig: ServiceFigures) -> dict[str, float]:
         for name, value in (("p50", p.p50), ("p95", p.p95), ("p99", p.p99)):
             if value is not None:
                 metrics[f"service.{where}_{name}_ms"] = value
+    return metrics | cost_metrics(fig)
+
+
+def cost_metrics(fig: ServiceFigures) -> dict[str, float]:
+    """What the serving processes used in the window and, priced, its cost: `service.cost.cpu_seconds`,
+    `service.cost.memory_gb_hours`, `service.cost.total`, `service.cost.per_1000`; none without a usage sample."""
+    cost = fig.cost
+    if cost is None:
+        return {}
+    metrics = {"service.cost.cpu_seconds": cost.cpu_seconds, "service.cost.memory_gb_hours": cost.memory_gb_hours}
+    if cost.cost is not None:
+        metrics["service.cost.total"] = cost.cost
+    if cost.cost_per_1000 is not None:
+        metrics["service.cost.per_1000"] = cost.cost_per_1000
     return metrics
 
 
@@ -151,6 +165,8 @@ def service_run_metrics(check: ServiceCheck) -> dict[str, float]:
     if budget.left is not None and budget.good_ratio is not None:
         metrics["service.budget.left"] = budget.left
         metrics["service.budget.good_ratio"] = budget.good_ratio
+    if check.usage is not None:
+        metrics["service.usage.skipped_lines"] = check.usage.skipped
     return metrics
 
 
@@ -172,10 +188,25 @@ def service_tags(model: str, window: Window, check: ServiceCheck) -> dict[str, s
 
 
 def service_table(check: ServiceCheck) -> list[dict[str, Any]]:
-    """The service's figures, a row per version and one for all (version "*"), for the Prefect artifact."""
+    """The service's figures, a row per version and one for all (version "*"), for the Prefect artifact; the usage
+    columns when a version has a usage sample, the cost columns when they are priced (every row has them then)."""
+    figures = [*check.versions, check.total]
+    used = any(f.cost is not None for f in figures)
+    priced = any(f.cost is not None and f.cost.cost is not None for f in figures)
 
     def ms(value: float | None) -> float | None:
         return None if value is None else round(value, 1)
+
+    def cost_cells(cost: ServiceCost | None) -> dict[str, Any]:
+        cells: dict[str, Any] = {}
+        if used:
+            cells["cpu_seconds"] = None if cost is None else round(cost.cpu_seconds, 2)
+            cells["memory_gb_hours"] = None if cost is None else round(cost.memory_gb_hours, 5)
+        if priced:
+            cells["cost"] = None if cost is None or cost.cost is None else round(cost.cost, 6)
+            per_1000 = None if cost is None else cost.cost_per_1000
+            cells["cost_per_1000"] = None if per_1000 is None else round(per_1000, 6)
+        return cells
 
     def row(fig: ServiceFigures) -> dict[str, Any]:
         g, a = fig.gateway_ms, fig.app_ms
@@ -190,9 +221,10 @@ def service_table(check: ServiceCheck) -> list[dict[str, Any]]:
             "p99_ms": ms(g.p99),
             "app_p99_ms": ms(a.p99),
             "not_answered": ", ".join(f"{k} {n}" for k, n in fig.rejected.items()),
+            **cost_cells(fig.cost),
         }
 
-    return [row(f) for f in check.versions] + [row(check.total)]
+    return [row(f) for f in figures]
 
 
 def _ms(p: Percentiles) -> str:
@@ -211,6 +243,10 @@ def service_markdown(check: ServiceCheck) -> list[str]:
         )
     if check.skipped:
         lines.append(f"- unreadable access-log lines skipped: {check.skipped}")
+    if check.usage is not None:
+        lines += [f"- cost: {note}" for note in check.usage.notes]
+        if check.usage.skipped:
+            lines.append(f"- unreadable usage-log lines skipped: {check.usage.skipped}")
     lines += [
         "",
         "| version | requests | req/s | 5xx | 4xx | p50 ms | p95 ms | p99 ms | app p50 ms | app p95 ms | app p99 ms "
@@ -224,6 +260,33 @@ def service_markdown(check: ServiceCheck) -> list[str]:
             f"| {name} | {fig.requests} | {fig.per_second:.2f} | {fig.error_ratio:.2%} | {fig.client_error_ratio:.2%} "
             f"| {_ms(fig.gateway_ms)} | {_ms(fig.app_ms)} | {rejected} |"
         )
+    return lines + cost_markdown(check)
+
+
+def cost_markdown(check: ServiceCheck) -> list[str]:
+    """The serving processes' usage per version and in all, and its cost when priced; nothing when no version has a
+    usage sample."""
+    figures = [f for f in (*check.versions, check.total) if f.cost is not None]
+    if not figures:
+        return []
+    priced = any(f.cost is not None and f.cost.cost is not None for f in figures)
+    columns = ["version", "predictions", "processes", "CPU-seconds", "GiB-hours"]
+    columns += ["cost", "per 1,000 predictions"] if priced else []
+    lines = ["", "| " + " | ".join(columns) + " |", "| --- " * len(columns) + "|"]
+    for fig in figures:
+        cost = fig.cost
+        assert cost is not None
+        cells = [
+            "all" if fig.version == "*" else f"v{fig.version}",
+            str(cost.predictions),
+            str(cost.processes),
+            f"{cost.cpu_seconds:.1f}",
+            f"{cost.memory_gb_hours:.4f}",
+        ]
+        if priced:
+            cells.append("–" if cost.cost is None else f"{cost.cost:.4g}")
+            cells.append("–" if cost.cost_per_1000 is None else f"{cost.cost_per_1000:.4g}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

@@ -29,6 +29,7 @@ from flowship.serving.inference_log import FILE_PREFIX as INFERENCE_PREFIX
 from flowship.serving.inference_log import SAFETY_PREFIX
 from flowship.serving.labels import COMMENTS_PREFIX
 from flowship.serving.labels import FILE_PREFIX as LABELS_PREFIX
+from flowship.serving.usage import USAGE_PREFIX
 
 # a file modified this recently may still be written to: never deleted
 STILL_WRITTEN = timedelta(hours=1)
@@ -37,11 +38,12 @@ ACCESS_PREFIXES = ("access-", "shadow-")
 
 def log_files(layout: Layout) -> dict[str, list[tuple[Path, str]]]:
     """Per log, the folders and name prefixes of its daily files: production's, staging's and a shadow's inference
-    and safety logs alike (they hold the same records). The labels are the batches' and what `POST /feedback`
-    brought to each serving folder, its comments with them."""
+    (with their usage logs) and safety logs alike (they hold the same records). The labels are the batches' and what
+    `POST /feedback` brought to each serving folder, its comments with them."""
     serving = [layout.inference_log_dir, layout.staging_inference_log_dir, layout.shadow_inference_log_dir]
     return {
-        "inference": [(folder, INFERENCE_PREFIX) for folder in serving],
+        # the serving processes' usage goes with the predictions whose cost it tells
+        "inference": [(folder, prefix) for folder in serving for prefix in (INFERENCE_PREFIX, USAGE_PREFIX)],
         "safety": [(folder, SAFETY_PREFIX) for folder in serving],
         "labels": [
             (layout.labels_dir, LABELS_PREFIX),

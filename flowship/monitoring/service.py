@@ -1,5 +1,5 @@
 """The service as its clients see it, from the gateway's access log: traffic, errors, refusals and latency per window
-and per model version, and the error budget over the last days.
+and per model version, and the error budget over the last days; and what it cost (`flowship.monitoring.cost`).
 
 The access log is `access.jsonl`, one JSON line per request (flowship/gateway/nginx.py's `flowship` format), and the
 host's logrotate leaves `access-<YYYYMMDD>.jsonl` beside it, named by the day it was rotated: a rotated file holds the
@@ -254,6 +254,30 @@ def percentiles(seconds: pd.Series) -> Percentiles:
 
 
 @dataclass(frozen=True)
+class ServiceCost:
+    """What a version's (or the whole service's) serving processes used in a window, from their usage log, and what
+    that cost at params.yaml's prices (None: no prices; `cost_per_1000` None too when nothing was predicted)."""
+
+    predictions: int  # records scored in the window (the inference log's)
+    processes: int  # serving processes that sampled their usage in the window
+    samples: int
+    cpu_seconds: float
+    memory_gb_hours: float  # GiB (2**30 bytes) of resident memory held for an hour
+    cost: float | None = None
+    cost_per_1000: float | None = None
+
+
+@dataclass(frozen=True)
+class UsageRead:
+    """What the usage log gave a window: its files, the lines skipped as unreadable, and what the cost figures
+    could not say (no prices, a version with traffic but no usage sample), each said once."""
+
+    files: int
+    skipped: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ServiceFigures:
     """One version's (or the whole service's, `version` "*") traffic in a window: what the dashboard reads."""
 
@@ -266,6 +290,7 @@ class ServiceFigures:
     rejected: dict[str, int]  # reason (`REASONS`) -> requests not answered with a 2xx/3xx
     gateway_ms: Percentiles  # the request's whole time at the gateway
     app_ms: Percentiles  # the upstream's (the serving app's) answer time
+    cost: ServiceCost | None = None  # None: no usage sample of its processes in the window
 
     @property
     def errors(self) -> int:
@@ -305,6 +330,7 @@ class ServiceWindow:
     total: ServiceFigures
     versions: list[ServiceFigures]
     seconds: float
+    usage: UsageRead | None = None  # None: the usage log was not read
 
 
 def service_window(lines: pd.DataFrame, window: Window) -> ServiceWindow:
@@ -400,6 +426,7 @@ class ServiceCheck:
     days: dict[str, list[int]] = field(default_factory=dict)  # this window's tally, kept by a finished default check
     alert_kinds: list[str] = field(default_factory=list)
     version: str = ""
+    usage: UsageRead | None = None  # the usage log's account (None: not read)
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)

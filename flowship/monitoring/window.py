@@ -200,6 +200,14 @@ class WindowData:
         """How many records have a label (a rating alone is none)."""
         return int(self.labels["label"].notna().sum()) if "label" in self.labels else len(self.labels)
 
+    @property
+    def predictions(self) -> dict[str, int]:
+        """Records scored in the window, per model version (what the cost per 1,000 predictions divides by)."""
+        if not len(self.records):
+            return {}
+        counts = self.records["model_version"].astype(str).value_counts(sort=False)
+        return {str(version): int(n) for version, n in counts.items()}
+
 
 def window_data(
     log_dir: Path,

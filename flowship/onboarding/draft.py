@@ -412,6 +412,7 @@ def render(draft: Draft) -> str:
         f"    p99_ms: {m['service']['p99_ms']}               # alert when the gateway's p99 latency is above this",
         f"    min_requests: {m['service']['min_requests']}          # fewer requests in a window: no verdict",
         f"    error_budget: {_flow(m['service']['error_budget'])}  # this share good over the last days",
+        "    # cost: {vcpu_hour: 0.04, gb_hour: 0.005, max_per_1000: 0.05}  # your prices: cost per 1,000 predictions",
         "  retrain:",
         "    enabled: false",
         "    deploy: false",

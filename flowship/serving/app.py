@@ -41,6 +41,7 @@ from flowship.serving.predictor import Predictor, Scored
 from flowship.serving.privacy import log_privacy
 from flowship.serving.schema import RecordCodec, record_model
 from flowship.serving.settings import ServingSettings
+from flowship.serving.usage import USAGE_PREFIX, UsageSampler
 from flowship.values import plain
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -212,6 +213,8 @@ class ServingState:
     batcher: MicroBatcher | None = None
     inference_log: InferenceLog | None = None
     safety_log: InferenceLog | None = None
+    usage_log: InferenceLog | None = None
+    usage: UsageSampler | None = None
     guardrails: Guardrails | None = None
     guardrails_status: str = "off"
     ready: bool = False
@@ -308,7 +311,8 @@ def _auth_problem(settings: ServingSettings, credentials: HTTPAuthorizationCrede
 
 
 def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
-    """The service for this bundle; the lifespan starts the batcher and the inference log and stops them."""
+    """The service for this bundle; the lifespan starts the batcher, the logs and the usage sampler, and stops
+    them."""
     meta = bundle.metadata
     example = bundle.golden[0].features if bundle.golden else None
     record: Any = record_model(meta, example)  # a class built at runtime: Any for the type checker
@@ -324,6 +328,13 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the process's resources from its start to its end, off the request path (monitoring's cost figures)
+        state.usage_log = InferenceLog(
+            settings.log_dir, settings.log_flush_seconds, writer=settings.log_writer, prefix=USAGE_PREFIX
+        ).start()
+        state.usage = UsageSampler(
+            state.usage_log, meta.name, meta.version, settings.usage_seconds, settings.log_writer
+        ).start()
         state.inference_log = InferenceLog(
             settings.log_dir, settings.log_flush_seconds, writer=settings.log_writer
         ).start()
@@ -349,6 +360,8 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             await state.batcher.close()
             await asyncio.to_thread(state.inference_log.close)
             await asyncio.to_thread(state.safety_log.close)
+            await asyncio.to_thread(state.usage.close)
+            await asyncio.to_thread(state.usage_log.close)
             log.info("stopped: every prediction is in the inference log")
 
     app = FastAPI(

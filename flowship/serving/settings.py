@@ -24,6 +24,7 @@ ENV_VARS: dict[str, str] = {
     "api_token": "FLOWSHIP_API_TOKEN",
     "log_flush_seconds": "FLOWSHIP_LOG_FLUSH_SECONDS",
     "log_wait_seconds": "FLOWSHIP_LOG_WAIT_SECONDS",
+    "usage_seconds": "FLOWSHIP_USAGE_SECONDS",
     "batch_window_ms": "FLOWSHIP_BATCH_WINDOW_MS",
     "log_features": "FLOWSHIP_LOG_FEATURES",
     "host": "FLOWSHIP_HOST",
@@ -58,6 +59,8 @@ class ServingSettings(BaseModel):
     # how long an answer waits for its records to be written to the inference log before it becomes a 503
     # (log_unavailable): no prediction leaves unlogged
     log_wait_seconds: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False)
+    # how often the process samples its CPU time and resident memory into the usage log (monitoring's cost)
+    usage_seconds: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     # how long the micro-batcher may wait for more concurrent requests; 0 turns batching off
     batch_window_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)
     # put feature values in the JSON access log, as the inference log keeps them (sensitive columns hashed or

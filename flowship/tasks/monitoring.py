@@ -16,6 +16,7 @@ from flowship.errors import AlertDeliveryError, RegistryError
 from flowship.monitoring import checks
 from flowship.monitoring.alerts import AlertDelivery, Judged, deliver_alerts, judge_service, plan_alerts
 from flowship.monitoring.checks import VersionCheck
+from flowship.monitoring.cost import read_usage_window, with_cost
 from flowship.monitoring.privacy import protect_reference
 from flowship.monitoring.reference import (
     ModelSpec,
@@ -85,12 +86,14 @@ def read_window(ctx: Context, start: str | None, end: str | None) -> WindowData:
 
 
 @task(name="check_service")
-def check_service(ctx: Context, window: Window) -> ServiceCheck:
+def check_service(ctx: Context, window: Window, predictions: dict[str, int] | None = None) -> ServiceCheck:
     """The service's figures from the gateway's access log, per version and in all, the error budget over its days
-    (this window's tally added to the earlier checks'), and the service's alerts."""
+    (this window's tally added to the earlier checks'), the serving processes' cost from their usage log for the
+    window's `predictions` (records per version), and the service's alerts."""
     cfg = ctx.params.monitoring.service
     access = read_access_window(ctx.layout.gateway_log_dir, window)
-    found = service_window(access.lines, window)
+    samples, usage = read_usage_window(ctx.layout.inference_log_dir, window)
+    found = with_cost(service_window(access.lines, window), samples, usage, window, predictions or {}, cfg.cost)
     days = day_counts(access.lines)
     tally = merge_days(read_state(ctx.layout.monitoring_state).get("service_days", {}), days)
     budget = error_budget(tally, cfg.error_budget.target, cfg.error_budget.days, window.end)
@@ -105,6 +108,14 @@ def check_service(ctx: Context, window: Window) -> ServiceCheck:
         access.skipped,
         "; ".join(check.reasons) or check.verdict,
     )
+    if check.usage is not None:
+        get_run_logger().info(
+            "cost %s: %d usage-log files, %d unreadable lines skipped%s",
+            window.label(),
+            check.usage.files,
+            check.usage.skipped,
+            "".join(f"; {note}" for note in check.usage.notes),
+        )
     return check
 
 
@@ -235,7 +246,8 @@ def publish(summary: MonitoringSummary) -> None:
         create_table_artifact(
             key="monitoring-service",
             table=service_table(summary.service),
-            description="traffic, errors and latency at the gateway, by model version and in all (*)",
+            description="traffic, errors and latency at the gateway, and the serving processes' cost, by model version "
+            "and in all (*)",
         )
     create_markdown_artifact(
         key="monitoring-summary",

@@ -52,6 +52,7 @@ def project(
     project = trained_flights_project(tmp_path_factory.mktemp("host-gateway"), flights_sample, params)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FLOWSHIP_RUNTIME", "process")  # as on a machine without a Docker daemon
+        patch.setenv("FLOWSHIP_USAGE_SECONDS", "0.5")  # the replicas' usage samples: several in a short window
         yield project
         ProcessRuntime(project.root, NAME, nginx=nginx).stop(PRODUCTION)
 
@@ -185,6 +186,16 @@ def test_a_monitoring_check_reads_the_service_from_the_gateways_access_log(proje
     metrics = tracker.client.get_run(run_id).data.metrics
     assert metrics["service.requests"] == 23 and metrics["service.rejected.invalid_input"] == 3
     assert metrics["service.gateway_p99_ms"] == pytest.approx(gateway.p99)
+
+    # the cost: both replicas' usage samples, priced at the repository's params.yaml, per 20 predictions
+    cost = total.cost
+    assert cost is not None and cost.processes == 2 and cost.predictions == 20
+    assert cost.cpu_seconds > 0 and cost.memory_gb_hours > 0 and cost.cost is not None and cost.cost > 0
+    assert cost.cost_per_1000 == pytest.approx(cost.cost / 20 * 1000)
+    assert service.usage is not None and service.usage.skipped == 0
+    assert metrics["service.cost.per_1000"] == pytest.approx(cost.cost_per_1000)
+    assert metrics["service.cost.cpu_seconds"] == pytest.approx(cost.cpu_seconds)
+    assert rows[0]["cost_per_1000"] is not None and saved["service"]["total"]["cost"]["processes"] == 2
 
 
 def test_promotion_and_rollback_under_load_fail_no_request(project: Project) -> None:

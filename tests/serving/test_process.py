@@ -10,12 +10,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from flowship.serving import __main__ as entry
 from flowship.serving.inference_log import read_inference_log
+from flowship.serving.usage import USAGE_PREFIX, parse_usage_line
 from tests.helpers import free_port, wait_until
 from tests.serving.test_batching import records
 from tests.serving.test_bundle import REPO, write_blocker
@@ -95,6 +97,7 @@ def test_real_http_then_sigterm_drains_and_logs_everything(tmp_path: Path, class
         port,
         FLOWSHIP_LOG_FLUSH_SECONDS="60",  # only the shutdown flushes: it must not lose anything
         FLOWSHIP_API_TOKEN="it-token",
+        FLOWSHIP_USAGE_SECONDS="0.2",
     )
     out, err = (tmp_path / "stdout").open("w+"), (tmp_path / "stderr").open("w+")
     process = subprocess.Popen(
@@ -134,6 +137,7 @@ def test_real_http_then_sigterm_drains_and_logs_everything(tmp_path: Path, class
         for w in workers:
             w.start()
         wait_until(lambda: len(answered) > 10, 60, "the clients' first answers")
+        wait_until(lambda: usage_lines(logs) >= 3, 30, "usage samples on the interval while serving")
         process.send_signal(signal.SIGTERM)  # with requests in flight
         assert process.wait(timeout=30) == 0
     finally:
@@ -155,6 +159,32 @@ def test_real_http_then_sigterm_drains_and_logs_everything(tmp_path: Path, class
     assert {line["request_id"] for line in access if line["status"] == 200} >= set(answered)
     assert all("features" not in line for line in access)
     assert any("every prediction is in the inference log" in line.get("message", "") for line in lines)
+
+    # the process's resources, from its start to its clean shutdown: cumulative CPU time, resident memory
+    samples = usage(logs)
+    assert samples[0]["event"] == "start" and samples[-1]["event"] == "stop"
+    assert {(s["model_name"], s["model_version"], s["pid"]) for s in samples} == {("flights-delay", "3", process.pid)}
+    assert len({s["process"] for s in samples}) == 1
+    cpu = [s["cpu_seconds"] for s in samples]
+    assert cpu == sorted(cpu) and cpu[-1] > cpu[0] > 0  # loading the model, then serving, took CPU time
+    assert all(s["rss_bytes"] > 20 * 2**20 for s in samples)  # Python, scikit-learn and the model: well over 20 MiB
+
+
+def usage_lines(folder: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in folder.glob(f"{USAGE_PREFIX}*.jsonl"))
+
+
+def usage(folder: Path) -> list[dict[str, Any]]:
+    """The usage log's samples, every line readable (a reader would count one that is not)."""
+    samples = []
+    for path in sorted(folder.glob(f"{USAGE_PREFIX}*.jsonl")):
+        for raw in path.read_bytes().splitlines():
+            if not raw.strip():
+                continue
+            sample = parse_usage_line(raw)
+            assert sample is not None, raw
+            samples.append(sample)
+    return samples
 
 
 @pytest.mark.integration

@@ -21,6 +21,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert settings.batch_window_ms == 2.0
     assert settings.batch_window_seconds == 0.002
     assert settings.log_features is False
+    assert settings.usage_seconds == 10.0
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
 
 
@@ -35,6 +36,7 @@ def test_every_variable_is_read() -> None:
             "FLOWSHIP_LOG_WAIT_SECONDS": "0.5",
             "FLOWSHIP_BATCH_WINDOW_MS": "0",
             "FLOWSHIP_LOG_FEATURES": "true",
+            "FLOWSHIP_USAGE_SECONDS": "2.5",
             "FLOWSHIP_HOST": "127.0.0.1",
             "FLOWSHIP_PORT": "9000",
             "UNRELATED": "x",
@@ -48,6 +50,7 @@ def test_every_variable_is_read() -> None:
     assert settings.log_wait_seconds == 0.5
     assert settings.batch_window_ms == 0.0
     assert settings.log_features is True
+    assert settings.usage_seconds == 2.5
     assert (settings.host, settings.port) == ("127.0.0.1", 9000)
 
 
@@ -70,6 +73,8 @@ def test_empty_values_mean_the_default() -> None:
         ("FLOWSHIP_LOG_WAIT_SECONDS", "inf", "finite number"),
         ("FLOWSHIP_BATCH_WINDOW_MS", "-1", "greater than or equal to 0"),
         ("FLOWSHIP_LOG_FEATURES", "perhaps", "valid boolean"),
+        ("FLOWSHIP_USAGE_SECONDS", "0", "greater than 0"),
+        ("FLOWSHIP_USAGE_SECONDS", "often", "valid number"),
         ("FLOWSHIP_API_TOKEN", "has space", "printable ASCII"),
     ],
 )

@@ -71,6 +71,9 @@ def logs(tmp_path: Path) -> dict[str, Path]:
         "old_staging": write(layout.staging_inference_log_dir / "inference-20261120.jsonl", 12),
         "kept_inference": write(layout.inference_log_dir / "inference-20261129.jsonl", 3),
         "today_inference": write(layout.inference_log_dir / "inference-20261202.jsonl", 0),
+        # the serving processes' usage goes with the predictions
+        "old_usage": write(layout.inference_log_dir / "usage-20261128.prod-0.jsonl", 4),
+        "kept_usage": write(layout.inference_log_dir / "usage-20261129.prod-0.jsonl", 3),
         # expired by its name, but written to a moment ago (a writer far behind): kept
         "busy": write(layout.inference_log_dir / "inference-20261127.late.jsonl", 0.01),
         # safety: kept for ever
@@ -98,6 +101,7 @@ REMOVED = {
     "old_inference",
     "old_replica",
     "old_staging",
+    "old_usage",
     "old_labels",
     "old_feedback",
     "old_comments",
@@ -117,7 +121,7 @@ def test_whole_daily_files_past_their_retention_are_deleted_and_the_run_recorded
     assert run.kept_while_written == [logs["busy"]]
     size = len('{"x":1}\n')
     assert run.per_log() == {
-        "inference": {"files": 3, "bytes": 3 * size},
+        "inference": {"files": 4, "bytes": 4 * size},
         "labels": {"files": 4, "bytes": 4 * size},
         "access": {"files": 2, "bytes": 2 * size},
         "safety": {"files": 0, "bytes": 0},
@@ -128,14 +132,14 @@ def test_whole_daily_files_past_their_retention_are_deleted_and_the_run_recorded
     assert event["removed"] == run.per_log()
     assert sorted(event["files"]) == sorted(str(logs[name].relative_to(tmp_path)) for name in REMOVED)
     assert event["kept_while_written"] == ["logs/inference/inference-20261127.late.jsonl"]
-    assert event["reason"] == f"9 expired log files removed ({9 * size} bytes)"
+    assert event["reason"] == f"10 expired log files removed ({10 * size} bytes)"
 
 
 def test_a_second_run_removes_nothing_more(tmp_path: Path, logs: dict[str, Path]) -> None:
     apply_retention(Layout(tmp_path), RETENTION, today=TODAY, now=NOW)
     again = apply_retention(Layout(tmp_path), RETENTION, today=TODAY, now=NOW)
     assert again.removed == []
-    assert [e["removed"]["inference"]["files"] for e in audit.read(tmp_path)] == [3, 0]
+    assert [e["removed"]["inference"]["files"] for e in audit.read(tmp_path)] == [4, 0]
 
 
 def test_a_dry_run_lists_the_files_and_deletes_and_records_nothing(tmp_path: Path, logs: dict[str, Path]) -> None:

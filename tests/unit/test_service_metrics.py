@@ -307,7 +307,21 @@ def every_kind(tmp_path: Path) -> list[str]:
     errors = [line(T0 + timedelta(seconds=i), 500, 2.0, version=str(1 + i % 2)) for i in range(300)]
     service = judged(tmp_path, errors)
     silent = judged(tmp_path / "empty", [])
-    return [*model.alert_kinds, *service.alert_kinds, *silent.alert_kinds]
+    return [*model.alert_kinds, *service.alert_kinds, *silent.alert_kinds, *costly(tmp_path).alert_kinds]
+
+
+def costly(tmp_path: Path) -> Any:
+    """A service whose 1,000 predictions cost more than the ceiling."""
+    from dataclasses import replace
+
+    from flowship.config import CostConfig
+    from flowship.monitoring.service import ServiceCost
+
+    write(tmp_path / "costly" / "access.jsonl", [line(T0 + timedelta(seconds=i)) for i in range(200)])
+    found = service_window(read_access_window(tmp_path / "costly", WINDOW).lines, WINDOW)
+    found = replace(found, total=replace(found.total, cost=ServiceCost(200, 1, 360, 3600.0, 1.0, 2.0, 10.0)))
+    cfg = CFG.model_copy(update={"cost": CostConfig(vcpu_hour=1, gb_hour=1, max_per_1000=5)})
+    return judge_service(found, error_budget({}, 0.995, 7, WINDOW.end), cfg, True, 0, 1, {})
 
 
 def test_every_alert_kind_links_to_a_runbook_section_that_exists(tmp_path: Path) -> None:
