@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import REPO, Project, default_params
+from tests.conftest import REPO, Project, default_params, trained_flights_project
 from tests.helpers import flowship
 
 pytestmark = pytest.mark.integration
@@ -229,14 +229,21 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project, prefe
     assert "gate failed" in status.stdout and "challenger  v1" in status.stdout
 
 
+@pytest.fixture
+def trained_project(tmp_path: Path, flights_sample: Path, prefect_harness: None) -> Project:
+    """A flights project whose first training (the one `test_train_twice_then_status_as_a_user_would` runs through
+    this command) registered v1: a copy of this worker's trained project."""
+    return trained_flights_project(tmp_path, flights_sample, default_params())
+
+
 @pytest.mark.timeout(1500)
-def test_deploy_as_a_local_process_then_history_status_and_stop(flights_project: Project, prefect_api_url: str) -> None:
+def test_deploy_as_a_local_process_then_history_status_and_stop(trained_project: Project, prefect_api_url: str) -> None:
+    flights_project = trained_project
     root, params = flights_project.root, str(flights_project.params_path)
     raw = flights_project.params()
     raw["release"] = {"production_port": 18410, "staging_port": 18411, "latency_requests": 20, "latency_p95_ms": 1000}
     flights_project.write_params(raw)
     env = {"FLOWSHIP_RUNTIME": "process", "PREFECT_API_URL": prefect_api_url}  # the session's test API (see above)
-    flowship(["train", "--params", params], root, **env, check=True)
     # a key file committed to git is refused before any work, with the way out
     (root / "keys.txt").write_text("k-1\n")
     flights_project.commit("keys")
