@@ -30,6 +30,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # A temporary Prefect API (a `flowship` subprocess's) may need more than 20 s to start on a busy machine (more than 90 s
 # when several suites share two cores).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")
+# `make test` runs a test worker per core, each starting processes that train and predict: one OpenMP thread per
+# process (the serving processes already take one), not a team per process fighting over the same two cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Tests never talk to a tracking server the developer may have configured.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
