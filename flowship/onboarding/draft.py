@@ -256,6 +256,7 @@ def _fit_baseline(draft: Draft, root: Path, frame: pd.DataFrame) -> None:
     """Train the drafted model as the pipeline will (on a sample of a big training part), and set the gate a little
     below its holdout score; its most important features become monitoring's key features."""
     from sklearn.inspection import permutation_importance
+    from threadpoolctl import threadpool_limits
 
     from flowship.pipeline import evaluation, training
     from flowship.pipeline.ingest import ingest
@@ -280,7 +281,8 @@ def _fit_baseline(draft: Draft, root: Path, frame: pd.DataFrame) -> None:
     if params.data.task == "classification":
         scoring = "roc_auc" if y.nunique() == 2 else "roc_auc_ovr"
     try:
-        importance = permutation_importance(model, x, y, n_repeats=3, random_state=0, scoring=scoring)
+        with threadpool_limits(limits=1, user_api="openmp"):  # as the evaluate stage: too few rows to share out
+            importance = permutation_importance(model, x, y, n_repeats=3, random_state=0, scoring=scoring)
         ranked = sorted(zip(x.columns, importance.importances_mean, strict=True), key=lambda p: -p[1])
         draft.key_features = [str(n) for n, _ in ranked[:KEY_FEATURES]]
     except ValueError:  # a holdout the scorer cannot use (one class in it): the first features then
