@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,40 +21,55 @@ from flowship.pipeline.training import split_xy
 from flowship.values import plain
 
 
-def classification_metrics(y: pd.Series, proba: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+def classification_metrics(
+    y: pd.Series, proba: np.ndarray, classes: np.ndarray, only: str | None = None
+) -> dict[str, float]:
+    """roc_auc, pr_auc, f1, accuracy and log_loss of the class probabilities `proba`; `only` one of them (each
+    costs a few milliseconds, mostly sklearn's checks: permutation importance asks for one, dozens of times)."""
     predicted = classes[np.argmax(proba, axis=1)]
     binary = len(classes) == 2
-    if binary:
-        positive = proba[:, 1]
-        y_pos = (y.to_numpy() == classes[1]).astype(int)
-        roc = skm.roc_auc_score(y_pos, positive) if len(set(y_pos)) > 1 else math.nan
-        pr = skm.average_precision_score(y_pos, positive) if y_pos.any() else math.nan
-        f1 = skm.f1_score(y, predicted, pos_label=classes[1], zero_division=0)
-    else:
+
+    def roc_auc() -> float:
+        if binary:
+            y_pos = (y.to_numpy() == classes[1]).astype(int)
+            return float(skm.roc_auc_score(y_pos, proba[:, 1])) if len(set(y_pos)) > 1 else math.nan
         y_onehot = label_binarize(y, classes=classes)
         present = y_onehot.sum(axis=0) > 0
-        roc = (
-            skm.roc_auc_score(y_onehot[:, present], proba[:, present], average="macro")
-            if present.sum() > 1
-            else math.nan
-        )
-        pr = skm.average_precision_score(y_onehot[:, present], proba[:, present], average="macro")
-        f1 = skm.f1_score(y, predicted, average="macro", zero_division=0)
-    return {
-        "roc_auc": float(roc),
-        "pr_auc": float(pr),
-        "f1": float(f1),
-        "accuracy": float(skm.accuracy_score(y, predicted)),
-        "log_loss": float(skm.log_loss(y, proba, labels=classes)),
+        if present.sum() <= 1:
+            return math.nan
+        return float(skm.roc_auc_score(y_onehot[:, present], proba[:, present], average="macro"))
+
+    def pr_auc() -> float:
+        if binary:
+            y_pos = (y.to_numpy() == classes[1]).astype(int)
+            return float(skm.average_precision_score(y_pos, proba[:, 1])) if y_pos.any() else math.nan
+        y_onehot = label_binarize(y, classes=classes)
+        present = y_onehot.sum(axis=0) > 0
+        return float(skm.average_precision_score(y_onehot[:, present], proba[:, present], average="macro"))
+
+    def f1() -> float:
+        if binary:
+            return float(skm.f1_score(y, predicted, pos_label=classes[1], zero_division=0))
+        return float(skm.f1_score(y, predicted, average="macro", zero_division=0))
+
+    metrics: dict[str, Callable[[], float]] = {
+        "roc_auc": roc_auc,
+        "pr_auc": pr_auc,
+        "f1": f1,
+        "accuracy": lambda: float(skm.accuracy_score(y, predicted)),
+        "log_loss": lambda: float(skm.log_loss(y, proba, labels=classes)),
     }
+    return {name: compute() for name, compute in metrics.items() if only in (None, name)}
 
 
-def regression_metrics(y: pd.Series, predicted: np.ndarray) -> dict[str, float]:
-    return {
-        "rmse": float(skm.root_mean_squared_error(y, predicted)),
-        "mae": float(skm.mean_absolute_error(y, predicted)),
-        "r2": float(skm.r2_score(y, predicted)),
+def regression_metrics(y: pd.Series, predicted: np.ndarray, only: str | None = None) -> dict[str, float]:
+    """rmse, mae and r2 of `predicted`; `only` one of them."""
+    metrics: dict[str, Callable[[], float]] = {
+        "rmse": lambda: float(skm.root_mean_squared_error(y, predicted)),
+        "mae": lambda: float(skm.mean_absolute_error(y, predicted)),
+        "r2": lambda: float(skm.r2_score(y, predicted)),
     }
+    return {name: compute() for name, compute in metrics.items() if only in (None, name)}
 
 
 def compute_metrics(model: Pipeline, frame: pd.DataFrame, params: Params) -> dict[str, float]:
@@ -152,9 +168,9 @@ def feature_importance(model: Pipeline, frame: pd.DataFrame, params: Params) -> 
     def scoring(estimator: Pipeline, features: pd.DataFrame, target: pd.Series) -> float:
         # The gate's own metric (whatever the class labels are), greater is better.
         if params.data.task == "classification":
-            values = classification_metrics(target, estimator.predict_proba(features), estimator.classes_)
+            values = classification_metrics(target, estimator.predict_proba(features), estimator.classes_, metric)
         else:
-            values = regression_metrics(target, estimator.predict(features))
+            values = regression_metrics(target, estimator.predict(features), metric)
         return sign * values[metric]
 
     # One OpenMP thread: a few thousand rows per prediction are too few to share out, and the threads' hand-offs

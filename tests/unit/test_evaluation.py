@@ -72,6 +72,23 @@ def test_metrics_are_exactly_those_of_the_task(case, task, request):
     assert score(model, holdout, params, params.gate.primary_metric) == values[params.gate.primary_metric]
 
 
+@pytest.mark.parametrize(
+    ("case", "task"), [("binary", "classification"), ("multiclass", "classification"), ("regression", "regression")]
+)
+def test_one_metric_asked_is_that_metric_alone_and_the_same_value(case, task, request):
+    model, holdout, params = request.getfixturevalue(case)
+    x, y = holdout.drop(columns=["y"]), holdout["y"]
+    for name in metrics_for(task):
+        if task == "classification":
+            proba = model.predict_proba(x)
+            everything = classification_metrics(y, proba, model.classes_)
+            alone = classification_metrics(y, proba, model.classes_, only=name)
+        else:
+            everything = regression_metrics(y, model.predict(x))
+            alone = regression_metrics(y, model.predict(x), only=name)
+        assert alone == {name: everything[name]}
+
+
 def test_binary_metrics_by_hand():
     y = pd.Series(["no", "no", "yes", "yes"])
     classes = np.array(["no", "yes"])
