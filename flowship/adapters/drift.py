@@ -260,7 +260,20 @@ def _workspace(folder: Path) -> Any:
         warnings.simplefilter("ignore")
         from evidently.ui.workspace import Workspace
 
-    return Workspace.create(str(folder))
+    try:
+        return Workspace.create(str(folder))  # reads every project's metadata.json
+    except (OSError, ValueError) as exc:
+        raise DashboardError(str(folder), f"cannot be read: {_unreadable(folder) or exc}") from None
+
+
+def _unreadable(folder: Path) -> str | None:
+    """The first of the workspace's project files that is no JSON, with why (Evidently's error names no file)."""
+    for path in sorted(folder.glob("*/*.json")):
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            return f"{path.relative_to(folder)} ({exc})"
+    return None
 
 
 def _project(workspace: Any, folder: Path, name: str) -> Any:

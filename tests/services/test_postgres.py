@@ -152,10 +152,18 @@ def team(tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, postgre
     project, production_port = team_project(base, flights_sample)
     # Only the servers see this folder; clients send and fetch artifacts through the MLflow server.
     artifacts = base / "served-artifacts"
-    services = Up(project, free_port(), free_port())
+    services = Up(project, free_port(), free_port(), free_port())
     try:
         up = flowship(
-            ["up", "--prefect-port", str(services.prefect_port), "--mlflow-port", str(services.mlflow_port)],
+            [
+                "up",
+                "--prefect-port",
+                str(services.prefect_port),
+                "--mlflow-port",
+                str(services.mlflow_port),
+                "--evidently-port",
+                str(services.evidently_port),
+            ],  # fmt: skip
             project.root,
             **QUICK_WORKER,
             FLOWSHIP_RUNTIME="process",
@@ -293,7 +301,8 @@ def test_down_stops_every_service(team: Team) -> None:
 def test_up_with_postgres_unreachable_fails_naming_the_service_and_its_log(tmp_path: Path, postgres: Postgres) -> None:
     root = bare_project(tmp_path / "project")
     closed = free_port()
-    args = ["up", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()), "--timeout", "60"]
+    args = ["up", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()),
+            "--evidently-port", str(free_port()), "--timeout", "60"]  # fmt: skip
     # `--timeout 60` bounds the wait for the servers; the subprocess deadline only guards against a hang.
     done = flowship(
         args, root, timeout=300, **QUICK_WORKER, **team_environment(postgres, tmp_path / "artifacts", port=closed)
