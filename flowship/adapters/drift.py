@@ -244,7 +244,11 @@ def project_id(project: str) -> str:
 
 
 def _workspace(folder: Path) -> Any:
-    """The workspace in `folder`, made when the folder is missing but its parent is there (the first check)."""
+    """The workspace's files in `folder`, made when the folder is missing but its parent is there (the first check).
+
+    Written through the `LocalState` that Evidently's `Workspace` writes with: a `Workspace` reads every stored run
+    of every project when it is opened (2 s at 300 runs, each time), this reads and writes only the files asked for.
+    """
     if not folder.exists():
         if not folder.parent.is_dir():
             raise DashboardError(str(folder), f"is missing, and so is the folder it belongs in ({folder.parent})")
@@ -258,36 +262,26 @@ def _workspace(folder: Path) -> Any:
         raise DashboardError(str(folder), "cannot be read and written by this user")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from evidently.ui.workspace import Workspace
+        from evidently.ui.storage.local.base import LocalState
 
-    try:
-        return Workspace.create(str(folder))  # reads every project's metadata.json
-    except (OSError, ValueError) as exc:
-        raise DashboardError(str(folder), f"cannot be read: {_unreadable(folder) or exc}") from None
+    return LocalState(str(folder))
 
 
-def _unreadable(folder: Path) -> str | None:
-    """The first of the workspace's project files that is no JSON, with why (Evidently's error names no file)."""
-    for path in sorted(folder.glob("*/*.json")):
-        try:
-            json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            return f"{path.relative_to(folder)} ({exc})"
-    return None
-
-
-def _project(workspace: Any, folder: Path, name: str) -> Any:
+def _project(state: Any, folder: Path, name: str) -> uuid.UUID:
+    """The model's project (made at its first check): its id comes from the model's name."""
     from evidently.sdk.models import ProjectModel
 
-    found_id = project_id(name)
+    found_id = uuid.UUID(project_id(name))
     try:
-        found = workspace.get_project(found_id)
-    except (OSError, ValueError) as exc:  # a corrupt metadata.json: pydantic's errors are ValueErrors
-        raise DashboardError(str(folder), f"holds an unreadable project {found_id}/metadata.json ({exc})") from None
-    if found is None:
+        state.read_project(found_id)
+    except FileNotFoundError:
         description = f"flowship's monitoring checks of {name}, one run per check"
-        found = workspace.add_project(ProjectModel(id=uuid.UUID(found_id), name=name, description=description))
-    return found
+        state.write_project(ProjectModel(id=found_id, name=name, description=description))
+    except (OSError, ValueError) as exc:  # a cut or corrupt metadata.json: pydantic's errors are ValueErrors
+        raise DashboardError(
+            str(folder), f"holds an unreadable project file {found_id}/metadata.json ({exc})"
+        ) from None
+    return found_id
 
 
 @functools.cache
@@ -317,8 +311,10 @@ def add_dashboard_run(
     from evidently import Report
 
     figure = _check_figure()
-    workspace = _workspace(folder)
-    found = _project(workspace, folder, project)
+    from evidently.legacy.core import new_id
+
+    state = _workspace(folder)
+    found = _project(state, folder, project)
     columns = list(values)
     frame = pd.DataFrame([{c: float(values[c]) for c in columns}])
     with warnings.catch_warnings():
@@ -326,23 +322,24 @@ def add_dashboard_run(
         snapshot = Report([figure(column=c) for c in columns], tags=list(tags)).run(
             _dataset(frame, _definition(columns, [])), None, timestamp=timestamp
         )
-        try:
-            stored = workspace.add_run(found.id, snapshot, include_data=False)
-        except OSError as exc:
-            raise DashboardError(str(folder), f"cannot take the run ({exc})") from None
-    return StoredRun(str(found.id), str(stored.id), str(stored.url))
+    run_id = new_id()
+    try:
+        state.write_snapshot(found, run_id, snapshot.to_snapshot_model())  # as `Workspace.add_run` does
+    except OSError as exc:
+        raise DashboardError(str(folder), f"cannot take the run ({exc})") from None
+    return StoredRun(str(found), str(run_id), str(folder / str(found) / "snapshots" / f"{run_id}.json"))
 
 
 def dashboard_columns(folder: Path, project: str) -> list[str]:
     """The columns the model's dashboard draws now (none before its first check)."""
-    workspace = _workspace(folder)
-    model = _dashboard(workspace, folder, _project(workspace, folder, project).id)
+    state = _workspace(folder)
+    model = _dashboard(state, folder, _project(state, folder, project))
     return [value.metric_labels.get("column", "") for panel in model.panels for value in panel.values]
 
 
-def _dashboard(workspace: Any, folder: Path, found_id: Any) -> Any:
+def _dashboard(state: Any, folder: Path, found_id: uuid.UUID) -> Any:
     try:
-        return workspace.get_dashboard(found_id)
+        return state.read_dashboard(found_id)
     except (OSError, ValueError) as exc:
         raise DashboardError(str(folder), f"holds an unreadable {found_id}/dashboard.json ({exc})") from None
 
@@ -352,11 +349,11 @@ def save_dashboard(folder: Path, project: str, panels: Sequence[DashboardPanel])
     again changes nothing. Returns whether the dashboard changed."""
     from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel, PanelMetric
 
-    workspace = _workspace(folder)
-    found = _project(workspace, folder, project)
+    state = _workspace(folder)
+    found = _project(state, folder, project)
     plots = [
         DashboardPanelPlot(
-            id=uuid.uuid5(found.id, panel.title),
+            id=uuid.uuid5(found, panel.title),
             title=panel.title,
             subtitle=panel.subtitle,
             size=panel.size,
@@ -368,14 +365,12 @@ def save_dashboard(folder: Path, project: str, panels: Sequence[DashboardPanel])
         )
         for panel in panels
     ]
-    tab = DashboardTabModel(id=uuid.uuid5(found.id, DASHBOARD_TAB), title=DASHBOARD_TAB, panels=[p.id for p in plots])
+    tab = DashboardTabModel(id=uuid.uuid5(found, DASHBOARD_TAB), title=DASHBOARD_TAB, panels=[p.id for p in plots])
     wanted = DashboardModel(tabs=[tab], panels=plots)
-    if json.dumps(_dashboard(workspace, folder, found.id).dict(), default=str) == json.dumps(
-        wanted.dict(), default=str
-    ):
+    if json.dumps(_dashboard(state, folder, found).dict(), default=str) == json.dumps(wanted.dict(), default=str):
         return False
     try:
-        workspace.save_dashboard(found.id, wanted)
+        state.write_dashboard(found, wanted)
     except OSError as exc:
         raise DashboardError(str(folder), f"cannot take the dashboard ({exc})") from None
     return True

@@ -283,10 +283,11 @@ def process_group(pid: int) -> int | None:
 def test_down_stops_every_service(team: Team) -> None:
     root = team.services.root
     recorded = read_services(root)
-    assert recorded is not None and set(recorded.running()) == {"prefect-server", "mlflow-server", "worker"}
+    assert recorded is not None
+    assert set(recorded.running()) == {"prefect-server", "mlflow-server", "evidently-ui", "worker"}
     done = team.services.down()
     assert done.returncode == 0, done.stderr
-    for name in ("worker", "mlflow-server", "prefect-server"):
+    for name in ("worker", "evidently-ui", "mlflow-server", "prefect-server"):
         # killed: SIGKILL after the grace period, which MLflow's job runners can outlast on a busy machine.
         assert re.search(rf"^{name}:\s+(stopped|killed)", done.stdout, re.MULTILINE), done.stdout
     assert recorded.running() == {}
@@ -311,9 +312,11 @@ def test_up_with_postgres_unreachable_fails_naming_the_service_and_its_log(tmp_p
     log = root / "logs" / "services" / "prefect-server.log"
     assert f"prefect-server exited while starting; the end of {log}" in done.stderr, done.stderr
     assert "Connection refused" in done.stderr
-    # What this `up` started is stopped again, the MLflow server too (it would retry its database for a while):
-    # nothing runs in the project and nothing is recorded.
-    assert "what this command started was stopped again (mlflow-server: stopped" in done.stderr, done.stderr
+    # What this `up` started is stopped again, the Evidently UI and the MLflow server too (it would retry its database
+    # for a while): nothing runs in the project and nothing is recorded.
+    assert (
+        "what this command started was stopped again (evidently-ui: stopped; mlflow-server: stopped" in done.stderr
+    ), done.stderr
     assert processes_in(root) == {}
     assert read_services(root) is None
     down = flowship(["down"], root)

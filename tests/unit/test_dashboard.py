@@ -221,6 +221,6 @@ def test_a_workspace_that_is_no_folder_or_holds_an_unreadable_project_is_named(t
     with pytest.raises(DashboardError) as error:
         record_check(workspace, MODEL, END + timedelta(days=1), check, None, KEY_FEATURES, METRIC)
     assert str(error.value) == (
-        f"the dashboard workspace {workspace} cannot be read: {project_id(MODEL)}/metadata.json "
+        f"the dashboard workspace {workspace} holds an unreadable project file {project_id(MODEL)}/metadata.json "
         "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
     )
