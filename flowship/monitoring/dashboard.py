@@ -24,10 +24,9 @@ from flowship.monitoring.checks import VersionCheck
 from flowship.monitoring.report import run_metrics, service_metrics, version_figures
 from flowship.monitoring.service import ServiceCheck, ServiceFigures
 
-# The cost of the serving containers, as the service's metrics name them.
-COST_PER_1000 = "service_cost_per_1000"
-CPU_SECONDS = "service_cpu_seconds"
-MEMORY_GB_HOURS = "service_memory_gb_hours"
+# The cost of the serving containers, as the service's metrics (`report.service_metrics`) name them once they carry
+# the cost figures.
+COST_PER_1000 = "service.cost.per_1000"
 MISSING = "data_quality.missing_pct"
 OUT_OF_RANGE = "data_quality.out_of_range_pct"
 UNSEEN = "data_quality.unseen_pct"
