@@ -398,6 +398,14 @@ class ServiceAlertConfig(Section):
     cost: CostConfig | None = None
 
 
+class DashboardConfig(Section):
+    """The monitoring dashboard: each check adds its run to the model's project in an Evidently UI workspace."""
+
+    enabled: bool = True
+    # relative to the project's root; `flowship up` serves it with the Evidently UI
+    workspace: str = Field(default="reports/evidently", min_length=1)
+
+
 class MonitoringConfig(Section):
     min_records: int = Field(default=500, ge=1, description="fewer records in a window: no verdict, no alert")
     reference_rows: int = Field(default=50_000, ge=100)
@@ -408,6 +416,7 @@ class MonitoringConfig(Section):
     retrain: RetrainConfig = RetrainConfig()
     guardrails: GuardrailAlertConfig = GuardrailAlertConfig()
     service: ServiceAlertConfig = ServiceAlertConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
 
 DASK_ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")

@@ -130,3 +130,13 @@ class MonitoringError(FlowshipError):
 
 class OnboardingError(FlowshipError):
     """`flowship init` cannot describe the data: a missing target, one class, too few rows, a file that is no table."""
+
+
+class DashboardError(FlowshipError):
+    """The monitoring dashboard's workspace (the Evidently UI's folder) cannot take a check's run: the folder is
+    missing, no folder, or unreadable. The check's own reports are written all the same."""
+
+    def __init__(self, folder: str, problem: str) -> None:
+        self.folder = folder
+        self.problem = problem
+        super().__init__(f"the dashboard workspace {folder} {problem}")

@@ -1,4 +1,5 @@
-"""Evidently: drift, data-quality and model-quality reports. The only module that imports evidently.
+"""Evidently: drift, data-quality and model-quality reports, and the monitoring dashboard's workspace (the folder the
+Evidently UI serves). The only module that imports evidently.
 
 Each report is saved as HTML for people; the numbers come back as plain rows for the code that decides.
 Methods and thresholds are always given (Evidently's own defaults change with the row count).
@@ -6,15 +7,22 @@ Methods and thresholds are always given (Evidently's own defaults change with th
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import os
+import uuid
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
 from flowship.config import P_VALUE_METHODS
+from flowship.errors import DashboardError
 
 TARGET, PREDICTION = "target", "prediction"
 
@@ -195,3 +203,174 @@ def model_quality_report(
             score = float(value) if value is not None else math.nan
             return ColumnDrift(TARGET, method, score, threshold, drifted(method, score, threshold))
     raise RuntimeError("Evidently returned no target drift")  # pragma: no cover - the metric was asked for
+
+
+# --- the dashboard's workspace ---
+
+# A project's id is derived from the model's name: every check finds the same project, without a lookup by name.
+PROJECT_NAMESPACE = uuid.UUID("5d0c7a52-4f8e-4a8b-9a53-2a8f1d3c6e10")
+DASHBOARD_TAB = "Monitoring"
+FIGURE_METRIC = "evidently:metric_v2:CheckFigure"
+
+
+@dataclass(frozen=True)
+class PanelLine:
+    """One line of a dashboard panel: a column of the runs' data, drawn over the runs' times."""
+
+    legend: str
+    column: str
+
+
+@dataclass(frozen=True)
+class DashboardPanel:
+    title: str
+    subtitle: str
+    lines: tuple[PanelLine, ...]
+    plot: Literal["line", "bar"] = "line"
+    size: Literal["half", "full"] = "half"
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A check's run in the workspace: its project (one per model) and the run's own file."""
+
+    project_id: str
+    run_id: str
+    path: str
+
+
+def project_id(project: str) -> str:
+    return str(uuid.uuid5(PROJECT_NAMESPACE, project))
+
+
+def _workspace(folder: Path) -> Any:
+    """The workspace's files in `folder`, made when the folder is missing but its parent is there (the first check).
+
+    Written through the `LocalState` that Evidently's `Workspace` writes with: a `Workspace` reads every stored run
+    of every project when it is opened (2 s at 300 runs, each time), this reads and writes only the files asked for.
+    """
+    if not folder.exists():
+        if not folder.parent.is_dir():
+            raise DashboardError(str(folder), f"is missing, and so is the folder it belongs in ({folder.parent})")
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            raise DashboardError(str(folder), f"is missing and cannot be made ({exc.strerror})") from None
+    if not folder.is_dir():
+        raise DashboardError(str(folder), "is not a folder")
+    if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+        raise DashboardError(str(folder), "cannot be read and written by this user")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from evidently.ui.storage.local.base import LocalState
+
+    return LocalState(str(folder))
+
+
+def _project(state: Any, folder: Path, name: str) -> uuid.UUID:
+    """The model's project (made at its first check): its id comes from the model's name."""
+    from evidently.sdk.models import ProjectModel
+
+    found_id = uuid.UUID(project_id(name))
+    try:
+        state.read_project(found_id)
+    except FileNotFoundError:
+        description = f"flowship's monitoring checks of {name}, one run per check"
+        state.write_project(ProjectModel(id=found_id, name=name, description=description))
+    except (OSError, ValueError) as exc:  # a cut or corrupt metadata.json: pydantic's errors are ValueErrors
+        raise DashboardError(
+            str(folder), f"holds an unreadable project file {found_id}/metadata.json ({exc})"
+        ) from None
+    return found_id
+
+
+@functools.cache
+def _check_figure() -> Any:
+    """`CheckFigure`: the value of a one-row column, with a counter as its widget. Evidently's own statistics
+    (MeanValue) draw a histogram per column: 50 ms and 20 KB each, for a single number."""
+    from evidently.core.metric_types import ColumnMetric, SingleValueCalculation, SingleValueMetric
+
+    class CheckFigure(ColumnMetric, SingleValueMetric):  # type: ignore[misc]
+        pass
+
+    class CheckFigureCalculation(SingleValueCalculation[CheckFigure]):  # type: ignore[misc]
+        def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
+            return self.result(float(current_data.column(self.metric.column).data.iloc[0])), None
+
+        def display_name(self) -> str:
+            return str(self.metric.column)
+
+    return CheckFigure
+
+
+def add_dashboard_run(
+    folder: Path, project: str, values: Mapping[str, float], tags: Sequence[str], timestamp: datetime
+) -> StoredRun:
+    """A check's figures as a run of the model's project: one column each (a single row), a `CheckFigure` metric
+    each, that the dashboard draws at the run's `timestamp` (the window's end)."""
+    from evidently import Report
+
+    figure = _check_figure()
+    from evidently.legacy.core import new_id
+
+    state = _workspace(folder)
+    found = _project(state, folder, project)
+    columns = list(values)
+    frame = pd.DataFrame([{c: float(values[c]) for c in columns}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snapshot = Report([figure(column=c) for c in columns], tags=list(tags)).run(
+            _dataset(frame, _definition(columns, [])), None, timestamp=timestamp
+        )
+    run_id = new_id()
+    try:
+        state.write_snapshot(found, run_id, snapshot.to_snapshot_model())  # as `Workspace.add_run` does
+    except OSError as exc:
+        raise DashboardError(str(folder), f"cannot take the run ({exc})") from None
+    return StoredRun(str(found), str(run_id), str(folder / str(found) / "snapshots" / f"{run_id}.json"))
+
+
+def dashboard_columns(folder: Path, project: str) -> list[str]:
+    """The columns the model's dashboard draws now (none before its first check)."""
+    state = _workspace(folder)
+    model = _dashboard(state, folder, _project(state, folder, project))
+    return [value.metric_labels.get("column", "") for panel in model.panels for value in panel.values]
+
+
+def _dashboard(state: Any, folder: Path, found_id: uuid.UUID) -> Any:
+    try:
+        return state.read_dashboard(found_id)
+    except (OSError, ValueError) as exc:
+        raise DashboardError(str(folder), f"holds an unreadable {found_id}/dashboard.json ({exc})") from None
+
+
+def save_dashboard(folder: Path, project: str, panels: Sequence[DashboardPanel]) -> bool:
+    """The model's dashboard as `panels` say, in one tab; the ids come from the titles, so saving the same panels
+    again changes nothing. Returns whether the dashboard changed."""
+    from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel, PanelMetric
+
+    state = _workspace(folder)
+    found = _project(state, folder, project)
+    plots = [
+        DashboardPanelPlot(
+            id=uuid.uuid5(found, panel.title),
+            title=panel.title,
+            subtitle=panel.subtitle,
+            size=panel.size,
+            values=[
+                PanelMetric(legend=line.legend, metric=FIGURE_METRIC, metric_labels={"column": line.column})
+                for line in panel.lines
+            ],
+            plot_params={"plot_type": panel.plot},
+        )
+        for panel in panels
+    ]
+    tab = DashboardTabModel(id=uuid.uuid5(found, DASHBOARD_TAB), title=DASHBOARD_TAB, panels=[p.id for p in plots])
+    wanted = DashboardModel(tabs=[tab], panels=plots)
+    if json.dumps(_dashboard(state, folder, found).dict(), default=str) == json.dumps(wanted.dict(), default=str):
+        return False
+    try:
+        state.write_dashboard(found, wanted)
+    except OSError as exc:
+        raise DashboardError(str(folder), f"cannot take the dashboard ({exc})") from None
+    return True

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import typer
 
-from flowship.cli.common import EnvOption, IntervalOption, ParamsOption, check_params, environment, fail
+from flowship.cli.common import EnvOption, IntervalOption, ParamsOption, check_params, environment, fail, read_params
 from flowship.errors import FlowshipError
-from flowship.services.processes import CRASH_AFTER_S, HEARTBEAT_S, MIN_CRASH_AFTER_S, MLFLOW_PORT, PREFECT_PORT
+from flowship.services.processes import (
+    CRASH_AFTER_S,
+    EVIDENTLY_PORT,
+    HEARTBEAT_S,
+    MIN_CRASH_AFTER_S,
+    MLFLOW_PORT,
+    PREFECT_PORT,
+)
 
 
 def _warn(line: str) -> None:
@@ -41,6 +48,9 @@ def up(
     interval: IntervalOption = None,
     prefect_port: int = typer.Option(PREFECT_PORT, min=1024, max=65535, help="Prefect server port."),
     mlflow_port: int = typer.Option(MLFLOW_PORT, min=1024, max=65535, help="MLflow server port."),
+    evidently_port: int = typer.Option(
+        EVIDENTLY_PORT, min=1024, max=65535, help="Evidently UI port (the monitoring dashboard)."
+    ),
     timeout: float = typer.Option(120.0, min=1.0, help="Seconds to wait for each service to answer."),
     crash_after: int | None = typer.Option(
         None,
@@ -51,29 +61,33 @@ def up(
     ),
 ) -> None:
     """Start, in the background on 127.0.0.1, a Prefect server with its UI, an MLflow tracking server with its
-    UI and a Prefect worker; register the environment's deployments; print the URLs. Their logs go to
-    logs/services/; `flowship down` stops them. While they run, flowship's commands in this project use them."""
-    path = check_params(params, check_estimator=False)
+    UI, the Evidently UI on the monitoring dashboard's workspace and a Prefect worker; register the environment's
+    deployments; print the URLs. Their logs go to logs/services/; `flowship down` stops them. While they run,
+    flowship's commands in this project use them."""
+    path = params.resolve()
+    cfg = read_params(path, check_estimator=False)
     root = path.parent
     environment(root, use_services=False)
     from flowship.services import lifecycle
 
+    ports = (prefect_port, mlflow_port, evidently_port)
+    workspace = root / cfg.monitoring.dashboard.workspace
     try:
-        ready = lifecycle.start(
-            root, env, interval, (prefect_port, mlflow_port), timeout, typer.echo, _warn, crash_after
-        )
+        ready = lifecycle.start(root, env, interval, ports, timeout, workspace, typer.echo, _warn, crash_after)
     except FlowshipError as exc:
         fail(str(exc))
     typer.echo(f"ready in:      {ready.seconds:.1f} s")
     typer.echo(f"Prefect UI:    {ready.prefect_url}")
     typer.echo(f"MLflow UI:     {ready.mlflow_url}")
+    typer.echo(f"Evidently UI:  {ready.evidently_url} (the monitoring dashboard; workspace {ready.workspace})")
     typer.echo(f"logs:          {ready.logs}/")
     typer.echo(f"in this shell: export PREFECT_API_URL={ready.api_url} MLFLOW_TRACKING_URI={ready.mlflow_url}")
     typer.echo("               (flowship's own commands in this project use the servers without it)")
 
 
 def down(params: ParamsOption = Path("params.yaml")) -> None:
-    """Stop what `flowship up` started in this project (worker, MLflow server, Prefect server), and nothing else.
+    """Stop what `flowship up` started in this project (worker, Evidently UI, MLflow server, Prefect server), and
+    nothing else.
     Runs still going are cancelled first; the servers' state stays (`flowship up` finds it again)."""
     path = check_params(params, check_estimator=False)
     environment(path.parent, use_services=False)

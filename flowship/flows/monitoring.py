@@ -12,7 +12,7 @@ from prefect import State, flow, get_run_logger
 from prefect.states import Completed
 
 from flowship.config import Params  # at run time: Prefect reads the flow's annotations
-from flowship.errors import AlertDeliveryError, FlowshipError, QualityGateFailed
+from flowship.errors import AlertDeliveryError, DashboardError, FlowshipError, QualityGateFailed
 from flowship.flows.training import context
 from flowship.monitoring.checks import VersionCheck
 from flowship.monitoring.report import MonitoringSummary, report_folder, summarize
@@ -58,6 +58,12 @@ def monitoring(
         runs = {c.version: tasks.log_check(ctx, data.window, c, folder, service) for c in checks}
         service_run = tasks.log_service(ctx, data.window, service, folder) if service.files else None
         summary = replace(summary, mlflow_runs=runs, service_run=service_run)
+    dashboard_error: DashboardError | None = None
+    if summary.report is not None and ctx.params.monitoring.dashboard.enabled:
+        try:
+            tasks.record_dashboard(ctx, data.window, checks, service)
+        except DashboardError as exc:
+            dashboard_error = exc  # raised once the check's reports, alerts and summary are done
     tasks.publish(summary)
     tasks.advance_window(ctx, data.window, service)
     delivery_error: AlertDeliveryError | None = None
@@ -71,6 +77,8 @@ def monitoring(
         tasks.write_summary(summary)
     if delivery_error is not None:
         raise delivery_error
+    if dashboard_error is not None:
+        raise dashboard_error
     get_run_logger().info("monitoring verdict: %s (%s)", summary.verdict, summary.message)
     return Completed(
         name=STATE_NAMES[summary.verdict], message=f"{summary.verdict}: {summary.message}"[:500], data=summary

@@ -1,5 +1,5 @@
-"""What `flowship up`, `down` and `schedule` do: start the servers and the worker (recorded before anyone waits
-for them), register the work pools, the zombie-run automation and the deployments, and stop it all again.
+"""What `flowship up`, `down` and `schedule` do: start the servers, the Evidently UI and the worker (recorded before
+anyone waits for them), register the work pools, the zombie-run automation and the deployments, and stop it all again.
 
 Each step reports its outcome as it happens through `say`, one line each, worded as the command prints it; what
 is left running comes back as a small frozen dataclass. When `start` fails half-way, it stops again what it
@@ -23,7 +23,8 @@ Say = Callable[[str], None]
 
 SERVERS = ("prefect-server", "mlflow-server")
 # The worker first (its runs are cancelled before), the servers it reports to last.
-STOP_ORDER = ("worker", "mlflow-server", "prefect-server")
+STOP_ORDER = ("worker", "evidently-ui", "mlflow-server", "prefect-server")
+DASHBOARD = "evidently-ui"
 START_SERVER = "start one with `flowship up` (or `prefect server start` and PREFECT_API_URL=http://127.0.0.1:4200/api)"
 
 
@@ -49,6 +50,8 @@ class Ready:
     api_url: str
     logs: Path
     seconds: float
+    evidently_url: str
+    workspace: Path
 
 
 @dataclass(frozen=True)
@@ -96,22 +99,28 @@ def start(
     root: Path,
     env: str,
     interval: int | None,
-    ports: tuple[int, int],
+    ports: tuple[int, int, int],
     timeout: float,
+    workspace: Path,
     say: Say = _quiet,
     warn: Say = _quiet,
     crash_after_s: int | None = None,
 ) -> Ready:
-    """Start (or find running) the Prefect server on `ports[0]`, the MLflow server on `ports[1]` and a worker, point
-    this process at them, and register one environment's deployments there. A `StartFailed` (or any other
-    exception, after `warn` was told) leaves running only what an earlier `flowship up` had started."""
+    """Start (or find running) the Prefect server on `ports[0]`, the MLflow server on `ports[1]`, the Evidently UI on
+    `ports[2]` (serving the monitoring checks' `workspace`) and a worker, point this process at them, and register
+    one environment's deployments there. A `StartFailed` (or any other exception, after `warn` was told) leaves
+    running only what an earlier `flowship up` had started."""
     running: svc.Services | None = None
     started_here: set[str] = set()
     try:
         pools = _pools(root, env)
         began = time.monotonic()
-        running, waiting = _start_servers(root, env, ports, say)
+        _check_dashboard_port(root, ports[2])
+        running, waiting = _start_servers(root, env, ports[:2], say)
         started_here = set(waiting)
+        if _start_dashboard(root, running, workspace, ports[2], say):
+            waiting[DASHBOARD] = time.monotonic()
+            started_here.add(DASHBOARD)
         _wait_for(running, waiting, "prefect-server", timeout, say)
         os.environ["PREFECT_API_URL"] = running.api_url
         os.environ["MLFLOW_TRACKING_URI"] = running.mlflow_url
@@ -125,6 +134,7 @@ def start(
             running.processes["worker"] = worker
             svc.write_services(root, running)
         _wait_for(running, waiting, "mlflow-server", timeout, say)
+        _wait_for(running, waiting, DASHBOARD, timeout, say)
         _ensure_automation(crash_after_s, say)
         _register(root, env, interval, say)
         if new_worker:
@@ -138,7 +148,15 @@ def start(
         warn(undo_start(root, running, started_here))
         raise
     seconds = time.monotonic() - began
-    return Ready(running.prefect_url, running.mlflow_url, running.api_url, svc.log_dir(root), seconds)
+    return Ready(
+        running.prefect_url,
+        running.mlflow_url,
+        running.api_url,
+        svc.log_dir(root),
+        seconds,
+        running.evidently_url,
+        workspace,
+    )
 
 
 def undo_start(root: Path, running: svc.Services | None, started_here: set[str]) -> str:
@@ -208,6 +226,39 @@ def _register(root: Path, env: str, interval: int | None, say: Say) -> tuple[tup
     return registered
 
 
+def _check_dashboard_port(root: Path, port: int) -> None:
+    """Refuse, before anything starts, a port another program holds for the Evidently UI (unless it is the UI an
+    earlier `flowship up` started)."""
+    existing = svc.read_services(root)
+    if existing is not None and DASHBOARD in existing.running():
+        return
+    if port_taken(port):
+        raise svc.ServiceError(
+            f"port {port} on {svc.HOST} is in use by another program, not by an Evidently UI flowship started here; "
+            "stop it, or choose another port with --evidently-port"
+        )
+
+
+def _start_dashboard(root: Path, running: svc.Services, workspace: Path, port: int, say: Say) -> bool:
+    """The Evidently UI on the monitoring checks' workspace, unless the one started here before still runs (then it
+    keeps its port); recorded before anyone waits for it. Returns whether it was started now."""
+    process = running.processes.get(DASHBOARD)
+    if process is not None and process.alive():
+        say(f"evidently-ui:   running since {process.started}, on {workspace}")
+        return False
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise svc.ServiceError(f"the dashboard workspace {workspace} cannot be made ({exc.strerror})") from None
+    url = f"http://{svc.HOST}:{port}"
+    running.processes[DASHBOARD] = svc.spawn(
+        DASHBOARD, svc.evidently_ui_argv(workspace, port), root, svc.child_environment(root, {"DO_NOT_TRACK": "1"}), url
+    )
+    running.evidently_url = url
+    svc.write_services(root, running)
+    return True
+
+
 def _start_servers(root: Path, env: str, ports: tuple[int, int], say: Say) -> tuple[svc.Services, dict[str, float]]:
     """The servers started here before, or new ones, recorded before anyone waits for them (so that
     `flowship down` finds them even if they never answer); returns them and when each new one was started."""
@@ -257,7 +308,9 @@ def _wait_for(running: svc.Services, waiting: dict[str, float], name: str, timeo
     if name not in waiting:
         return
     process = running.processes[name]
-    health = f"{process.url}/api/health" if name == "prefect-server" else f"{process.url}/health"
+    health = {"prefect-server": f"{process.url}/api/health", DASHBOARD: f"{process.url}/api/version"}.get(
+        name, f"{process.url}/health"
+    )
     svc.wait_until(name, lambda: svc.answers(health), process, timeout)
     took = time.monotonic() - waiting[name]
     say(f"{name + ':':<16}started (pid {process.pid}), answering after {took:.1f} s")

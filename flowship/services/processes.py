@@ -1,11 +1,13 @@
 """Local services behind `flowship up` / `flowship down`: a Prefect server with its UI, an MLflow tracking server
-with its UI and a Prefect process worker, each a background process in its own process group on loopback.
+with its UI, the Evidently UI (the monitoring dashboard, on the project's workspace folder) and a Prefect process
+worker, each a background process in its own process group on loopback.
 
 What was started is recorded in `.flowship/services.json` (pid, process group, command line, log file), so
 `flowship down` stops exactly those processes and nothing else, and a later command finds the servers. The
 servers keep their state in the project (Prefect: `.prefect/prefect.db`, MLflow: `mlruns/`), or in the
 databases their own settings name (PREFECT_API_DATABASE_CONNECTION_URL, MLFLOW_BACKEND_STORE_URI), so a
-restart loses nothing. This module never imports prefect: it starts Prefect's own command line.
+restart loses nothing; the Evidently UI reads the workspace that each monitoring check writes into. This module never
+imports prefect or evidently: it starts their own command lines.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from flowship.files import atomic_write
 HOST = "127.0.0.1"
 PREFECT_PORT = 4200
 MLFLOW_PORT = 5000
+# Never Evidently's own default (8000): that is the serving port.
+EVIDENTLY_PORT = 8050
 POOL = "flowship"
 # Flow runs started by the worker send a heartbeat this often (seconds; Prefect's minimum is 30); a run
 # that misses them for CRASH_AFTER seconds (`flowship up --crash-after`; at least MIN_CRASH_AFTER, so that one late
@@ -78,6 +82,7 @@ class Services:
     prefect_url: str
     mlflow_url: str
     processes: dict[str, Process]
+    evidently_url: str = ""  # "" in a state file written before the dashboard
 
     @property
     def api_url(self) -> str:
@@ -236,6 +241,11 @@ def mlflow_server_argv(root: Path, port: int, env: Mapping[str, str]) -> list[st
     elif not env.get("MLFLOW_ARTIFACTS_DESTINATION"):
         argv += ["--artifacts-destination", str(root / "mlruns" / "served-artifacts")]
     return argv
+
+
+def evidently_ui_argv(workspace: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "evidently.cli", "ui", "--workspace", str(workspace), "--host", HOST,
+            "--port", str(port)]  # fmt: skip
 
 
 def worker_argv(pool: str) -> list[str]:

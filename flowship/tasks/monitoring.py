@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from flowship.monitoring import checks
 from flowship.monitoring.alerts import AlertDelivery, Judged, deliver_alerts, judge_service, plan_alerts
 from flowship.monitoring.checks import VersionCheck
 from flowship.monitoring.cost import read_usage_window, with_cost
+from flowship.monitoring.dashboard import DashboardRecord, record_check
 from flowship.monitoring.privacy import protect_reference
 from flowship.monitoring.reference import (
     ModelSpec,
@@ -234,6 +236,33 @@ def log_service(ctx: Context, window: Window, check: ServiceCheck, folder: Path)
         files,
     )
     return url
+
+
+@task(name="record_dashboard")
+def record_dashboard(
+    ctx: Context, window: Window, checks: list[VersionCheck], service: ServiceCheck | None
+) -> DashboardRecord | None:
+    """The check's run in the model's project of the dashboard's workspace (the Evidently UI's folder), at the
+    window's end; the dashboard's panels drawn for every version seen so far."""
+    cfg = ctx.params.monitoring
+    folder = ctx.root / cfg.dashboard.workspace
+    began = time.monotonic()
+    record = record_check(
+        folder, ctx.params.project.name, window.end, checks, service, cfg.drift.key_features, ctx.params.quality_metric
+    )
+    if record is None:
+        get_run_logger().info("dashboard: nothing to add (no record, no request)")
+        return None
+    get_run_logger().info(
+        "dashboard: run %s added to project %s in %s in %.2f s; versions %s%s",
+        record.run_id,
+        record.project,
+        folder,
+        time.monotonic() - began,
+        ", ".join(f"v{v}" for v in record.versions),
+        " (panels redrawn)" if record.panels_changed else "",
+    )
+    return record
 
 
 @task(name="publish")

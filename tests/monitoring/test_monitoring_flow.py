@@ -55,11 +55,12 @@ SUMMARY_KEYS = [
 
 def fresh(project: Project, **monitoring: Any) -> None:
     """No log, labels, reports or state yet; monitoring settings as given (others from the fixture)."""
-    for folder in ("logs", "reports/monitoring", ".flowship/monitoring"):
+    for folder in ("logs", "reports/monitoring", "reports/evidently", ".flowship/monitoring"):
         shutil.rmtree(project.root / folder, ignore_errors=True)
     params = project.params()
     params["monitoring"]["alerts"] = {"webhook": None, "cooldown_hours": 24}
     params["monitoring"]["retrain"] = {"enabled": False, "deploy": False}
+    params["monitoring"].pop("dashboard", None)
     for key, value in monitoring.items():
         params["monitoring"][key] = value
     project.write_params(params)
@@ -152,6 +153,43 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
     assert again.verdict == "drift"
     assert again.alerts[0].new == [] and "cool-down" in again.alerts[0].delivery
     assert len(alert_lines(project)) == 2
+
+    # Each check with records added its run to the model's project of the dashboard, at its window's end (the
+    # empty window added none).
+    runs = [json.loads(p.read_text()) for p in dashboard_runs(project)]
+    assert sorted(datetime.fromisoformat(r["timestamp"]) for r in runs) == [
+        datetime.fromisoformat(summary.window_end),
+        datetime.fromisoformat(again.window_end),
+    ]
+    assert all(r["tags"] == ["v1"] for r in runs)
+
+
+def dashboard_runs(project: Project) -> list[Path]:
+    from flowship.adapters.drift import project_id
+
+    return list((project.root / "reports" / "evidently" / project_id("flights-delay") / "snapshots").glob("*.json"))
+
+
+def test_a_dashboard_workspace_that_is_missing_fails_the_check_once_its_reports_are_written(
+    trained_project: Project,
+) -> None:
+    from flowship.flows.monitoring import monitoring
+
+    project = trained_project
+    fresh(project, dashboard={"workspace": "shared/evidently"})  # e.g. a shared folder that is not mounted
+    log_predictions(project, production_month(project, 7), "1")
+    state = monitoring(params_path=str(project.params_path), return_state=True)
+    workspace = project.root / "shared" / "evidently"
+    assert state.is_failed(), state
+    assert f"the dashboard workspace {workspace} is missing" in str(state.message)
+    # the check itself is kept: its reports, summary, MLflow run and alert; the next check starts after it
+    (report,) = (project.root / "reports" / "monitoring").iterdir()
+    assert {p.name for p in (report / "v1").iterdir()} == {"drift.html", "data-quality.html", "model-quality.html"}
+    saved = json.loads((report / "summary.json").read_text())
+    assert saved["verdict"] == "drift" and list(saved["mlflow_runs"]) == ["1"]
+    assert [a["version"] for a in alert_lines(project)] == ["1"]
+    assert json.loads((project.root / ".flowship" / "monitoring" / "state.json").read_text())["last_end"]
+    assert not workspace.parent.exists() and not dashboard_runs(project)
 
 
 def check_run_id(project: Project) -> str:

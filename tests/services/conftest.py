@@ -1,6 +1,7 @@
 """`flowship up` on a trained project, shared by the tests of the local services (the servers, the worker, the
-deployments, both UIs): started once for this folder's tests on free loopback ports, stopped with `flowship down`
-when they are done (so that the rest of the suite does not run beside a server and a scheduled check)."""
+deployments, the Prefect, MLflow and Evidently UIs): started once for this folder's tests on free loopback ports,
+stopped with `flowship down` when they are done (so that the rest of the suite does not run beside a server and a
+scheduled check)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from tests.conftest import REPO, Project, trained_flights_project
 from tests.helpers import flowship, free_port, prefect_api, tail, wait_until
 from tests.monitoring.conftest import log_predictions, monitoring_params, production_month
 from tests.monitoring.test_schedule import FINAL
+from tests.unit.test_dashboard import record_two_checks
 
 # The monitoring deployment's schedule, replaced for the tests: a run every this many seconds.
 INTERVAL_S = 15
@@ -31,14 +34,16 @@ QUICK_WORKER = {"PREFECT_WORKER_QUERY_SECONDS": "2"}
 class Up:
     """A project whose services `flowship up` started, with what the tests ask its servers."""
 
-    def __init__(self, project: Project, prefect_port: int, mlflow_port: int) -> None:
+    def __init__(self, project: Project, prefect_port: int, mlflow_port: int, evidently_port: int) -> None:
         self.project = project
         self.root = project.root
         self.prefect_port = prefect_port
         self.mlflow_port = mlflow_port
+        self.evidently_port = evidently_port
         self.prefect = f"http://127.0.0.1:{prefect_port}"
         self.api = f"{self.prefect}/api"
         self.mlflow = f"http://127.0.0.1:{mlflow_port}"
+        self.evidently = f"http://127.0.0.1:{evidently_port}"
         self.model = project.params()["project"]["name"]
         self.up_output = ""
         self._training_run_id: str | None = None
@@ -46,7 +51,8 @@ class Up:
         self._monitoring_run: dict[str, Any] | None = None
 
     def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        args = ["up", "--prefect-port", str(self.prefect_port), "--mlflow-port", str(self.mlflow_port), *extra]
+        args = ["up", "--prefect-port", str(self.prefect_port), "--mlflow-port", str(self.mlflow_port),
+                "--evidently-port", str(self.evidently_port), *extra]  # fmt: skip
         return flowship(args, self.root, **QUICK_WORKER)
 
     def down(self) -> subprocess.CompletedProcess[str]:
@@ -160,21 +166,27 @@ class Up:
         return sorted(found, key=lambda v: int(v["version"]))
 
 
+# Two earlier checks of two versions (v1, then v1 and a canary v2), in the dashboard's workspace before `flowship up`
+# starts the Evidently UI: it shows them, and the scheduled check's run added while it runs.
+EARLIER_CHECKS_END = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+
+
 def services_project(base: Path, flights_sample: Path) -> Project:
     """A trained project (v1 champion) holding the code a worker runs (the flowship package, deployments), with July's
-    traffic in its inference log for the scheduled monitoring check."""
+    traffic in its inference log for the scheduled monitoring check, and two earlier checks on its dashboard."""
     project = trained_flights_project(base, flights_sample, monitoring_params())
     project.tracker().set_alias(project.params()["project"]["name"], "champion", "1")
     # (the flowship package, flows and tasks included, is already in the project: dvc.yaml names its stage code)
     shutil.copytree(REPO / "deployments", project.root / "deployments")
     log_predictions(project, production_month(project, 7), "1")
+    record_two_checks(project.root / "reports" / "evidently", EARLIER_CHECKS_END)
     return project
 
 
 @pytest.fixture(scope="package")
 def up(tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None) -> Iterator[Up]:
     project = services_project(tmp_path_factory.mktemp("services"), flights_sample)
-    services = Up(project, free_port(), free_port())
+    services = Up(project, free_port(), free_port(), free_port())
     done = services.up("--interval", str(INTERVAL_S), "--crash-after", str(CRASH_AFTER_S))
     services.up_output = done.stdout
     try:

@@ -1,7 +1,8 @@
-"""Both UIs as a person sees them: headless Chromium (Debian's, driven by Playwright) opens the Prefect UI and the
-MLflow UI of `flowship up` and finds the deployments, a completed training run with its tasks and artifacts, the
-scheduled monitoring run's verdict, the registered model with its aliases and lineage, and the not-found pages.
-A full-page screenshot of every page is kept in test-output/screenshots/."""
+"""The UIs as a person sees them: headless Chromium (Debian's, driven by Playwright) opens the Prefect UI, the MLflow
+UI and the Evidently UI of `flowship up` and finds the deployments, a completed training run with its tasks and
+artifacts, the scheduled monitoring run's verdict, the registered model with its aliases and lineage, the monitoring
+dashboard's panels with two versions over the checks, and the not-found pages. A full-page screenshot of every page
+is kept in test-output/screenshots/."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_playwright
 
+from flowship.monitoring.dashboard import panel_specs
 from tests.conftest import REPO
+from tests.helpers import wait_until
 from tests.services.conftest import INTERVAL_S, Up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -69,6 +72,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
             headless=True,
             args=CHROMIUM_FLAGS,
             viewport=VIEWPORT,  # type: ignore[arg-type]
+            timezone_id="UTC",  # the Evidently UI shows the runs' times in the browser's zone
         )
         context.set_default_timeout(TIMEOUT_MS)
         expect.set_options(timeout=TIMEOUT_MS)
@@ -305,3 +309,43 @@ def test_a_model_that_does_not_exist_shows_mlflows_not_found_page(up: Up, page: 
     expect(page.get_by_text("Page Not Found")).to_be_visible()
     expect(page.get_by_text("Model no-such-model does not exist")).to_be_visible()
     screenshot(page, "mlflow-model-not-found")
+
+
+# --- Evidently UI: the monitoring dashboard ---
+
+
+def evidently_get(up: Up, path: str) -> Any:
+    response = httpx.get(f"{up.evidently}/api{path}", timeout=15.0)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_the_monitoring_dashboard_shows_each_panel_with_two_versions_over_the_checks(up: Up, page: Page) -> None:
+    # Two checks (v1, then v1 and v2) were written before `flowship up` started the UI; the scheduled check's run
+    # (v1's July) is added while it runs, and shows without a restart.
+    up.scheduled_monitoring_run()
+    (project,) = evidently_get(up, "/projects")
+
+    def three_runs() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = evidently_get(up, f"/projects/{project['id']}/snapshots")
+        return found if len(found) >= 3 else None
+
+    runs = wait_until(three_runs, 60, "the scheduled check's run in the Evidently UI", 1.0, up.logs)
+    assert sorted({tuple(r["tags"]) for r in runs}) == [("v1",), ("v1", "v2")]
+    params = up.project.params()
+    specs = panel_specs(params["monitoring"]["drift"]["key_features"], "roc_auc")
+    page.goto(f"{up.evidently}/projects/{project['id']}")
+    for spec in specs:
+        card = page.locator(".MuiCard-root").filter(has=page.get_by_text(spec.title, exact=True))
+        expect(card).to_be_visible()
+        drawn = card.locator(".MuiMarkElement-root, .MuiBarElement-root")
+        if spec.title == "Cost per 1,000 predictions":
+            expect(drawn).to_have_count(0)  # no cost figures in these checks: the panel waits for them
+            continue
+        legend = card.locator(".MuiChartsLegend-root")
+        for version in ("v1", "v2"):
+            expect(legend).to_contain_text(version)
+        # v1 in the two earlier checks, v2 in the second: three points (or bars) at the least (the scheduled check
+        # adds v1's where it has the figure: no gateway, no rating there)
+        expect(drawn.nth(2)).to_be_attached()
+    screenshot(page, "evidently-dashboard")

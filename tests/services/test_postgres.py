@@ -152,10 +152,18 @@ def team(tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, postgre
     project, production_port = team_project(base, flights_sample)
     # Only the servers see this folder; clients send and fetch artifacts through the MLflow server.
     artifacts = base / "served-artifacts"
-    services = Up(project, free_port(), free_port())
+    services = Up(project, free_port(), free_port(), free_port())
     try:
         up = flowship(
-            ["up", "--prefect-port", str(services.prefect_port), "--mlflow-port", str(services.mlflow_port)],
+            [
+                "up",
+                "--prefect-port",
+                str(services.prefect_port),
+                "--mlflow-port",
+                str(services.mlflow_port),
+                "--evidently-port",
+                str(services.evidently_port),
+            ],  # fmt: skip
             project.root,
             **QUICK_WORKER,
             FLOWSHIP_RUNTIME="process",
@@ -275,10 +283,11 @@ def process_group(pid: int) -> int | None:
 def test_down_stops_every_service(team: Team) -> None:
     root = team.services.root
     recorded = read_services(root)
-    assert recorded is not None and set(recorded.running()) == {"prefect-server", "mlflow-server", "worker"}
+    assert recorded is not None
+    assert set(recorded.running()) == {"prefect-server", "mlflow-server", "evidently-ui", "worker"}
     done = team.services.down()
     assert done.returncode == 0, done.stderr
-    for name in ("worker", "mlflow-server", "prefect-server"):
+    for name in ("worker", "evidently-ui", "mlflow-server", "prefect-server"):
         # killed: SIGKILL after the grace period, which MLflow's job runners can outlast on a busy machine.
         assert re.search(rf"^{name}:\s+(stopped|killed)", done.stdout, re.MULTILINE), done.stdout
     assert recorded.running() == {}
@@ -293,7 +302,8 @@ def test_down_stops_every_service(team: Team) -> None:
 def test_up_with_postgres_unreachable_fails_naming_the_service_and_its_log(tmp_path: Path, postgres: Postgres) -> None:
     root = bare_project(tmp_path / "project")
     closed = free_port()
-    args = ["up", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()), "--timeout", "60"]
+    args = ["up", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()),
+            "--evidently-port", str(free_port()), "--timeout", "60"]  # fmt: skip
     # `--timeout 60` bounds the wait for the servers; the subprocess deadline only guards against a hang.
     done = flowship(
         args, root, timeout=300, **QUICK_WORKER, **team_environment(postgres, tmp_path / "artifacts", port=closed)
@@ -302,9 +312,11 @@ def test_up_with_postgres_unreachable_fails_naming_the_service_and_its_log(tmp_p
     log = root / "logs" / "services" / "prefect-server.log"
     assert f"prefect-server exited while starting; the end of {log}" in done.stderr, done.stderr
     assert "Connection refused" in done.stderr
-    # What this `up` started is stopped again, the MLflow server too (it would retry its database for a while):
-    # nothing runs in the project and nothing is recorded.
-    assert "what this command started was stopped again (mlflow-server: stopped" in done.stderr, done.stderr
+    # What this `up` started is stopped again, the Evidently UI and the MLflow server too (it would retry its database
+    # for a while): nothing runs in the project and nothing is recorded.
+    assert (
+        "what this command started was stopped again (evidently-ui: stopped; mlflow-server: stopped" in done.stderr
+    ), done.stderr
     assert processes_in(root) == {}
     assert read_services(root) is None
     down = flowship(["down"], root)

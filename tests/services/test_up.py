@@ -1,6 +1,6 @@
-"""`flowship up` / `flowship down` for real: a Prefect server, an MLflow server and a process worker in the
-background; deployments registered per environment; a manual training run and a scheduled monitoring run on
-the worker; a worker killed mid-run, a rerun, a restart of everything; and what a user can get wrong."""
+"""`flowship up` / `flowship down` for real: a Prefect server, an MLflow server, the Evidently UI and a process
+worker in the background; deployments registered per environment; a manual training run and a scheduled monitoring
+run on the worker; a worker killed mid-run, a rerun, a restart of everything; and what a user can get wrong."""
 
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ def children(pid: int) -> list[int]:
 def test_up_starts_both_uis_a_worker_and_the_environments_deployments(up: Up) -> None:
     out = up.up_output
     assert f"Prefect UI:    {up.prefect}" in out and f"MLflow UI:     {up.mlflow}" in out
+    workspace = up.root / "reports" / "evidently"
+    assert f"Evidently UI:  {up.evidently} (the monitoring dashboard; workspace {workspace})" in out
     assert f"logs:          {up.root / 'logs' / 'services'}/" in out
     # Both UIs answer on loopback: the pages a browser gets, not only the APIs.
     prefect_ui = httpx.get(up.prefect, timeout=15.0)
@@ -70,10 +72,19 @@ def test_up_starts_both_uis_a_worker_and_the_environments_deployments(up: Up) ->
     mlflow_ui = httpx.get(up.mlflow, timeout=15.0)
     assert mlflow_ui.status_code == 200 and "MLflow" in mlflow_ui.text
     assert httpx.get(f"{up.mlflow}/health", timeout=5.0).text.strip() == "OK"
+    # The Evidently UI serves the project's dashboard workspace (never on the serving port): the model's project,
+    # with the checks written there before it started.
+    projects = httpx.get(f"{up.evidently}/api/projects", timeout=15.0).json()
+    assert [p["name"] for p in projects] == [up.model]
+    assert httpx.get(f"{up.evidently}/", timeout=15.0).status_code == 200
 
     state = recorded(up)
-    assert set(state["processes"]) == {"prefect-server", "mlflow-server", "worker"}
+    assert set(state["processes"]) == {"prefect-server", "mlflow-server", "evidently-ui", "worker"}
     assert state["env"] == "dev" and state["prefect_url"] == up.prefect and state["mlflow_url"] == up.mlflow
+    assert state["evidently_url"] == up.evidently
+    assert state["processes"]["evidently-ui"]["argv"][-6:] == [
+        "--workspace", str(workspace), "--host", "127.0.0.1", "--port", str(up.evidently_port)
+    ]  # fmt: skip
     for name, process in state["processes"].items():
         assert alive(process["pid"]), name
         log = Path(process["log"])
@@ -229,13 +240,13 @@ def test_down_stops_exactly_what_up_started_and_up_finds_every_state_again(up: U
 
     done = up.down()
     assert done.returncode == 0, done.stdout + done.stderr
-    for name in ("worker", "mlflow-server", "prefect-server"):
+    for name in ("worker", "evidently-ui", "mlflow-server", "prefect-server"):
         assert f"{name}:" in done.stdout
         assert not alive(started[name]["pid"]), name
         assert not any(alive(pid) for pid in children(started[name]["pid"])), name
     assert alive(bystander)
     assert not (up.root / ".flowship" / "services.json").exists()
-    for url in (up.prefect, up.mlflow):
+    for url in (up.prefect, up.mlflow, up.evidently):
         with pytest.raises(httpx.TransportError):
             httpx.get(url, timeout=2.0)
     assert up.down().stdout.strip() == "nothing to stop: `flowship up` started nothing here"
@@ -249,6 +260,9 @@ def test_down_stops_exactly_what_up_started_and_up_finds_every_state_again(up: U
     assert set(up.artifacts(run["id"])) == set(artifacts)
     assert up.versions() == versions
     assert sorted(up.registered_model()["aliases"], key=str) == sorted(aliases, key=str)
+    # and the dashboard's project with its runs
+    (project,) = httpx.get(f"{up.evidently}/api/projects", timeout=15.0).json()
+    assert httpx.get(f"{up.evidently}/api/projects/{project['id']}/snapshots", timeout=15.0).json()
 
 
 def test_environments_differ_by_their_overrides_and_a_bad_override_fails_the_run_naming_it(up: Up) -> None:

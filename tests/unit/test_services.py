@@ -3,6 +3,7 @@ processes it starts and stops, the deployments declared per environment."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import sys
@@ -16,7 +17,7 @@ from flowship.release.runtime import port_taken
 from flowship.services import prefect_api as deploy
 from flowship.services import processes as svc
 from tests.conftest import REPO, default_params
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 TRACKED = {"data": "ingest", "train": "train", "gate.primary_metric": "train", "project.seed": "prepare"}
 
@@ -70,6 +71,12 @@ def test_the_state_file_round_trips_and_a_corrupt_one_is_named(tmp_path: Path) -
     svc.write_services(tmp_path, services)
     again = svc.read_services(tmp_path)
     assert again is not None and again.processes["worker"] == process and again.api_url == "http://127.0.0.1:4200/api"
+    # a state file written before the Evidently UI was one of the services still reads
+    raw = json.loads(svc.state_file(tmp_path).read_text())
+    del raw["evidently_url"]
+    svc.state_file(tmp_path).write_text(json.dumps(raw))
+    earlier = svc.read_services(tmp_path)
+    assert earlier is not None and earlier.evidently_url == "" and earlier.processes["worker"] == process
     svc.state_file(tmp_path).write_text("{not json")
     with pytest.raises(svc.ServiceError, match=r"services.json cannot be read"):
         svc.read_services(tmp_path)
@@ -209,7 +216,7 @@ def test_a_start_on_a_port_another_program_holds_is_refused_before_anything_star
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(lifecycle.StartFailed) as failed:
-            lifecycle.start(tmp_path, "dev", None, (port, port), timeout=5)
+            lifecycle.start(tmp_path, "dev", None, (port, port, free_port()), 5, tmp_path / "workspace")
     assert str(failed.value) == (
         f"port {port} on 127.0.0.1 is in use by another program, not by a Prefect server flowship started here; "
         "stop it, or choose another port with --prefect-port\nnothing was started"
@@ -217,18 +224,48 @@ def test_a_start_on_a_port_another_program_holds_is_refused_before_anything_star
     assert not svc.state_file(tmp_path).exists() and not svc.log_dir(tmp_path).exists()
 
 
+def test_a_dashboard_port_another_program_holds_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from flowship.services import lifecycle
+
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / "prefect.yaml").write_text((REPO / "deployments" / "prefect.yaml").read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(lifecycle.StartFailed) as failed:
+            lifecycle.start(tmp_path, "dev", None, (free_port(), free_port(), port), 5, tmp_path / "workspace")
+    assert str(failed.value) == (
+        f"port {port} on 127.0.0.1 is in use by another program, not by an Evidently UI flowship started here; "
+        "stop it, or choose another port with --evidently-port\nnothing was started"
+    )
+    assert not svc.state_file(tmp_path).exists() and not (tmp_path / "workspace").exists()
+
+
+def test_the_evidently_ui_is_started_on_the_workspace_and_the_port_never_on_its_default() -> None:
+    argv = svc.evidently_ui_argv(Path("/p/reports/evidently"), 8123)
+    assert argv[1:] == ["-m", "evidently.cli", "ui", "--workspace", "/p/reports/evidently", "--host", "127.0.0.1",
+                        "--port", "8123"]  # fmt: skip
+    assert svc.EVIDENTLY_PORT != 8000  # Evidently's own default is the serving port
+
+
 def test_stopping_reports_each_process_in_order_and_forgets_them(tmp_path: Path) -> None:
     from flowship.services import lifecycle
 
     said: list[str] = []
     assert lifecycle.stop(tmp_path, said.append) is None and said == []
-    processes = {name: sleeper(tmp_path, name) for name in ("prefect-server", "mlflow-server")}
+    processes = {name: sleeper(tmp_path, name) for name in ("prefect-server", "evidently-ui", "mlflow-server")}
     svc.write_services(tmp_path, svc.Services(str(tmp_path), "dev", "http://h:1", "http://h:2", processes))
     stopped = lifecycle.stop(tmp_path, said.append)
     assert stopped is not None and [(s.name, s.outcome) for s in stopped] == [
+        ("evidently-ui", "stopped"),
         ("mlflow-server", "stopped"),
         ("prefect-server", "stopped"),
     ]
-    assert [line.split(" in ")[0] for line in said] == ["mlflow-server:  stopped", "prefect-server: stopped"]
-    assert said[0].endswith(f"(pid {processes['mlflow-server'].pid}; log {processes['mlflow-server'].log})")
+    assert [line.split(" in ")[0] for line in said] == [
+        "evidently-ui:   stopped",
+        "mlflow-server:  stopped",
+        "prefect-server: stopped",
+    ]
+    assert said[1].endswith(f"(pid {processes['mlflow-server'].pid}; log {processes['mlflow-server'].log})")
     assert not any(p.alive() for p in processes.values()) and not svc.state_file(tmp_path).exists()
