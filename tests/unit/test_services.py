@@ -206,7 +206,13 @@ def test_a_failed_start_stops_what_it_started_and_keeps_what_was_running(tmp_pat
         svc.stop_process(earlier, grace=5)
 
 
-def test_a_start_on_a_port_another_program_holds_is_refused_before_anything_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("taken_at", "owner", "option"),
+    [(0, "a Prefect server", "--prefect-port"), (2, "an Evidently UI", "--evidently-port")],
+)
+def test_a_port_another_program_holds_is_refused_before_anything_starts(
+    tmp_path: Path, taken_at: int, owner: str, option: str
+) -> None:
     from flowship.services import lifecycle
 
     (tmp_path / "deployments").mkdir()
@@ -215,31 +221,16 @@ def test_a_start_on_a_port_another_program_holds_is_refused_before_anything_star
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        ports = [free_port(), free_port(), free_port()]
+        ports[taken_at] = port
         with pytest.raises(lifecycle.StartFailed) as failed:
-            lifecycle.start(tmp_path, "dev", None, (port, port, free_port()), 5, tmp_path / "workspace")
+            lifecycle.start(tmp_path, "dev", None, (ports[0], ports[1], ports[2]), 5, tmp_path / "workspace")
     assert str(failed.value) == (
-        f"port {port} on 127.0.0.1 is in use by another program, not by a Prefect server flowship started here; "
-        "stop it, or choose another port with --prefect-port\nnothing was started"
+        f"port {port} on 127.0.0.1 is in use by another program, not by {owner} flowship started here; "
+        f"stop it, or choose another port with {option}\nnothing was started"
     )
     assert not svc.state_file(tmp_path).exists() and not svc.log_dir(tmp_path).exists()
-
-
-def test_a_dashboard_port_another_program_holds_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    from flowship.services import lifecycle
-
-    (tmp_path / "deployments").mkdir()
-    (tmp_path / "deployments" / "prefect.yaml").write_text((REPO / "deployments" / "prefect.yaml").read_text())
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(lifecycle.StartFailed) as failed:
-            lifecycle.start(tmp_path, "dev", None, (free_port(), free_port(), port), 5, tmp_path / "workspace")
-    assert str(failed.value) == (
-        f"port {port} on 127.0.0.1 is in use by another program, not by an Evidently UI flowship started here; "
-        "stop it, or choose another port with --evidently-port\nnothing was started"
-    )
-    assert not svc.state_file(tmp_path).exists() and not (tmp_path / "workspace").exists()
+    assert not (tmp_path / "workspace").exists()
 
 
 def test_the_evidently_ui_is_started_on_the_workspace_and_the_port_never_on_its_default() -> None:
