@@ -202,7 +202,7 @@ def prepare_run(workdir: Path) -> tuple[Any, dict[str, Any]]:
 
 def write_log(folder: Path, model: Any, n: int, fast: bool) -> dict[str, Any]:
     """n drifted records, scored by the model, written as production writes them: `InferenceLog` (or, with
-    `fast`, the very lines `InferenceEntry.lines()` makes, appended straight to the day's file)."""
+    `fast`, the very lines `InferenceEntry.encode()` makes, appended straight to the day's file)."""
     from flowship.pipeline.training import coerce_features
     from flowship.serving.inference_log import InferenceEntry, InferenceLog, log_path
 
@@ -241,10 +241,10 @@ def write_log(folder: Path, model: Any, n: int, fast: bool) -> dict[str, Any]:
                 if writer is not None:
                     writer.append(entry)
                     continue
-                for day, line in entry.lines():
-                    if day not in handles:
-                        handles[day] = log_path(folder, day).open("a", encoding="ascii")
-                    handles[day].write(line)
+                day, blob = entry.encode()
+                if day not in handles:
+                    handles[day] = log_path(folder, day).open("ab")
+                handles[day].write(blob)
     finally:
         if writer is not None:
             writer.close()
@@ -257,7 +257,7 @@ def write_log(folder: Path, model: Any, n: int, fast: bool) -> dict[str, Any]:
         "requests": request,
         "files": len(files),
         "bytes": sum(f.stat().st_size for f in files),
-        "writer": "InferenceLog" if writer is not None else "InferenceEntry.lines() written directly",
+        "writer": "InferenceLog" if writer is not None else "InferenceEntry.encode() written directly",
         "window_end": (last + dt.timedelta(seconds=1)).isoformat(),
         "seconds": time.perf_counter() - started,
         "positive_share": positives / n,
@@ -672,7 +672,7 @@ def main() -> None:
     parser.add_argument(
         "--fast-write",
         action="store_true",
-        help="write the log's lines (InferenceEntry.lines()) straight to the files instead of through InferenceLog",
+        help="write the log's lines (InferenceEntry.encode()) straight to the files instead of through InferenceLog",
     )
     parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)

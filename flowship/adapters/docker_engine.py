@@ -47,6 +47,7 @@ SERVING_PACKAGES = (
     "uvicorn",
     "pydantic",
     "prometheus-client",
+    "orjson",
     "scikit-learn",
     "pandas",
     "numpy",

@@ -16,10 +16,11 @@ pydantic and the standard library only: the serving image carries this module.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -158,9 +159,8 @@ class GuardrailPolicy(_Frozen):
 # --- what fires ---
 
 
-@dataclass(frozen=True)
-class Event:
-    """One guardrail firing on one record."""
+class Event(NamedTuple):
+    """One guardrail firing on one record (a tuple: a big batch can fire one per record, cheaply)."""
 
     guardrail: str
     action: str
@@ -179,8 +179,8 @@ class Event:
         }
 
     def logged(self) -> dict[str, Any]:
-        """As the logs keep it: no value."""
-        return {"guardrail": self.guardrail, "action": self.action, "feature": self.feature}
+        """As the logs keep it: no value. One dict per kind of event, shared: read it, never change it."""
+        return _logged(self.guardrail, self.action, self.feature)
 
     def sentence(self) -> str:
         subject = f"{self.feature} = {_shown(self.value)}" if self.feature else _shown(self.value)
@@ -404,6 +404,11 @@ def build_guardrails(
         and not (name == "output_range" and task != "regression")
     ]
     return guardrails, "on (" + ", ".join(acting) + ")" if acting else "on, every guardrail off"
+
+
+@functools.lru_cache(maxsize=1024)
+def _logged(guardrail: str, action: str, feature: str | None) -> dict[str, Any]:
+    return {"guardrail": guardrail, "action": action, "feature": feature}
 
 
 def _extent(column: tuple[Any, ...]) -> tuple[tuple[float, float] | None, int]:

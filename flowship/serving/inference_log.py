@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from flowship.files import JSONL_SUFFIX, daily_path, daily_paths, ends_mid_line, parse_lines
+from flowship.serving.encoding import json_line
 from flowship.serving.errors import LogUnavailable
 from flowship.values import utc
 
@@ -49,12 +50,13 @@ ONE_DAY = timedelta(days=1)
 
 
 class LogEntry(Protocol):
-    """What a log writer takes: something that gives its lines (by UTC day) and says how many."""
+    """What a log writer takes: something that says how many lines it has and gives them, one JSON object each, as
+    one blob with the UTC day they belong to (an entry is made at one time: its lines go to one day's file)."""
 
     @property
     def size(self) -> int: ...
 
-    def lines(self) -> Iterator[tuple[date, str]]: ...
+    def encode(self) -> tuple[date, bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,12 @@ class InferenceEntry:
     def size(self) -> int:
         return len(self.features)
 
-    def lines(self) -> Iterator[tuple[date, str]]:
+    def encode(self) -> tuple[date, bytes]:
         stamp = self.time.astimezone(UTC)
         iso = stamp.isoformat(timespec="microseconds")
+        # appended line by line: each line's bytes are freed at once (kept until the end, a 1,000-record request's
+        # lines cost twice as much to allocate)
+        blob = bytearray()
         for i, features in enumerate(self.features):
             record: dict[str, Any] = {
                 "time": iso,
@@ -99,7 +104,8 @@ class InferenceEntry:
                 record["guardrails"] = self.guardrails[i]
             if self.answers is not None and i in self.answers:
                 record["answer"] = self.answers[i]
-            yield stamp.date(), _json_line(record)
+            blob += json_line(record)
+        return stamp.date(), bytes(blob)
 
 
 @dataclass(frozen=True)
@@ -116,9 +122,10 @@ class SafetyEntry:
     def size(self) -> int:
         return len(self.events)
 
-    def lines(self) -> Iterator[tuple[date, str]]:
+    def encode(self) -> tuple[date, bytes]:
         stamp = self.time.astimezone(UTC)
         iso = stamp.isoformat(timespec="microseconds")
+        blob = bytearray()
         for row, event in self.events:
             record = {
                 "time": iso,
@@ -128,12 +135,8 @@ class SafetyEntry:
                 "model_version": self.model_version,
                 **event,
             }
-            yield stamp.date(), _json_line(record)
-
-
-def _json_line(record: dict[str, Any]) -> str:
-    # ensure_ascii: any string the client sent (even a lone surrogate) encodes; default=str: never raise here
-    return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+            blob += json_line(record)
+        return stamp.date(), bytes(blob)
 
 
 def log_path(folder: Path, day: date, writer: str | None = None, prefix: str = FILE_PREFIX) -> Path:
@@ -423,8 +426,8 @@ def _by_day(entries: list[LogEntry]) -> list[tuple[date, bytes]]:
     """The entries' lines as one blob per UTC day (each day's lines in their order)."""
     days: dict[date, list[bytes]] = {}
     for entry in entries:
-        for day, line in entry.lines():
-            days.setdefault(day, []).append(line.encode("ascii"))
+        day, blob = entry.encode()
+        days.setdefault(day, []).append(blob)
     return [(day, b"".join(lines)) for day, lines in days.items()]
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from flowship.serving.encoding import dumps
 
 ACCESS_LOGGER = "flowship.serving.access"
 
@@ -27,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             line["message"] = record.getMessage()
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return dumps(line, default=str).decode()
 
 
 def configure_logging(level: int = logging.INFO) -> None:

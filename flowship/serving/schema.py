@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Sequence
@@ -14,6 +15,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from flowship.serving.bundle import BundleMetadata, ModelBundle
 
 Row = tuple[Any, ...]
+_NONE = type(None)
+_NUMBER_KINDS = frozenset({float, int, _NONE})  # not bool: the schema's strict numbers refuse it
+_TEXT_KINDS = frozenset({str, _NONE})
 
 
 def record_model(metadata: BundleMetadata, example: dict[str, Any] | None = None) -> type[BaseModel]:
@@ -72,6 +76,11 @@ class RecordCodec:
         # one C call per record (attrgetter of several names gives a tuple; of one name, the bare value)
         self._get = operator.attrgetter(*self._attributes)
         self._single = len(self._attributes) == 1
+        # for `rows_from_json`: the records' values in column order, and which columns the schema wants numbers in
+        self._item = operator.itemgetter(*self.columns)
+        doubles = {spec.name for spec in bundle.metadata.input_schema if spec.type == "double"}
+        self._number_columns = [i for i, column in enumerate(self.columns) if column in doubles]
+        self._text_columns = [i for i, column in enumerate(self.columns) if column not in doubles]
 
     def row(self, record: BaseModel) -> Row:
         value = self._get(record)
@@ -81,6 +90,57 @@ class RecordCodec:
         if self._single:
             return [(value,) for value in map(self._get, records)]
         return list(map(self._get, records))
+
+    def rows_from_json(self, value: Any, max_records: int) -> list[Row] | None:
+        """The rows of parsed JSON (one record object or a list of 1 to `max_records` of them) when every record is
+        exactly what the schema takes, with the values the schema would give (numbers as floats); None otherwise,
+        and the schema's own validation then says what is wrong, in its words.
+
+        Column by column, a few C-level passes each: for a 1,000-record request about half the time of validating it
+        record by record with the schema model (and no model objects to unpack after)."""
+        records = [value] if type(value) is dict else value
+        if type(records) is not list or not 0 < len(records) <= max_records:
+            return None
+        # objects of as many keys as there are columns, each of which they hold: exactly the schema's fields
+        if set(map(type, records)) != {dict} or set(map(len, records)) != {len(self.columns)}:
+            return None
+        try:
+            rows = list(map(self._item, records)) if not self._single else [(r[self.columns[0]],) for r in records]
+        except KeyError:
+            return None
+        columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+        changed = False
+        for i in self._number_columns:
+            values = columns[i]
+            kinds = set(map(type, values))
+            if not kinds <= _NUMBER_KINDS:
+                return None
+            if _NONE in kinds:
+                present = [v for v in values if v is not None]
+                if not math.isfinite(sum(present)):  # an infinity or NaN anywhere makes the sum one
+                    return None
+                if int in kinds:
+                    columns[i] = [float(v) if type(v) is int else v for v in values]
+                    changed = True
+                continue
+            try:
+                numbers = np.array(values, dtype=np.float64)
+            except OverflowError:  # an integer beyond any float
+                return None
+            if not np.isfinite(numbers).all():
+                return None
+            if int in kinds:
+                columns[i] = numbers.tolist()
+                changed = True
+        for i in self._text_columns:
+            kinds = set(map(type, columns[i]))
+            if not kinds <= _TEXT_KINDS:
+                return None
+            try:
+                "".join(v for v in columns[i] if v is not None).encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+        return list(zip(*columns, strict=True)) if changed else rows
 
     def row_from_dict(self, features: dict[str, Any]) -> Row:
         return tuple(features.get(column) for column in self.columns)

@@ -19,11 +19,12 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from flowship.serving.encoding import json_line
 from flowship.serving.inference_log import InferenceLog
 from flowship.values import utc
 
@@ -68,7 +69,7 @@ class UsageEntry:
     def size(self) -> int:
         return 1
 
-    def lines(self) -> Iterator[tuple[date, str]]:
+    def encode(self) -> tuple[date, bytes]:
         stamp = self.time.astimezone(UTC)
         record = {
             "time": stamp.isoformat(timespec="microseconds"),
@@ -81,7 +82,7 @@ class UsageEntry:
             "cpu_seconds": round(self.cpu_seconds, 6),
             "rss_bytes": self.rss_bytes,
         }
-        yield stamp.date(), json.dumps(record, separators=(",", ":")) + "\n"
+        return stamp.date(), json_line(record)
 
 
 class UsageSampler:

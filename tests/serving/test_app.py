@@ -446,3 +446,31 @@ def test_every_prediction_is_in_the_inference_log(make_client: MakeClient, tmp_p
     assert (first["model_name"], first["model_version"]) == ("flights-delay", "3")
     assert first["prediction"] in (True, False)
     assert set(first["probabilities"]) == {"False", "True"}
+
+
+def test_the_quick_and_the_validating_way_answer_and_log_alike(make_client: MakeClient, tmp_path: Path) -> None:
+    # Finite distances whose sum is not: the quick way cannot vouch for them cheaply and leaves the request to
+    # FastAPI's validation; sent one by one, each record takes the quick way.
+    big = [record(distance=1.5e308, hour=3), record(distance=1.7e308, carrier=None)]
+    client = make_client()
+    validated = client.post("/predict", json=big, headers={"X-Request-ID": "validated"})
+    quick = [client.post("/predict", json=r, headers={"X-Request-ID": f"quick-{i}"}) for i, r in enumerate(big)]
+    assert validated.status_code == 200 and [r.status_code for r in quick] == [200, 200]
+    for key in ("predictions", "probabilities"):
+        assert validated.json()[key] == [r.json()[key][0] for r in quick]
+    client.__exit__(None, None, None)  # shutdown flushes the log
+    records, skipped = read_inference_log(tmp_path / "logs")
+    assert skipped == 0 and records["request_id"].tolist() == ["validated", "validated", "quick-0", "quick-1"]
+    logged = records.set_index(["request_id", "row"])
+    for i in range(2):
+        assert logged.loc[("validated", i), "features"] == logged.loc[(f"quick-{i}", 0), "features"]
+    hours = [logged.loc[(request, 0), "features"]["hour"] for request in ("validated", "quick-0")]
+    assert [(type(h), h) for h in hours] == [(float, 3.0)] * 2  # sent as 3, logged as the number it is to the model
+
+
+def test_a_token_is_checked_on_the_quick_way_too(make_client: MakeClient) -> None:
+    client = make_client(api_token="s3cret-token")
+    wrong = client.post("/predict", json=record(), headers={"Authorization": "Bearer s3cret-tokeN"})
+    assert wrong.status_code == 403 and "predictions" not in wrong.json()
+    right = client.post("/predict", json=[record()] * 3, headers={"Authorization": "Bearer s3cret-token"})
+    assert right.status_code == 200 and len(right.json()["predictions"]) == 3

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from flowship.serving.bundle import BundleMetadata, ModelBundle
 from flowship.serving.schema import RecordCodec, record_model
@@ -40,3 +46,91 @@ def test_a_single_feature_still_gives_tuples() -> None:
     assert codec.rows(records) == [(3.0,), (None,)]
     assert codec.row(records[0]) == (3.0,)
     assert codec.features_of(codec.rows(records)) == [{"only": 3.0}, {"only": None}]
+
+
+# --- rows straight from parsed JSON: the schema's rows, or None and the schema words the error ---
+
+JSON_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.integers(min_value=10**308, max_value=10**309),  # beyond any float
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.sampled_from(["\ud800", "x\udfff"]),  # lone surrogates
+    st.lists(st.integers(), max_size=1),
+)
+NUMBER = st.none() | st.integers(min_value=-(2**60), max_value=2**60) | st.floats(allow_nan=False, allow_infinity=False)
+# valid records half the time, so that the interesting cases are one value or key off
+RECORD = (
+    st.fixed_dictionaries({"a": NUMBER, "b": NUMBER, "c": st.none() | st.text(max_size=3)})
+    | st.fixed_dictionaries({"a": JSON_VALUES, "b": JSON_VALUES, "c": JSON_VALUES})
+    | st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), JSON_VALUES, max_size=4)
+)
+
+
+def schema_rows(codec: RecordCodec, record: Any, value: Any, max_records: int) -> list[tuple[Any, ...]] | None:
+    """The rows the app takes: 1 to `max_records` records that the schema validates."""
+    records = value if isinstance(value, list) else [value]
+    if not 0 < len(records) <= max_records:
+        return None
+    try:
+        return codec.rows(TypeAdapter(list[record]).validate_python(records))
+    except ValidationError:
+        return None
+
+
+def same_values(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+    return [[(type(v), v) for v in row] for row in a] == [[(type(v), v) for v in row] for row in b]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=RECORD | st.lists(RECORD | JSON_VALUES, min_size=0, max_size=4) | JSON_VALUES)
+def test_rows_from_json_are_the_schemas_rows_or_none(value: Any) -> None:
+    codec, record = codec_for(["a", "b"], ["c"])
+    fast = codec.rows_from_json(value, max_records=3)
+    expected = schema_rows(codec, record, value, max_records=3)
+    if fast is not None:
+        # what it takes, the schema takes, with the same values of the same types (numbers as floats)
+        assert expected is not None and same_values(fast, expected)
+        assert all(type(v) is float for row in fast for v in row[:2] if v is not None)
+    elif expected is not None:
+        # it leaves a valid request to the schema only where it must: more records than allowed, or a number it
+        # cannot check cheaply (finite ones whose sum is not)
+        records = value if isinstance(value, list) else [value]
+        assert len(records) > 3 or not math.isfinite(
+            sum(float(r[k]) for r in records for k in "ab" if r[k] is not None)
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ({"a": True, "b": 1.0, "c": "x"}, "a boolean for a number"),
+        ({"a": "1", "b": 1.0, "c": "x"}, "a numeric string for a number"),
+        ({"a": 1.0, "b": 1.0, "c": 3}, "a number for a string"),
+        ({"a": 1.0, "b": 1.0}, "a field missing"),
+        ({"a": 1.0, "b": 1.0, "c": "x", "d": 1}, "a field too many"),
+        ({"a": 1.0, "b": 1.0, "d": "x"}, "a field misnamed"),
+        ({"a": math.inf, "b": 1.0, "c": "x"}, "an infinite number"),
+        ({"a": math.nan, "b": None, "c": "x"}, "NaN beside a missing value"),
+        ({"a": 10**400, "b": 1.0, "c": "x"}, "an integer beyond any float"),
+        ({"a": 1.0, "b": 1.0, "c": "\ud800"}, "a lone surrogate"),
+        ([], "no records"),
+        ([{"a": 1.0, "b": 1.0, "c": "x"}] * 4, "more records than allowed"),
+        ([{"a": 1.0, "b": 1.0, "c": "x"}, 3], "a record that is not an object"),
+        ("records", "not records at all"),
+    ],
+)
+def test_rows_from_json_leave_what_the_schema_must_judge_to_it(value: Any, why: str) -> None:
+    codec, _ = codec_for(["a", "b"], ["c"])
+    assert codec.rows_from_json(value, max_records=3) is None, why
+
+
+def test_rows_from_json_of_one_record_or_several() -> None:
+    codec, _ = codec_for(["a", "b"], ["c"])
+    assert codec.rows_from_json({"c": None, "b": 2, "a": -0.5}, max_records=3) == [(-0.5, 2.0, None)]
+    rows = codec.rows_from_json([{"a": 1, "b": None, "c": "é"}, {"c": "y", "a": 2.5, "b": 0}], max_records=3)
+    assert rows is not None and same_values(rows, [(1.0, None, "é"), (2.5, 0.0, "y")])
+    single, _ = codec_for(["only"], [])
+    assert single.rows_from_json([{"only": 3}, {"only": None}], max_records=3) == [(3.0,), (None,)]

@@ -41,8 +41,8 @@ def samples(folder: Path) -> list[dict[str, Any]]:
 
 def test_a_sample_is_one_json_line_in_its_day_file() -> None:
     entry = UsageEntry(T0, "sample", "m", "7", "stable-1", "a1b2", 42, 1.2345678, 123_456_789)
-    ((day, line),) = list(entry.lines())
-    assert day == T0.date() and line.endswith("\n")
+    day, line = entry.encode()
+    assert day == T0.date() and line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == {
         "time": "2026-12-01T23:59:59.500000+00:00",
         "event": "sample",
@@ -54,7 +54,7 @@ def test_a_sample_is_one_json_line_in_its_day_file() -> None:
         "cpu_seconds": 1.234568,
         "rss_bytes": 123_456_789,
     }
-    assert parse_usage_line(line.encode()) == {**json.loads(line), "time": T0, "cpu_seconds": 1.234568}
+    assert parse_usage_line(line) == {**json.loads(line), "time": T0, "cpu_seconds": 1.234568}
 
 
 def test_this_process_measures_its_cpu_time_and_resident_memory() -> None:

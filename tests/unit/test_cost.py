@@ -45,11 +45,11 @@ def usage(
         event = point[3] if len(point) > 3 else "sample"  # type: ignore[misc]
         rss = None if gib is None else int(gib * GIB)
         entry = UsageEntry(T0 + at, event, "m", version, writer, process, pid, cpu, rss)
-        for day, text in entry.lines():
-            path = daily_path(folder, USAGE_PREFIX, day, writer)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as handle:
-                handle.write(text)
+        day, blob = entry.encode()
+        path = daily_path(folder, USAGE_PREFIX, day, writer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as handle:
+            handle.write(blob)
 
 
 def m(minutes: float) -> timedelta:
