@@ -87,8 +87,7 @@ class ServingMetrics:
     def observe_predictions(self, predictions: Sequence[Any]) -> None:
         self.records.inc(len(predictions))
         if self.classes is not None:
-            labels, counts = np.unique(np.asarray([str(p) for p in predictions]), return_counts=True)
-            for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+            for label, count in Tally(map(str, predictions)).items():
                 self.classes.labels(label).inc(count)
         elif self.values is not None:
             for value in predictions:

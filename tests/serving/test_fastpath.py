@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
 from flowship.serving.bundle import ModelBundle, load_bundle, write_bundle
 from flowship.serving.errors import ModelInputError
-from flowship.serving.fastpath import FastPath
+from flowship.serving.fastpath import SMALL_BATCH, FastPath, TreeTable
 from flowship.serving.predictor import Predictor
 from flowship.serving.schema import RecordCodec, Row, record_model
 from tests.serving.conftest import CATEGORICAL, NUMERIC, MakeClient, _coerce, golden, metadata, record
@@ -177,3 +177,57 @@ def test_a_failing_fast_path_falls_back_to_the_pipeline(
 
     monkeypatch.setattr(predictor, "_estimate", broken_pipeline)
     assert client.post("/predict", json=record()).status_code == 500  # the pipeline's own error, as before
+
+
+# --- the tree table: single records and small batches, all trees at once ---
+
+
+def sklearn_raw(model: Any, x: np.ndarray) -> np.ndarray:
+    """scikit-learn's own walk, tree by tree (what `FastPath.estimate` does for more than SMALL_BATCH rows)."""
+    raw = np.asfortranarray(np.zeros((x.shape[0], model.n_trees_per_iteration_)))
+    raw += model._baseline_prediction
+    model._predict_iterations(x, model._predictors, raw, False, 1)
+    return raw
+
+
+def test_the_tree_table_walks_a_multiclass_model_with_categories_as_scikit_learn(
+    training_frame: pd.DataFrame,
+) -> None:
+    frame = training_frame.assign(band=pd.cut(training_frame["delay"], 3, labels=["early", "on time", "late"]))
+    x = pd.DataFrame(
+        {
+            "carrier": frame["carrier"].map({c: float(i) for i, c in enumerate(["AA", "DL", "UA", "B6"])}),
+            **{c: frame[c] for c in NUMERIC},
+        }
+    )
+    model = HistGradientBoostingClassifier(max_iter=25, categorical_features=[0], random_state=0)
+    model.fit(x.to_numpy(), frame["band"].astype(str))
+    assert model.n_trees_per_iteration_ == 3 and model._bin_mapper.is_categorical_[0]
+    table = TreeTable(model)
+    rows = x.to_numpy()[:60].copy()
+    rows[0, 0] = 7.0  # a category never seen: the missing way
+    rows[1, 0] = -1.0  # a negative code: the missing way too
+    rows[2, :] = np.nan
+    rows[3, 1] = 1e300
+    rows[4, 0] = 2.7  # a code between two: cast down, as scikit-learn's walk casts it
+    for size in (1, 3, SMALL_BATCH):
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            got = table.raw(chunk)
+            assert got is not None and same_bits(got, sklearn_raw(model, chunk)), (size, start)
+    assert table.raw(np.array([[300.0, 1.0, 1.0, 1.0]])) is None  # beyond a byte: scikit-learn's walk decides
+
+
+def test_the_fast_path_is_refused_when_the_tree_table_differs_by_a_bit(
+    classifier: ModelBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = TreeTable.raw
+
+    def off_by_one_ulp(self: TreeTable, x: np.ndarray) -> Any:
+        raw = original(self, x)
+        return None if raw is None else np.nextafter(raw, np.inf)
+
+    monkeypatch.setattr(TreeTable, "raw", off_by_one_ulp)
+    p = predictor(classifier)
+    decision = p.try_fast_path(golden_rows(p, classifier))
+    assert decision.startswith("plain pipeline") and "differs" in decision
