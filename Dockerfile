@@ -14,11 +14,10 @@ WORKDIR /build
 COPY requirements.txt ./
 COPY wheelhouse/ ./wheelhouse/
 # Exactly the host's versions, so the pickled model and the image agree. Then drop what serving never
-# reads: pip, the packages' own test suites (about 110 MB: scipy, pandas, sklearn, pyarrow) and C headers.
+# reads: pip and the packages' own test suites (scipy, pandas, sklearn).
 RUN /opt/venv/bin/python -m pip install --no-index --find-links wheelhouse -r requirements.txt \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
- && find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} + \
- && rm -rf /opt/venv/lib/python3*/site-packages/pyarrow/include /opt/venv/lib/python3*/site-packages/pyarrow/src
+ && find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} +
 COPY flowship/ /app/flowship/
 # Compiled here: the app user can't write __pycache__ into the root-owned code.
 RUN /opt/venv/bin/python -m compileall -q /app/flowship

@@ -42,6 +42,9 @@ CONTAINER_PORT = 8000
 CONTAINER_LOG_DIR = "/var/log/flowship"
 
 # What `python -m flowship.serving` imports; their dependencies are pinned too (see serving_requirements).
+# Not pyarrow: pandas takes it when installed (training has it, for pandas' string storage), but a model loads
+# and answers its golden records bit for bit without it, and it is about a quarter of the image. The image's
+# warm-up still replays the golden records and stays not-ready on any difference.
 SERVING_PACKAGES = (
     "fastapi",
     "uvicorn",
@@ -53,7 +56,6 @@ SERVING_PACKAGES = (
     "numpy",
     "scipy",
     "cloudpickle",
-    "pyarrow",
     "pyyaml",
 )
 # The serving code the image carries: nothing else of flowship is imported by the app.
