@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics clean base-image
 
 setup: $(VENV)/.installed-compiled
 
@@ -70,6 +70,10 @@ bench: data
 # After `make run`: the released model v1 served by flowship's app and by `mlflow models serve`, under wrk.
 bench-serving: setup
 	$(PY) bench/serving_compare.py
+
+# After `make run`: the serving image of v1 as flowship builds it and with pyarrow (as before), sizes and golden checks.
+bench-image: setup
+	$(PY) bench/image_size.py
 
 # One monitoring check over 100k, 300k and 1M generated log records, beside Evidently run directly.
 bench-monitoring: setup
