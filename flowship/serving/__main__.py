@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -34,6 +35,11 @@ def main() -> int:
         return 2
 
     import uvicorn
+
+    # What is loaded by now (libraries, the model, the app: some 170,000 objects) lives as long as the process: kept
+    # out of the garbage collector's full passes, which big requests set off every few dozen requests and which took
+    # about 100 ms each scanning it all (7 ms a 1,000-record request on average; 0.1 ms once frozen).
+    gc.freeze()
 
     # uvicorn handles SIGTERM/SIGINT while it serves (drain, lifespan shutdown), then restores these handlers
     # and raises the signal again: it ends here, as a clean exit, not a death by signal.

@@ -8,7 +8,6 @@ answer always holds lists, one entry per record.
 # request model is built per bundle inside `create_app`.
 
 import asyncio
-import gc
 import hmac
 import json
 import logging
@@ -353,10 +352,6 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         state.batcher.start()
         try:
             await state.warm_up()
-            # What is loaded by now (libraries, the model: some 170,000 objects) lives as long as the process: kept
-            # out of the garbage collector's full passes, which big requests set off every few dozen requests and
-            # which took about 100 ms each scanning it all (7 ms a 1,000-record request on average; 0.1 ms after).
-            gc.freeze()
             log.info("serving %s %s (%s)", meta.name, meta.version, state.reason)
             (log.info if guardrails is not None or not settings.guardrails.enabled else log.warning)(
                 "guardrails %s", state.guardrails_status
