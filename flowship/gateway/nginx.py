@@ -26,6 +26,10 @@ UNPROTECTED = ("/health", "/ready")  # probes: no API key, no rate limit
 # a body limit of its own: a feedback with the longest comment the app takes, every character escaped, is under 16k.
 FEEDBACK = "/feedback"
 FEEDBACK_MAX_BODY_KB = 16
+# A request body up to this size stays in memory on its way to a replica (nginx's default is 16k). A larger one is
+# written to a temporary file first, and a 100-record request (30 KB) then took 53 ms through the gateway against
+# 11 ms straight to the replica (`make bench-serving`); in memory, 13 ms. A 1,000-record request is about 300 KB.
+BODY_BUFFER_KB = 1024
 
 
 @dataclass(frozen=True)
@@ -279,6 +283,7 @@ http {{
     server {{
         listen {site.listen};
         client_max_body_size {round(config.max_body_mb * 1024)}k;
+        client_body_buffer_size {BODY_BUFFER_KB}k;
         proxy_connect_timeout 1s;
         proxy_send_timeout {round(config.timeout_s * 1000)}ms;
         proxy_read_timeout {round(config.timeout_s * 1000)}ms;

@@ -33,6 +33,7 @@ def test_every_replica_is_an_upstream_server_and_a_request_is_never_sent_twice()
 def test_the_protections_follow_the_settings() -> None:
     text = render(SITE, Routing(V1), GatewayConfig(timeout_s=2.5, max_body_mb=0.5, client_header="X-Tenant"))
     assert "proxy_read_timeout 2500ms;" in text and "client_max_body_size 512k;" in text
+    assert "client_body_buffer_size 1024k;" in text  # a batch's body goes to a replica from memory, not a temp file
     assert 'map $http_x_tenant $limit_key { "" $binary_remote_addr; default $http_x_tenant; }' in text
     assert "rate=500r/s" in text and "limit_req zone=clients burst=1000 nodelay;" in text
     assert "keepalive_timeout 0ms;" in text  # a reload never cuts a request sent on an idle connection
