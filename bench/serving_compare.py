@@ -125,8 +125,10 @@ TARGETS = (
     Target("single_c1", "p50_ms", "p50 <= 2 ms", lambda fl, ml: fl <= 2.0),
     Target("single_c16", "requests_per_s", ">= 20x", lambda fl, ml: fl >= 20 * ml),
     Target("batch1000_c1", "rows_per_s", ">= 2x", lambda fl, ml: fl >= 2 * ml),
-    Target("batch1000_c4", "rows_per_s", ">= 2x, aim 100,000 rows/s", lambda fl, ml: fl >= 2 * ml),
+    Target("batch1000_c4", "rows_per_s", ">= 2x", lambda fl, ml: fl >= 2 * ml),
 )
+# and an aim of its own, in rows/s through the gateway whatever mlflow does
+AIM_ROWS_PER_S = ("batch1000_c4", 100_000)
 
 
 # --- the servers ----------------------------------------------------------------------------------------
@@ -813,6 +815,12 @@ def report(result: dict[str, Any]) -> str:
         "targets: "
         + "; ".join(f"{t['scenario']} {t['target']}: {'met' if t['met'] else 'MISSED'}" for t in result["targets"]),
     ]
+    aim_key, aim = AIM_ROWS_PER_S
+    reached = result["figures"][MEASURED][aim_key].get("rows_per_s", float("nan"))
+    lines.append(
+        f"aim: {aim:,} rows/s through the gateway ({BY_KEY[aim_key].label}): {reached:,.0f} "
+        f"({'met' if reached >= aim else 'not met'})"
+    )
     errors = [
         f"{name} {key} round {i + 1}: {r['errors']}"
         for name, runs in result["runs"].items()
