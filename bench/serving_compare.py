@@ -347,37 +347,33 @@ def tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU of every live process in a process group (the server and its children)."""
-    ticks = 0
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """Each live process's pid and the fields of /proc/<pid>/stat after its command (state, ppid, pgrp, ...)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            rest = stat.read_text().rsplit(")", 1)[1].split()
+            yield int(stat.parent.name), stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(rest[2]) == pgid:
-            ticks += int(rest[11]) + int(rest[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in a process group (the server and its children)."""
+    return sum(cpu_of(fields) for _, fields in proc_stats() if int(fields[2]) == pgid)
 
 
 def process_cpu_seconds(pid: int) -> float:
     try:
-        rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_of(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())
     except (OSError, IndexError):
         return 0.0
-    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(parent: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            rest = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(rest[1]) == parent:
-            found.append(int(stat.parent.name))
-    return found
+    return [pid for pid, fields in proc_stats() if int(fields[1]) == parent]
 
 
 def post(url: str, body: bytes, timeout: float = 60) -> Any:
