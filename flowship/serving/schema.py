@@ -117,11 +117,14 @@ class RecordCodec:
                 return None
             if _NONE in kinds:
                 present = [v for v in values if v is not None]
-                if not math.isfinite(sum(present)):  # an infinity or NaN anywhere makes the sum one
+                try:
+                    if not math.isfinite(sum(present)):  # an infinity or NaN anywhere makes the sum one
+                        return None
+                    if int in kinds:
+                        columns[i] = [float(v) if type(v) is int else v for v in values]
+                        changed = True
+                except OverflowError:  # an integer beyond any float
                     return None
-                if int in kinds:
-                    columns[i] = [float(v) if type(v) is int else v for v in values]
-                    changed = True
                 continue
             try:
                 numbers = np.array(values, dtype=np.float64)

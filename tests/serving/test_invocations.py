@@ -106,6 +106,20 @@ def test_a_bad_record_is_named_as_predict_names_it(client: TestClient) -> None:
         ], path
 
 
+def test_numbers_only_the_standard_librarys_json_reads_are_named_not_a_500(client: TestClient) -> None:
+    # NaN and a 400-digit integer: orjson reads neither, so the body goes through `json`; the huge integer sits
+    # beside a missing value in its column, and the NaN in another record
+    records = [
+        json.dumps(record(distance=None)),
+        json.dumps(record()).replace('"distance": 1200.0', '"distance": ' + "9" * 400),
+        json.dumps(record()).replace('"temp": 55.5', '"temp": NaN'),
+    ]
+    body = ('{"dataframe_records": [' + ", ".join(records) + "]}").encode()
+    answer = client.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert sorted((f["record"], f["field"]) for f in answer.json()["fields"]) == [(1, "distance"), (2, "temp")]
+
+
 def test_body_size_type_and_json_errors_are_said_as_for_predict(make_client: MakeClient) -> None:
     client = make_client(max_batch=2)
     too_many = client.post("/invocations", json={"dataframe_records": RECORDS})

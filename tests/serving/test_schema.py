@@ -115,6 +115,11 @@ def test_rows_from_json_are_the_schemas_rows_or_none(value: Any) -> None:
         ({"a": math.inf, "b": 1.0, "c": "x"}, "an infinite number"),
         ({"a": math.nan, "b": None, "c": "x"}, "NaN beside a missing value"),
         ({"a": 10**400, "b": 1.0, "c": "x"}, "an integer beyond any float"),
+        ([{"a": None, "b": 1.0, "c": "x"}, {"a": 10**400, "b": 1.0, "c": "x"}], "the same beside a missing value"),
+        (
+            [{"a": None, "b": 1.0, "c": "x"}, {"a": 1.5e308, "b": 1.0, "c": "x"}, {"a": 1.7e308, "b": 1.0, "c": "x"}],
+            "finite numbers beside a missing value, whose sum is not",
+        ),
         ({"a": 1.0, "b": 1.0, "c": "\ud800"}, "a lone surrogate"),
         ([], "no records"),
         ([{"a": 1.0, "b": 1.0, "c": "x"}] * 4, "more records than allowed"),
