@@ -71,7 +71,8 @@ bench: data
 bench-serving: setup
 	$(PY) bench/serving_compare.py
 
-# After `make run`: the serving image of v1 as flowship builds it and with pyarrow (as before), sizes and golden checks.
+# After `make run`: the serving image of v1 as flowship builds it, without uvloop/httptools and with pyarrow: sizes,
+# golden checks, speed under wrk.
 bench-image: setup
 	$(PY) bench/image_size.py
 

@@ -1,14 +1,18 @@
-"""The serving image's size, as flowship builds it and as it was built with pyarrow, side by side in one run.
+"""The serving image as flowship builds it, beside variants of it, in one run: size, golden check, speed.
 
-After `make run` (the bundle build/flights-delay-v1/model exists), two images of that bundle are built from this
+After `make run` (the bundle build/flights-delay-v1/model exists), images of that bundle are built from this
 working tree's Dockerfile and serving code, with the local base image where Docker Hub can't be reached:
 
 * as flowship builds it: `serving_requirements()` (SERVING_PACKAGES and all they depend on);
-* with pyarrow added, as flowship built it before: the difference is what leaving pyarrow out saves.
+* without uvloop and httptools: uvicorn then parses HTTP with h11 on asyncio's own loop (what they cost in size,
+  and what they give in speed);
+* with pyarrow added (flowship built it so before): the difference is what leaving pyarrow out saves.
 
 Each image is then started once: it must become ready, i.e. its warm-up replays the bundle's golden records
 and finds every prediction and probability as at training time (else /ready stays 503: "golden check failed").
-Printed: each image's size and whether it passed; nothing is asserted. Figures go to bench/results/image_size.json.
+Then wrk sends it golden records for 5 s each: one per request at concurrency 1 (p50) and 16 (requests/s), and
+1,000 per request at concurrency 1 (rows/s). Printed: each image's size, whether it passed and its figures;
+nothing is asserted. Figures go to bench/results/image_size.json. Needs wrk.
 
     .venv/bin/python bench/image_size.py
 """
@@ -16,8 +20,10 @@ Printed: each image's size and whether it passed; nothing is asserted. Figures g
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +68,35 @@ def ready(port: int) -> tuple[bool, str]:
     return False, last
 
 
+WRK_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = {body}
+"""
+# (label, records per request, connections, the figure kept)
+LOADS = (
+    ("1 record, c=1", 1, 1, "p50_ms"),
+    ("1 record, c=16", 1, 16, "requests_per_s"),
+    ("1000 records, c=1", 1000, 1, "rows_per_s"),
+)
+
+
+def wrk(port: int, records: int, connections: int, folder: Path) -> dict[str, float]:
+    golden = [g["features"] for g in json.loads((BUNDLE / "golden.json").read_text())]
+    batch = [golden[i % len(golden)] for i in range(records)]
+    script = folder / f"payload_{records}.lua"
+    script.write_text(WRK_LUA.format(body=json.dumps(json.dumps(batch[0] if records == 1 else batch))))
+    command = ["wrk", "-t1", f"-c{connections}", "-d5s", "--latency", "-s", str(script)]
+    out = subprocess.run([*command, f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "requests_per_s": rate,
+        "rows_per_s": rate * records,
+        "p50_ms": float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan"),
+    }
+
+
 def build_and_check(engine: docker_engine.DockerEngine, tag: str, requirements: list[str], base: str) -> dict[str, Any]:
     wheelhouse = docker_engine.prepare_wheelhouse(wheelhouse_dir(), requirements)
     started = time.monotonic()
@@ -75,6 +110,7 @@ def build_and_check(engine: docker_engine.DockerEngine, tag: str, requirements: 
         try:
             engine.run(tag, name, host_port=port, log_dir=Path(tmp) / "logs", restart_policy="no")
             passed, answer = ready(port)
+            speed = {label: wrk(port, n, c, Path(tmp)) for label, n, c, _ in LOADS} if passed else {}
         finally:
             engine.remove(name)
     return {
@@ -84,6 +120,7 @@ def build_and_check(engine: docker_engine.DockerEngine, tag: str, requirements: 
         "packages": len(requirements),
         "golden_check_passed": passed,
         "ready_answer": answer[:300],
+        "speed": speed,
     }
 
 
@@ -96,19 +133,30 @@ def main() -> int:
         print("no Docker daemon answers", file=sys.stderr)
         return 1
     base = engine.ensure_base_image(DEFAULT_BASE)
-    flowship = docker_engine.serving_requirements()
-    with_pyarrow = docker_engine.serving_requirements((*docker_engine.SERVING_PACKAGES, "pyarrow"))
+    packages = docker_engine.SERVING_PACKAGES
+    plain_http = tuple(p for p in packages if p not in ("uvloop", "httptools"))
+    variants = {
+        "as flowship builds it": ("serving", docker_engine.serving_requirements()),
+        "without uvloop, httptools": ("h11", docker_engine.serving_requirements(plain_http)),
+        "with pyarrow added": ("pyarrow", docker_engine.serving_requirements((*packages, "pyarrow"))),
+    }
     results: dict[str, Any] = {"command": shlex.join([sys.executable, *sys.argv]), "base_image": base, "images": {}}
-    for label, requirements in (("as flowship builds it", flowship), ("with pyarrow, as before", with_pyarrow)):
-        tag = "flowship/image-size:" + ("pyarrow" if "pyarrow" in " ".join(requirements) else "serving")
+    for label, (suffix, requirements) in variants.items():
+        tag = f"flowship/image-size:{suffix}"
         print(f"building {tag} ({len(requirements)} packages) ...", flush=True)
         results["images"][label] = build_and_check(engine, tag, requirements, base)
     print()
     for label, image in results["images"].items():
         verdict = "golden check passed" if image["golden_check_passed"] else f"NOT READY: {image['ready_answer']}"
-        print(f"{label:<24} {image['image']:<30} {image['size_mb']:7.0f} MB  {verdict}")
+        speed = image["speed"]
+        shown = "; ".join(
+            f"{load} {speed[load][key]:,.1f} {key.replace('_per_s', '/s').replace('_ms', ' ms')}"
+            for load, _, _, key in LOADS
+            if load in speed
+        )
+        print(f"{label:<26} {image['image']:<30} {image['size_mb']:5.0f} MB  {verdict}  {shown}")
     size = results["images"]["as flowship builds it"]["size_mb"]
-    before = results["images"]["with pyarrow, as before"]["size_mb"]
+    before = results["images"]["with pyarrow added"]["size_mb"]
     verdict = "met" if size <= AIM_MB else "MISSED"
     print(f"saved: {before - size:.0f} MB ({size / before:.2f}x); aim <= {AIM_MB} MB: {verdict}")
     print(f"command: {results['command']}")

@@ -48,6 +48,9 @@ CONTAINER_LOG_DIR = "/var/log/flowship"
 SERVING_PACKAGES = (
     "fastapi",
     "uvicorn",
+    # uvicorn's fast HTTP parser and event loop, as `uvicorn[standard]` has them (else h11 on asyncio's own loop)
+    "uvloop",
+    "httptools",
     "pydantic",
     "prometheus-client",
     "orjson",

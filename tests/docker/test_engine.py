@@ -171,12 +171,14 @@ def container_name(docker_engine: DockerEngine) -> Iterator[str]:
 
 def test_serving_requirements_pin_this_interpreter(requirements: list[str]) -> None:
     pins = dict(line.split("==") for line in requirements)
-    for package in ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "fastapi", "uvicorn", "pyyaml"):
+    served = ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "fastapi", "uvicorn", "pyyaml", "orjson")
+    for package in (*served, "uvloop", "httptools"):
         assert pins[package] == version(package)
     # Dependencies too: pydantic needs its exact pydantic-core, fastapi its starlette.
     assert pins["pydantic-core"] == version("pydantic-core")
     assert "starlette" in pins
     assert "pytest" not in pins and "mlflow" not in pins
+    assert "pyarrow" not in pins  # a quarter of the image, and the model answers its golden records without it
 
 
 def test_wheelhouse_is_complete_and_reused(
