@@ -58,7 +58,7 @@ class FastPath:
         self.missing = missing
         self.unknown = unknown
         self.classes = classes
-        self.table: TreeTable | None = TreeTable(self.model)
+        self.table = TreeTable(self.model)
 
     def matrix(self, rows: Sequence[Row]) -> np.ndarray | None:
         """The trees' input for these rows; None when a value needs the pipeline (an unknown category it rejects)."""
@@ -83,7 +83,7 @@ class FastPath:
         """As `predict_proba` (classifiers: argmax for the class) or `predict` (regressors), without the checks."""
         model = self.model
         with np.errstate(all="ignore"):
-            raw = self.table.raw(x) if self.table is not None and x.shape[0] <= SMALL_BATCH else None
+            raw = self.table.raw(x) if x.shape[0] <= SMALL_BATCH else None
             if raw is None:
                 raw = np.zeros((x.shape[0], model.n_trees_per_iteration_), dtype=model._baseline_prediction.dtype)
                 raw = np.asfortranarray(raw)

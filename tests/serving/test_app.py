@@ -449,20 +449,22 @@ def test_every_prediction_is_in_the_inference_log(make_client: MakeClient, tmp_p
 
 
 def test_the_quick_and_the_validating_way_answer_and_log_alike(make_client: MakeClient, tmp_path: Path) -> None:
-    # Finite distances whose sum is not: the quick way cannot vouch for them cheaply and leaves the request to
-    # FastAPI's validation; sent one by one, each record takes the quick way.
-    big = [record(distance=1.5e308, hour=3), record(distance=1.7e308, carrier=None)]
+    # Finite distances whose sum is not, beside a missing one: the quick way cannot vouch for them cheaply and leaves
+    # the request to FastAPI's validation; sent one by one, each record takes the quick way.
+    big = [record(distance=1.5e308, hour=3), record(distance=1.7e308, carrier=None), record(distance=None)]
     client = make_client()
+    codec = client.app.state.serving.predictor.codec  # type: ignore[attr-defined]
+    assert codec.rows_from_json(big, 100) is None and all(codec.rows_from_json(r, 100) for r in big)
     validated = client.post("/predict", json=big, headers={"X-Request-ID": "validated"})
     quick = [client.post("/predict", json=r, headers={"X-Request-ID": f"quick-{i}"}) for i, r in enumerate(big)]
-    assert validated.status_code == 200 and [r.status_code for r in quick] == [200, 200]
+    assert validated.status_code == 200 and [r.status_code for r in quick] == [200, 200, 200]
     for key in ("predictions", "probabilities"):
         assert validated.json()[key] == [r.json()[key][0] for r in quick]
     client.__exit__(None, None, None)  # shutdown flushes the log
     records, skipped = read_inference_log(tmp_path / "logs")
-    assert skipped == 0 and records["request_id"].tolist() == ["validated", "validated", "quick-0", "quick-1"]
+    assert skipped == 0 and records["request_id"].tolist() == ["validated"] * 3 + ["quick-0", "quick-1", "quick-2"]
     logged = records.set_index(["request_id", "row"])
-    for i in range(2):
+    for i in range(3):
         assert logged.loc[("validated", i), "features"] == logged.loc[(f"quick-{i}", 0), "features"]
     hours = [logged.loc[(request, 0), "features"]["hour"] for request in ("validated", "quick-0")]
     assert [(type(h), h) for h in hours] == [(float, 3.0)] * 2  # sent as 3, logged as the number it is to the model
