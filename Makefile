@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics clean base-image
+.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics bench-dashboard clean base-image
 
 setup: $(VENV)/.installed-compiled
 
@@ -109,6 +109,11 @@ bench-iteration: data
 # the time the service metrics (the gateway's access log) add to a monitoring check over 1M logged requests
 bench-service-metrics: setup
 	$(PY) bench/service_metrics_cost.py
+
+# the time from a monitoring check's end to its run in the dashboard (the Evidently UI); needs production serving
+# (after `make run`): each round sends July again
+bench-dashboard: setup
+	$(PY) bench/dashboard_latency.py
 
 clean:
 	-$(VENV)/bin/flowship down

@@ -82,7 +82,7 @@ def replay(
                 summary = _check_after_replay(path, cfg)
             except FlowshipError as exc:
                 fail(str(exc))
-            print_monitoring(summary)
+            print_monitoring(summary, path.parent)
 
 
 def _production_url(path: Path, cfg: Params) -> str:
@@ -125,7 +125,7 @@ def monitor(
         summary = run_monitoring(path, cfg, start, end)
     except FlowshipError as exc:
         fail(str(exc))
-    print_monitoring(summary)
+    print_monitoring(summary, path.parent)
 
 
 def run_monitoring(path: Path, cfg: Params, start: str | None = None, end: str | None = None) -> MonitoringSummary:
@@ -143,7 +143,7 @@ def print_part(done: PartResult) -> None:
         typer.echo(f"         rejected: {error}")
 
 
-def print_monitoring(summary: MonitoringSummary) -> None:
+def print_monitoring(summary: MonitoringSummary, root: Path) -> None:
     typer.echo(f"window:        {summary.window}")
     typer.echo(f"records:       {summary.records}  (unreadable lines skipped: {summary.skipped_lines})")
     typer.echo(f"verdict:       {summary.verdict}")
@@ -165,6 +165,8 @@ def print_monitoring(summary: MonitoringSummary) -> None:
         typer.echo(f"mlflow:        v{version}: {url}")
     if summary.service_run:
         typer.echo(f"mlflow:        service: {summary.service_run}")
+    if summary.dashboard_project:
+        typer.echo(f"dashboard:     {dashboard_link(root, summary.dashboard_project)}")
     for alert in summary.alerts:
         scope = f"v{alert.version}" if alert.version else "service"
         typer.echo(f"alert:         {scope} {', '.join(alert.kinds)}: {alert.delivery}")
@@ -223,3 +225,13 @@ def retention(
         typer.echo(f"  kept (still written to): {busy.relative_to(path.parent)}")
     if not dry_run:
         typer.echo("recorded in:   the audit log (flowship audit)")
+
+
+def dashboard_link(root: Path, project: str) -> str:
+    """The model's dashboard in the Evidently UI that `flowship up` runs for this project, or how to open it."""
+    from flowship.services.processes import DASHBOARD, live_services
+
+    running = live_services(root)
+    if running is not None and running.evidently_url and DASHBOARD in running.running():
+        return f"{running.evidently_url}/projects/{project}"
+    return f"project {project} (`flowship up` starts the Evidently UI that shows it)"

@@ -61,7 +61,9 @@ def monitoring(
     dashboard_error: DashboardError | None = None
     if summary.report is not None and ctx.params.monitoring.dashboard.enabled:
         try:
-            tasks.record_dashboard(ctx, data.window, checks, service)
+            shown = tasks.record_dashboard(ctx, data.window, checks, service)
+            if shown is not None:
+                summary = replace(summary, dashboard_project=shown.project, dashboard_run=shown.run_id)
         except DashboardError as exc:
             dashboard_error = exc  # raised once the check's reports, alerts and summary are done
     tasks.publish(summary)

@@ -23,7 +23,8 @@ API_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=\-]{16,256}$")
 UNPROTECTED = ("/health", "/ready")  # probes: no API key, no rate limit
 # POST /feedback: to production's own replicas (stable; they write the label log monitoring reads), never mirrored to
 # a shadow (a copy would be a second label in a log no one reads), with the key and rate limit of every request and
-# a body limit of its own: a feedback with the longest comment the app takes, every character escaped, is under 16k.
+# a body limit of its own (a feedback with the longest comment the app takes, every character escaped, is under 16k),
+# and taken while production is paused.
 FEEDBACK = "/feedback"
 FEEDBACK_MAX_BODY_KB = 16
 # A request body up to this size stays in memory on its way to a replica (nginx's default is 16k). A larger one is
@@ -232,6 +233,9 @@ def render(site: Site, routing: Routing, config: GatewayConfig, api_keys: list[s
             f"            add_header Retry-After {config.retry_after_s} always;\n"
             f"            return 503 {_json_text({'error': 'paused', 'message': message, 'request_id': '$req_id'})};\n"
             "        }\n"
+            # Feedback on answers already given still reaches production's replicas (the pause leaves them running):
+            # what users say about the answers under investigation is what the operator needs most.
+            f"{feedback}"
         )
         probes = ""
     else:

@@ -37,6 +37,8 @@ class MonitoringSummary:
     note: str | None = None  # why there is no verdict: the window's logs were deleted by the retention
     service: ServiceCheck | None = None  # the gateway's figures (None: no gateway log read)
     service_run: str | None = None  # the service check's MLflow run URL
+    dashboard_project: str | None = None  # the model's project in the dashboard's workspace (the Evidently UI)
+    dashboard_run: str | None = None  # this check's run in it
 
     @property
     def message(self) -> str:
@@ -337,6 +339,11 @@ def summary_markdown(summary: MonitoringSummary) -> str:
     ]
     if summary.mlflow_runs:
         lines.append("- MLflow: " + ", ".join(f"[v{v}]({url})" for v, url in summary.mlflow_runs.items()))
+    if summary.dashboard_project:
+        lines.append(
+            f"- dashboard: run `{summary.dashboard_run}` of project `{summary.dashboard_project}` "
+            f"(the Evidently UI of `flowship up`: `/projects/{summary.dashboard_project}`)"
+        )
     for check in summary.versions:
         lines += ["", f"## v{check.version}: {check.verdict} ({check.records} records)"]
         lines += [f"- {r}" for r in check.reasons] or ["- no feature past its threshold"]

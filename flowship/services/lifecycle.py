@@ -23,8 +23,7 @@ Say = Callable[[str], None]
 
 SERVERS = ("prefect-server", "mlflow-server")
 # The worker first (its runs are cancelled before), the servers it reports to last.
-STOP_ORDER = ("worker", "evidently-ui", "mlflow-server", "prefect-server")
-DASHBOARD = "evidently-ui"
+STOP_ORDER = ("worker", svc.DASHBOARD, "mlflow-server", "prefect-server")
 START_SERVER = "start one with `flowship up` (or `prefect server start` and PREFECT_API_URL=http://127.0.0.1:4200/api)"
 
 
@@ -119,8 +118,8 @@ def start(
         running, waiting = _start_servers(root, env, ports[:2], say)
         started_here = set(waiting)
         if _start_dashboard(root, running, workspace, ports[2], say):
-            waiting[DASHBOARD] = time.monotonic()
-            started_here.add(DASHBOARD)
+            waiting[svc.DASHBOARD] = time.monotonic()
+            started_here.add(svc.DASHBOARD)
         _wait_for(running, waiting, "prefect-server", timeout, say)
         os.environ["PREFECT_API_URL"] = running.api_url
         os.environ["MLFLOW_TRACKING_URI"] = running.mlflow_url
@@ -134,7 +133,7 @@ def start(
             running.processes["worker"] = worker
             svc.write_services(root, running)
         _wait_for(running, waiting, "mlflow-server", timeout, say)
-        _wait_for(running, waiting, DASHBOARD, timeout, say)
+        _wait_for(running, waiting, svc.DASHBOARD, timeout, say)
         _ensure_automation(crash_after_s, say)
         _register(root, env, interval, say)
         if new_worker:
@@ -230,7 +229,7 @@ def _check_dashboard_port(root: Path, port: int) -> None:
     """Refuse, before anything starts, a port another program holds for the Evidently UI (unless it is the UI an
     earlier `flowship up` started)."""
     existing = svc.read_services(root)
-    if existing is not None and DASHBOARD in existing.running():
+    if existing is not None and svc.DASHBOARD in existing.running():
         return
     if port_taken(port):
         raise svc.ServiceError(
@@ -242,7 +241,7 @@ def _check_dashboard_port(root: Path, port: int) -> None:
 def _start_dashboard(root: Path, running: svc.Services, workspace: Path, port: int, say: Say) -> bool:
     """The Evidently UI on the monitoring checks' workspace, unless the one started here before still runs (then it
     keeps its port); recorded before anyone waits for it. Returns whether it was started now."""
-    process = running.processes.get(DASHBOARD)
+    process = running.processes.get(svc.DASHBOARD)
     if process is not None and process.alive():
         say(f"evidently-ui:   running since {process.started}, on {workspace}")
         return False
@@ -251,8 +250,12 @@ def _start_dashboard(root: Path, running: svc.Services, workspace: Path, port: i
     except OSError as exc:
         raise svc.ServiceError(f"the dashboard workspace {workspace} cannot be made ({exc.strerror})") from None
     url = f"http://{svc.HOST}:{port}"
-    running.processes[DASHBOARD] = svc.spawn(
-        DASHBOARD, svc.evidently_ui_argv(workspace, port), root, svc.child_environment(root, {"DO_NOT_TRACK": "1"}), url
+    running.processes[svc.DASHBOARD] = svc.spawn(
+        svc.DASHBOARD,
+        svc.evidently_ui_argv(workspace, port),
+        root,
+        svc.child_environment(root, {"DO_NOT_TRACK": "1"}),
+        url,
     )
     running.evidently_url = url
     svc.write_services(root, running)
@@ -308,7 +311,7 @@ def _wait_for(running: svc.Services, waiting: dict[str, float], name: str, timeo
     if name not in waiting:
         return
     process = running.processes[name]
-    health = {"prefect-server": f"{process.url}/api/health", DASHBOARD: f"{process.url}/api/version"}.get(
+    health = {"prefect-server": f"{process.url}/api/health", svc.DASHBOARD: f"{process.url}/api/version"}.get(
         name, f"{process.url}/health"
     )
     svc.wait_until(name, lambda: svc.answers(health), process, timeout)

@@ -35,6 +35,7 @@ PREFECT_PORT = 4200
 MLFLOW_PORT = 5000
 # Never Evidently's own default (8000): that is the serving port.
 EVIDENTLY_PORT = 8050
+DASHBOARD = "evidently-ui"  # the process of the Evidently UI, the monitoring dashboard
 POOL = "flowship"
 # Flow runs started by the worker send a heartbeat this often (seconds; Prefect's minimum is 30); a run
 # that misses them for CRASH_AFTER seconds (`flowship up --crash-after`; at least MIN_CRASH_AFTER, so that one late

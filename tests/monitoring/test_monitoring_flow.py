@@ -50,6 +50,8 @@ SUMMARY_KEYS = [
     "note",
     "service",
     "service_run",
+    "dashboard_project",
+    "dashboard_run",
 ]
 
 
@@ -110,6 +112,9 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
     # no gateway in front of this production: the service has no figures to judge, and raises nothing
     assert saved["service"]["verdict"] == "no_log" and saved["service"]["total"]["requests"] == 0
     assert [v["version"] for v in saved["versions"]] == ["1"] and saved["retraining"] is None
+    # the check's run in the dashboard, named in the summary
+    assert saved["dashboard_project"] == summary.dashboard_project == dashboard_project()
+    assert saved["dashboard_run"] == summary.dashboard_run is not None
     assert "temp" in (report / "v1" / "drift.html").read_text()
 
     tracker = project.tracker()
@@ -133,6 +138,7 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
     assert {r["feature"] for r in rows} >= {"prediction", "target"}
     markdown = Artifact.get("monitoring-summary")
     assert markdown is not None and "DRIFT" in str(markdown.data) and str(report) in str(markdown.data)
+    assert f"- dashboard: run `{summary.dashboard_run}` of project `{dashboard_project()}`" in str(markdown.data)
 
     (alert,) = alert_lines(project)
     assert alert["version"] == "1" and "drift_share" in alert["kinds"] and alert["delivery"].startswith("logged")
@@ -162,12 +168,18 @@ def test_a_drifting_month_gives_reports_a_run_artifacts_and_one_alert(trained_pr
         datetime.fromisoformat(again.window_end),
     ]
     assert all(r["tags"] == ["v1"] for r in runs)
+    assert {p.stem for p in dashboard_runs(project)} == {summary.dashboard_run, again.dashboard_run}
+    assert json.loads(Path(str(again.report), "summary.json").read_text())["dashboard_run"] == again.dashboard_run
+
+
+def dashboard_project() -> str:
+    from flowship.adapters.drift import project_id
+
+    return project_id("flights-delay")
 
 
 def dashboard_runs(project: Project) -> list[Path]:
-    from flowship.adapters.drift import project_id
-
-    return list((project.root / "reports" / "evidently" / project_id("flights-delay") / "snapshots").glob("*.json"))
+    return list((project.root / "reports" / "evidently" / dashboard_project() / "snapshots").glob("*.json"))
 
 
 def test_a_dashboard_workspace_that_is_missing_fails_the_check_once_its_reports_are_written(

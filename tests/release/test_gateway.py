@@ -21,12 +21,14 @@ from flowship import audit
 from flowship.adapters.docker_engine import DockerEngine
 from flowship.errors import GatewayError
 from flowship.gateway.routing import GatewayState
+from flowship.paths import Layout
 from flowship.release import history
 from flowship.release.docker_runtime import DockerRuntime
 from flowship.release.gateway_runtime import ProductionSpec
 from flowship.release.promotion import ReleaseResult
 from flowship.release.runtime import PRODUCTION, Release
 from flowship.serving.inference_log import read_inference_log
+from flowship.serving.labels import read_labels
 from tests.conftest import Project, trained_flights_project
 from tests.helpers import SteadyLoad, flowship, wait_until
 from tests.release.conftest import paused_runs, release_params, train_v2
@@ -200,12 +202,20 @@ def test_the_gateway_refuses_with_the_json_status_it_promises(
     normal.stop(PRODUCTION)
     normal.start(PRODUCTION, serving, PORT, log_dir, restart=True)
     ids = container_ids(docker_engine, state(project), serving.version)
+    before = httpx.post(f"{GATEWAY}/predict", json=record, headers={"X-Request-ID": "r-before-pause"}, timeout=10)
+    assert before.status_code == 200
     paused = flowship(["pause", "--reason", "bad answers under investigation"], project.root, check=True)
     assert "paused (bad answers under investigation)" in paused.stdout
     answer = httpx.post(f"{GATEWAY}/predict", json=record, timeout=10)
     assert answer.status_code == 503 and answer.json()["error"] == "paused"
     assert "bad answers under investigation" in answer.json()["message"] and answer.headers["Retry-After"] == "30"
     assert httpx.get(f"{GATEWAY}/health", timeout=10).status_code == 503
+    # What users say about the answers under investigation still reaches production's replicas and the label log.
+    said = httpx.post(f"{GATEWAY}/feedback", json={"request_id": "r-before-pause", "rating": -1}, timeout=10)
+    assert said.status_code == 202, said.text
+    assert said.json()["feedback_for"] == {"request_id": "r-before-pause", "row": 0}
+    labels, _ = read_labels(Layout(project.root).label_dirs)
+    assert labels[["request_id", "rating"]].astype(object).values.tolist()[-1:] == [["r-before-pause", -1]]
     shown = flowship(["status"], project.root, check=True).stdout
     assert "PAUSED (bad answers under investigation)" in shown and f"v{serving.version}: 2 (release.replicas)" in shown
     flowship(["resume"], project.root, check=True)

@@ -69,11 +69,16 @@ def test_an_api_key_file_nginx_could_not_hold_safely_is_refused(tmp_path: Path, 
         read_api_keys(keys)
 
 
-def test_paused_answers_503_json_everywhere_and_sends_nothing_on() -> None:
+def test_paused_answers_503_json_everywhere_and_sends_nothing_on_but_feedback() -> None:
     text = render(SITE, Routing(V1, paused="it's broken"), GatewayConfig(retry_after_s=60))
     server = text[text.index("    server {") :]
-    assert "proxy_pass" not in server and "add_header Retry-After 60 always;" in server
-    assert """"error":"paused","message":"production is paused: it\\'s broken","request_id":"$req_id\"""" in server
+    start = server.index("location = /feedback {")
+    feedback = server[start : server.index("        }\n", start)]
+    elsewhere = server[:start] + server[start + len(feedback) :]
+    assert "proxy_pass" not in elsewhere and "add_header Retry-After 60 always;" in elsewhere
+    assert """"error":"paused","message":"production is paused: it\\'s broken","request_id":"$req_id\"""" in elsewhere
+    assert "location = /health" not in server and "location = /ready" not in server  # the probes say it too
+    assert feedback.count("proxy_pass") == 1 and "proxy_pass http://stable;" in feedback
 
 
 def test_a_version_without_replicas_cannot_be_routed_to() -> None:
@@ -146,6 +151,14 @@ def test_feedback_goes_to_production_with_the_key_and_rate_limit_and_a_small_bod
     assert "limit_req" not in tiny
 
 
-def test_paused_answers_feedback_503_too() -> None:
-    text = render(SITE, Routing(V1, paused="bad release"), GatewayConfig())
-    assert "location = /feedback" not in text
+def test_paused_still_takes_feedback_with_the_key_and_rate_limit_of_serving() -> None:
+    """The pause leaves the replicas running: what users say about the answers under investigation still arrives,
+    behind the same key check, rate limit and body limit as when serving."""
+    keys = ["k-0123456789abcdef"]
+
+    def feedback_location(routing: Routing) -> str:
+        text = render(SITE, routing, GatewayConfig(), keys)
+        start = text.index("location = /feedback {")
+        return text[start : text.index("        }\n", start)]
+
+    assert feedback_location(Routing(V1, paused="bad release")) == feedback_location(Routing(V1))

@@ -4,6 +4,7 @@ processes it starts and stops, the deployments declared per environment."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -260,3 +261,27 @@ def test_stopping_reports_each_process_in_order_and_forgets_them(tmp_path: Path)
     ]
     assert said[1].endswith(f"(pid {processes['mlflow-server'].pid}; log {processes['mlflow-server'].log})")
     assert not any(p.alive() for p in processes.values()) and not svc.state_file(tmp_path).exists()
+
+
+def test_monitor_links_the_dashboard_only_where_up_runs_the_evidently_ui(tmp_path: Path) -> None:
+    from flowship.cli.monitoring import dashboard_link
+
+    hint = "project p-1 (`flowship up` starts the Evidently UI that shows it)"
+    assert dashboard_link(tmp_path, "p-1") == hint  # nothing started here
+
+    me = [c.decode() for c in Path("/proc/self/cmdline").read_bytes().split(b"\0") if c]
+
+    def running(name: str) -> svc.Process:  # this test's own process: alive, with its command line
+        return svc.Process(name, os.getpid(), me, str(tmp_path / f"{name}.log"))
+
+    processes = {"prefect-server": running("prefect-server"), "mlflow-server": running("mlflow-server")}
+    ui = "http://127.0.0.1:8051"
+    state = svc.Services(str(tmp_path), "dev", "http://h:1", "http://h:2", processes, ui)
+    svc.write_services(tmp_path, state)
+    assert dashboard_link(tmp_path, "p-1") == hint  # the servers run, the UI was never started
+    processes[svc.DASHBOARD] = svc.Process(svc.DASHBOARD, os.getpid(), ["evidently", "ui"], "log")
+    svc.write_services(tmp_path, state)
+    assert dashboard_link(tmp_path, "p-1") == hint  # the UI's pid is another program now
+    processes[svc.DASHBOARD] = running(svc.DASHBOARD)
+    svc.write_services(tmp_path, state)
+    assert dashboard_link(tmp_path, "p-1") == f"{ui}/projects/p-1"
