@@ -49,9 +49,10 @@ test: setup
 	$(VENV)/bin/pytest --numprocesses auto --maxprocesses 4
 
 # The quick loop: the unit tests and the serving app's tests that run in this process only (no Docker, no Prefect
-# server, no DVC/MLflow project, no server or `flowship` process: the `integration` marker), in under two minutes.
+# server, no DVC/MLflow project, no server or `flowship` process: the `integration` marker), in under two minutes
+# on two cores (one worker per core, as `make test`).
 test-fast: setup
-	$(VENV)/bin/pytest tests/unit tests/serving -m "not integration"
+	$(VENV)/bin/pytest --numprocesses auto --maxprocesses 4 tests/unit tests/serving -m "not integration"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -54,6 +54,8 @@ LONGEST_FIRST = (
     "tests/monitoring/test_schedule.py",
     "tests/flows/test_bad_input.py",
     "tests/flows/test_stage_deps.py",
+    "tests/serving/test_schemathesis.py",  # the longest of `make test-fast`'s modules
+    "tests/unit/test_dashboard.py",
 )
 # The modules that share the package-scoped `up` fixture.
 SHARED_UP = ("tests/services/test_up.py", "tests/services/test_browser.py")
