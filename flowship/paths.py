@@ -136,6 +136,11 @@ class Layout:
         """One folder per check: the Evidently HTML reports and the summary."""
         return self.root / "reports" / "monitoring"
 
+    def last_monitoring_report(self) -> Path | None:
+        """The folder of the latest check that wrote a summary, if any (folders are named by when the check ran)."""
+        summaries = sorted(self.monitoring_reports.glob("*/summary.json"))
+        return summaries[-1].parent if summaries else None
+
     @property
     def monitoring_state(self) -> Path:
         """Where the last check ended, and the alert cool-downs."""

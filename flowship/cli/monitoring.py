@@ -40,7 +40,6 @@ def replay(
     import pandas as pd
 
     from flowship.monitoring import replay as replays
-    from flowship.monitoring.report import last_report
     from flowship.paths import Layout
 
     layout = Layout(path.parent)
@@ -57,7 +56,7 @@ def replay(
         for part in skipped:
             typer.echo(f"{part}  already replayed ({book.replayed_at(part)}): skipped")
         if not wanted:
-            if (report := last_report(layout.monitoring_reports)) is not None:
+            if (report := layout.last_monitoring_report()) is not None:
                 typer.echo(f"last report:   {report}")
             return
     if url is None:

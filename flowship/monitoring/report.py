@@ -89,12 +89,6 @@ def report_folder(parent: Path, now: datetime) -> Path:
     return folder
 
 
-def last_report(parent: Path) -> Path | None:
-    """The folder of the latest check that wrote a summary, if any."""
-    summaries = sorted(parent.glob("*/summary.json"))
-    return summaries[-1].parent if summaries else None
-
-
 def write_summary(folder: Path, summary: MonitoringSummary) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "summary.json"

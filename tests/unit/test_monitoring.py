@@ -498,3 +498,21 @@ def test_log_lines_with_guardrail_fields_read_as_before(tmp_path: Path) -> None:
     assert read.skipped == 0
     assert read.records["request_id"].tolist() == ["plain", "plain", "g", "g"]
     assert read.records["prediction"].tolist() == [0, 1, 1, 0]  # the model's own outputs, not the answers given
+
+
+def test_the_last_report_is_the_newest_check_folder_that_wrote_a_summary(tmp_path: Path) -> None:
+    from flowship.monitoring.report import report_folder
+    from flowship.paths import Layout
+
+    layout = Layout(tmp_path)
+    assert layout.last_monitoring_report() is None  # no check yet (no folder at all)
+    now = datetime(2026, 12, 3, 15, 36, 24, tzinfo=UTC)
+    first = report_folder(layout.monitoring_reports, now)
+    first.mkdir(parents=True)
+    assert layout.last_monitoring_report() is None  # a check that ended before its summary
+    (first / "summary.json").write_text("{}")
+    second = report_folder(layout.monitoring_reports, now)  # the same second: a folder of its own
+    second.mkdir()
+    (second / "summary.json").write_text("{}")
+    (report_folder(layout.monitoring_reports, now + timedelta(seconds=1))).mkdir()  # no summary
+    assert second.name == "20261203T153624Z-2" and layout.last_monitoring_report() == second
