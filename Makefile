@@ -25,11 +25,10 @@ $(VENV)/.installed-compiled: pyproject.toml uv.lock
 data: setup
 	$(PY) -m flowship.pipeline.datasets params.yaml
 
-# Train (nothing is trained when nothing changed), then release the challenger and leave it serving.
+# Train (nothing is trained when nothing changed), release the challenger and leave it serving, replay the
+# production months not sent yet: `flowship train`, `deploy` and `replay --once --batch-size 20` in one process.
 run: data
-	$(VENV)/bin/flowship train
-	$(VENV)/bin/flowship deploy
-	$(VENV)/bin/flowship replay --once --batch-size 20
+	$(VENV)/bin/flowship run
 
 train: setup
 	$(VENV)/bin/flowship train

@@ -10,8 +10,9 @@ What is measured, in one run:
   `flowship train` runs it. Both run the train and evaluate stages (dvc repro first: its run cache never holds the
   new value; flowship's stages don't use it). Each round takes a new value, so MLflow logs a new run each time.
 * (b) no-op: `flowship train` in the clone with nothing changed; then, in the project of --project (default: this
-  repository, after its own `make run`), `make run` with nothing changed, and each of the commands it runs
-  (`make --dry-run run`) on its own.
+  repository, after its own `make run`), `make run` with nothing changed, each of the commands it runs
+  (`make --dry-run run`) on its own, and beside them the steps of `flowship run` as three commands (`train`,
+  `deploy`, `replay --once --batch-size 20`: what `make run` ran before `flowship run`).
 * (c) the evaluate stage's parts: its reports/evaluation/timings.json after each run of (a), when it writes one;
   and in this process, on the clone's model and holdout: metrics, golden set, plots, and permutation importance
   with the settings of params.yaml beside 5000 rows x 3 repeats (the fixed cost before `evaluate.importance_*`).
@@ -100,6 +101,11 @@ def one_change(project: Path, env: dict[str, str], logs: Path, rounds: int) -> l
     return results
 
 
+# What `flowship run` does, as separate commands.
+SEPARATE_STEPS = ("train", "deploy", "replay --once --batch-size 20")
+VENV_FLOWSHIP = Path(".venv/bin/flowship")  # the project's own, as its `make run` uses
+
+
 def make_run_commands(project: Path) -> list[str]:
     """The commands `make run` runs, as make prints them (nothing to set up: the virtualenv is installed)."""
     done = subprocess.run(["make", "--dry-run", "run"], cwd=project, capture_output=True, text=True, check=True)
@@ -118,7 +124,12 @@ def noop_make_run(project: Path, logs: Path) -> dict[str, Any]:
     parts = {}
     for i, command in enumerate(make_run_commands(project)):
         parts[command] = run(f"noop_make_run_part{i + 1}", ["bash", "-c", command], project, env, logs)["wall"]
-    return {"make_run": whole, "commands": parts}
+    # the alternative: the steps of `flowship run` as three commands, each its own process (as `make run` was)
+    apart = {}
+    for i, step in enumerate(SEPARATE_STEPS):
+        command = f"{project / VENV_FLOWSHIP} {step}"
+        apart[command] = run(f"noop_step{i + 1}", ["bash", "-c", command], project, env, logs)["wall"]
+    return {"make_run": whole, "commands": parts, "steps_apart": apart}
 
 
 def evaluate_in_process(project: Path) -> dict[str, Any]:
@@ -187,6 +198,13 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"  make run ({noop['project']}) {noop['make_run']['wall']:8.2f} s")
         for command, seconds in noop["commands"].items():
             lines.append(f"    {seconds:8.2f} s  {command}")
+        apart = noop.get("steps_apart", {})
+        if apart:
+            total = sum(apart.values())
+            run_wall = next((v for c, v in noop["commands"].items() if c.endswith("flowship run")), None)
+            ratio = f"; ratio apart / flowship run {total / run_wall:.2f}x" if run_wall else ""
+            lines.append(f"  the same steps as three commands: {total:.2f} s{ratio}")
+            lines += [f"    {seconds:8.2f} s  {command}" for command, seconds in apart.items()]
         lines += [f"    said: {line.strip()}" for line in noop["make_run"]["said"]]
     lines += ["", "(c) the evaluate stage, seconds per part:"]
     parts = [r[k]["evaluate_parts"] for r in rounds for k in ("dvc_repro", "flowship_train") if r[k]["evaluate_parts"]]

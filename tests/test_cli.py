@@ -19,8 +19,8 @@ from tests.helpers import flowship
 
 pytestmark = pytest.mark.integration
 
-COMMANDS = ["init", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "audit", "stop"]
-COMMANDS += ["monitor", "retention"]
+COMMANDS = ["init", "run", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "audit"]
+COMMANDS += ["stop", "monitor", "retention"]
 COMMANDS += ["score"]
 COMMANDS += ["schedule", "up", "down"]
 
@@ -225,6 +225,11 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project, prefe
     unchanged = flowship(["train", "--params", params], root)
     assert unchanged.returncode == 1
     assert "unchanged since the last run" in unchanged.stderr
+    # `flowship run` (what `make run` runs) stops at the failed gate: nothing is released or replayed.
+    stopped = flowship(["run", "--params", params], root)
+    assert stopped.returncode == 1 and "unchanged since the last run" in stopped.stderr
+    assert "gate:          failed" in stopped.stdout and "production:" not in stopped.stdout
+    assert "replay" not in stopped.stdout and not (root / ".flowship" / "replayed.json").exists()
     status = flowship(["status", "--params", params], root, check=True)
     assert "gate failed" in status.stdout and "challenger  v1" in status.stdout
 

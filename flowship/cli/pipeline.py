@@ -1,4 +1,4 @@
-"""`flowship train` and `flowship status`."""
+"""`flowship train`, `flowship status`, and `flowship run` (what `make run` runs)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,26 @@ def train(
     _print_training(summary)
     if not summary.decision.passed:
         fail("quality gate failed, unchanged since the last run: " + "; ".join(summary.decision.reasons))
+
+
+# The replay's batch size in `flowship run` (and so in `make run`): 20 records a request.
+RUN_BATCH_SIZE = 20
+
+
+def run(params: ParamsOption = Path("params.yaml")) -> None:
+    """Train, release the challenger, replay the production months not sent yet (with a check after each).
+
+    The three commands of `make run` (`train`, `deploy`, `replay --once --batch-size 20`) in one process, so
+    that a run with nothing to do answers in seconds, and the flows that do run share one temporary Prefect
+    API. Each step says what it did, as the command of its name would; a failed step ends the run.
+    """
+    from flowship.cli.monitoring import replay
+    from flowship.cli.release import deploy
+
+    path = params.resolve()  # the first step moves into the project: later steps get the path itself
+    train(path, full=False)
+    deploy(path, version=None, full=False, canary=False, shadow=False, direct=False)
+    replay(path, from_=None, to=None, url=None, batch_size=RUN_BATCH_SIZE, concurrency=8, monitor=True, once=True)
 
 
 def _train(path: Path, cfg: Params, full: bool) -> TrainingSummary:
