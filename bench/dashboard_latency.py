@@ -51,17 +51,16 @@ def free_port() -> int:
 
 
 def start_ui(project: Path, workspace: Path, port: int) -> subprocess.Popen[bytes]:
-    argv = [str(project / ".venv/bin/python"), "-m", "evidently.cli", "ui", "--workspace", str(workspace)]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    """The Evidently UI as `flowship up` starts it (its command line and its health URL), on a port of its own."""
+    from flowship.services.processes import answers, evidently_ui_argv
+
+    argv = evidently_ui_argv(workspace, port)
     env = {**os.environ, "DO_NOT_TRACK": "1"}
     ui = subprocess.Popen(argv, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=2).status_code == 200:
-                return ui
-        except httpx.HTTPError:
-            pass
+        if answers(f"http://127.0.0.1:{port}/api/version"):
+            return ui
         if ui.poll() is not None:
             raise SystemExit(f"the Evidently UI exited ({ui.returncode}): {' '.join(argv)}")
         time.sleep(0.2)
@@ -133,7 +132,6 @@ def main() -> None:
     project = args.project.resolve()
     params = yaml.safe_load((project / "params.yaml").read_text())
     workspace = project / params["monitoring"].get("dashboard", {}).get("workspace", "reports/evidently")
-    sys.path.insert(0, str(REPO))
     from flowship.adapters.drift import project_id as id_of
 
     project_id = id_of(params["project"]["name"])

@@ -37,6 +37,21 @@ def replay(
     traffic (logs/labels/), as they would arrive later."""
     path = params.resolve()
     cfg = read_params(path, check_estimator=False)
+    replay_months(path, cfg, from_, to, url, batch_size, concurrency, monitor, once)
+
+
+def replay_months(
+    path: Path,
+    cfg: Params,
+    from_: str | None,
+    to: str | None,
+    url: str | None,
+    batch_size: int,
+    concurrency: int,
+    monitor: bool,
+    once: bool,
+) -> None:
+    """`flowship replay` once its params are read."""
     import pandas as pd
 
     from flowship.monitoring import replay as replays

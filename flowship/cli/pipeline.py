@@ -34,6 +34,11 @@ def train(
     cfg = read_params(path, check_estimator=False)
     environment(path.parent)
     os.chdir(path.parent)
+    train_project(path, cfg, full)
+
+
+def train_project(path: Path, cfg: Params, full: bool) -> None:
+    """`flowship train` once its params are read and the command runs in the project."""
     try:
         summary = _train(path, cfg, full)
     except FlowshipError as exc:
@@ -54,13 +59,18 @@ def run(params: ParamsOption = Path("params.yaml")) -> None:
     that a run with nothing to do answers in seconds, and the flows that do run share one temporary Prefect
     API. Each step says what it did, as the command of its name would; a failed step ends the run.
     """
-    from flowship.cli.monitoring import replay
-    from flowship.cli.release import deploy
+    from flowship.cli.monitoring import replay_months
+    from flowship.cli.release import release
 
-    path = params.resolve()  # the first step moves into the project: later steps get the path itself
-    train(path, full=False)
-    deploy(path, version=None, full=False, canary=False, shadow=False, direct=False)
-    replay(path, from_=None, to=None, url=None, batch_size=RUN_BATCH_SIZE, concurrency=8, monitor=True, once=True)
+    path = params.resolve()
+    cfg = read_params(path, check_estimator=False)  # read once for the three steps
+    environment(path.parent)
+    os.chdir(path.parent)
+    train_project(path, cfg, full=False)
+    release(path, cfg, version=None, full=False, strategy=None)
+    replay_months(
+        path, cfg, from_=None, to=None, url=None, batch_size=RUN_BATCH_SIZE, concurrency=8, monitor=True, once=True
+    )
 
 
 def _train(path: Path, cfg: Params, full: bool) -> TrainingSummary:

@@ -37,6 +37,11 @@ def deploy(
     cfg = read_params(path, check_estimator=False)
     environment(path.parent)
     os.chdir(path.parent)
+    release(path, cfg, version, full, chosen[0] if chosen else None)
+
+
+def release(path: Path, cfg: Params, version: str | None, full: bool, strategy: str | None) -> None:
+    """`flowship deploy` once its params are read and the command runs in the project."""
     if not full and version is None:
         serving = _challenger_already_serving(path.parent, cfg)
         if serving is not None:
@@ -50,7 +55,6 @@ def deploy(
     from flowship.flows.release import release_flow
 
     try:
-        strategy = chosen[0] if chosen else None
         result = release_flow(params_path=str(path), version=version, params=cfg, strategy=strategy)
     except FlowshipError as exc:
         fail(str(exc))
