@@ -17,6 +17,10 @@ class ConfigError(FlowshipError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class BaseRefError(FlowshipError):
+    """The base git ref named for a comparison does not exist in the repository (or this is not a git repository)."""
+
+
 class DataLoadError(FlowshipError):
     """A data file is missing, unreadable or not in the expected format."""
 
