@@ -17,15 +17,20 @@ from typing import Any
 import yaml
 
 from flowship.errors import BaseRefError, ConfigError
-from flowship.paths import RAW_DATA, STAGES
+from flowship.paths import RAW_DATA, STAGES, Layout
 
-PARAMS = "params.yaml"
+# The files compared, relative to the repository's root.
+_RELATIVE = Layout(Path())
+PARAMS = _RELATIVE.params.as_posix()
+METRICS = _RELATIVE.metrics_file.as_posix()
 LOCK = "dvc.lock"
-METRICS = "metrics/holdout.json"
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)  # noqa: S607 - git from PATH, as lineage uses it
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)  # noqa: S607 - git from PATH, as lineage uses it
+    except FileNotFoundError as exc:
+        raise BaseRefError(f"git is needed to compare with a base ref and was not found on PATH: {exc}") from exc
 
 
 def resolve_ref(root: Path, ref: str) -> str:
@@ -160,7 +165,9 @@ def _metrics(text: str | None, where: str) -> dict[str, float] | None:
         loaded = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError([f"{METRICS} at {where} is not valid JSON: {exc}"]) from exc
-    return {str(k): float(v) for k, v in loaded.items() if isinstance(v, int | float)}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{METRICS} at {where} holds {type(loaded).__name__}, not an object of metric names"])
+    return {str(k): float(v) for k, v in loaded.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 @dataclass(frozen=True)

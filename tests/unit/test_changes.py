@@ -4,6 +4,7 @@ params, the raw data's version, each stage's code, data and params as dvc.lock r
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -144,10 +145,13 @@ def test_a_base_whose_params_are_not_yaml_is_named(repo: Path) -> None:
         compare(repo, "HEAD")
 
 
-def test_base_metrics_that_are_not_json_are_named(repo: Path) -> None:
-    (repo / "metrics" / "holdout.json").write_text("{roc_auc: 0.7")
+@pytest.mark.parametrize(
+    ("text", "said"), [("{roc_auc: 0.7", "is not valid JSON"), ("[0.7]", "holds list, not an object of metric names")]
+)
+def test_base_metrics_that_cannot_be_read_are_named(repo: Path, text: str, said: str) -> None:
+    (repo / "metrics" / "holdout.json").write_text(text)
     git(repo, "commit", "--quiet", "-am", "broken metrics")
-    with pytest.raises(ConfigError, match=r"metrics/holdout\.json at main \([0-9a-f]{12}\) is not valid JSON"):
+    with pytest.raises(ConfigError, match=rf"metrics/holdout\.json at main \([0-9a-f]{{12}}\) {re.escape(said)}"):
         compare(repo, "main")
 
 
@@ -160,3 +164,9 @@ def test_value_changes_see_added_removed_and_changed_keys() -> None:
         ValueChange("gone", None, None),  # present (as null) in the base only: still a change
     ]
     assert flatten({"a": {}, "b": {"c": 1}}) == {"a": {}, "b.c": 1}
+
+
+def test_without_git_on_path_the_comparison_says_so(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(repo / "no-bin"))
+    with pytest.raises(BaseRefError, match="git is needed to compare with a base ref and was not found on PATH"):
+        compare(repo, "main")
