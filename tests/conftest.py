@@ -48,6 +48,7 @@ LONGEST_FIRST = (
     "tests/dask/test_dask.py",
     "tests/services/test_postgres.py",
     "tests/flows/test_training_flow.py",
+    "tests/flows/test_report.py",
     "tests/release/test_release.py",
     "tests/release/test_gateway.py",
     "tests/monitoring/test_monitoring_flow.py",

@@ -19,7 +19,8 @@ from tests.helpers import flowship
 
 pytestmark = pytest.mark.integration
 
-COMMANDS = ["init", "run", "train", "status", "replay", "deploy", "rollback", "pause", "resume", "history", "audit"]
+COMMANDS = ["init", "run", "train", "status", "report", "replay", "deploy", "rollback", "pause", "resume"]
+COMMANDS += ["history", "audit"]
 COMMANDS += ["stop", "monitor", "retention"]
 COMMANDS += ["score"]
 COMMANDS += ["schedule", "up", "down"]

@@ -9,7 +9,7 @@ import typer
 from flowship.cli.audit import audit
 from flowship.cli.monitoring import monitor, replay, retention
 from flowship.cli.onboarding import init
-from flowship.cli.pipeline import run, status, train
+from flowship.cli.pipeline import report, run, status, train
 from flowship.cli.release import deploy, history, pause, resume, rollback, stop
 from flowship.cli.scoring import score
 from flowship.cli.services import down, schedule, up
@@ -24,6 +24,7 @@ COMMANDS = (
     run,
     train,
     status,
+    report,
     replay,
     deploy,
     rollback,

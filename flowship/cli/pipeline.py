@@ -1,10 +1,11 @@
-"""`flowship train`, `flowship status`, and `flowship run` (what `make run` runs)."""
+"""`flowship train`, `flowship status`, `flowship run` (what `make run` runs) and `flowship report`."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -179,3 +180,45 @@ def _gateway_lines(runtime: GatewayRuntime, cfg: Params) -> None:
                    " (`flowship rollback` to it is a switch)")  # fmt: skip
     for version in stopped:
         typer.echo(f"  {'stopped':<11} v{version}: its warm time was up")
+
+
+# `flowship report` writes report.md and report.json here (relative to the project).
+REPORT_DIR = Path("reports/model-report")
+ReportDir = Annotated[
+    Path, typer.Option("--out", help="Folder for report.md and report.json (relative to the project).")
+]
+
+
+def report(
+    params: ParamsOption = Path("params.yaml"),
+    base: str = typer.Option(
+        "main", "--base", metavar="REF", help="The git ref to compare with (branch, tag, commit)."
+    ),
+    out: ReportDir = REPORT_DIR,
+) -> None:
+    """The model report of the working tree's candidate: what changed against REF, its holdout metrics beside the
+    base's and the champion's, the gate's verdict table, the plots, its MLflow run (what a pull request shows).
+
+    Run `flowship train` first: the report reads what it produced. Exits 1 (report written) on a failed gate.
+    """
+    path = params.resolve()
+    environment(path.parent)
+    from flowship.files import atomic_write
+    from flowship.pipeline.report import build_report
+
+    try:
+        made = build_report(path.parent, base, path)
+    except FlowshipError as exc:
+        fail(str(exc))
+    folder = out if out.is_absolute() else path.parent / out
+    folder.mkdir(parents=True, exist_ok=True)
+    text = made.markdown()
+    atomic_write(folder / "report.md", text)
+    atomic_write(folder / "report.json", json.dumps(made.as_dict(), indent=2, default=str) + "\n")
+    typer.echo(text)
+    typer.echo(f"wrote:         {folder / 'report.md'}, {folder / 'report.json'}")
+    if not made.passed:
+        fail(
+            "; ".join(made.problems)
+            or "quality gate failed: " + "; ".join(made.decision.reasons if made.decision else [])
+        )

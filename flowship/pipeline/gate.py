@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flowship.config import LOWER_IS_BETTER, GateConfig
+from flowship.config import LOWER_IS_BETTER, GateConfig, Params
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from flowship.adapters.tracking import Tracker
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,30 @@ def decide(
     ordered = list(dict.fromkeys(names))
     rows = [_row(name, candidate[name], None if champion is None else champion.get(name), cfg) for name in ordered]
     return Decision(all(r.passed for r in rows), rows, champion_version, notes or [])
+
+
+def champion_on_holdout(
+    params: Params, tracker: Tracker, holdout: pd.DataFrame
+) -> tuple[dict[str, float] | None, str | None, list[str]]:
+    """The champion's metrics on this holdout, its version and a note on how it was scored (None metrics: no champion,
+    or one that cannot score this holdout; the absolute thresholds then decide)."""
+    from flowship.adapters.tracking import CHAMPION
+    from flowship.pipeline import evaluation  # scikit-learn: only when a champion is scored
+
+    champion = tracker.version_by_alias(params.project.name, CHAMPION)
+    if champion is None:
+        return None, None, ["no champion yet: the absolute thresholds decide"]
+    try:
+        model = tracker.load_model(champion.uri)
+        metrics = evaluation.compute_metrics(model, holdout, params)
+    except (KeyError, ValueError, TypeError) as exc:
+        # A champion trained on other features or another target cannot score this holdout.
+        return (
+            None,
+            champion.version,
+            [f"champion v{champion.version} cannot be scored on this holdout ({exc}); the absolute thresholds decide"],
+        )
+    return metrics, champion.version, [f"champion v{champion.version} scored on the same holdout"]
 
 
 def markdown_table(decision: Decision) -> str:

@@ -6,32 +6,12 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flowship.adapters.tracking import CHALLENGER, CHAMPION, TAG, Tracker
+from flowship.adapters.tracking import CHALLENGER, TAG, Tracker
 from flowship.errors import QualityGateFailed
-from flowship.pipeline import evaluation
-from flowship.pipeline.gate import Decision, decide, markdown_table
+from flowship.pipeline.gate import Decision, champion_on_holdout, decide, markdown_table
 from flowship.pipeline.lineage import gate_hash
 from flowship.pipeline.outcome import Candidate, Registration, decision_tags
 from flowship.tasks.common import Context, is_transient
-
-
-def _champion_metrics(
-    ctx: Context, tracker: Tracker, holdout: pd.DataFrame
-) -> tuple[dict[str, float] | None, str | None, list[str]]:
-    champion = tracker.version_by_alias(ctx.params.project.name, CHAMPION)
-    if champion is None:
-        return None, None, ["no champion yet: the absolute thresholds decide"]
-    try:
-        model = tracker.load_model(champion.uri)
-        metrics = evaluation.compute_metrics(model, holdout, ctx.params)
-    except (KeyError, ValueError, TypeError) as exc:
-        # A champion trained on other features or another target cannot score this holdout.
-        return (
-            None,
-            champion.version,
-            [f"champion v{champion.version} cannot be scored on this holdout ({exc}); the absolute thresholds decide"],
-        )
-    return metrics, champion.version, [f"champion v{champion.version} scored on the same holdout"]
 
 
 @task(name="gate", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
@@ -39,7 +19,7 @@ def gate(ctx: Context, candidate: Candidate) -> Decision:
     """Compare with the champion on the same holdout; record the decision; raise if it failed."""
     tracker = Tracker(ctx.root)
     holdout = pd.read_parquet(ctx.layout.holdout_split)
-    champion, champion_version, notes = _champion_metrics(ctx, tracker, holdout)
+    champion, champion_version, notes = champion_on_holdout(ctx.params, tracker, holdout)
     decision = decide(candidate.metrics, champion, ctx.params.gate, champion_version, notes)
     tracker.set_run_tags(candidate.run_id, {**decision_tags(decision), f"{TAG}gate.config_hash": gate_hash(ctx.params)})
     create_markdown_artifact(
