@@ -21,8 +21,6 @@ from flowship.pipeline.changes import Changes, compare
 from flowship.pipeline.gate import Decision, champion_on_holdout, decide, markdown_table
 from flowship.pipeline.outcome import RunLink
 
-MODEL_OUT = "models/candidate"
-HOLDOUT_OUT = "data/prepared/holdout.parquet"
 PLOTS_OUT = "reports/evaluation"
 
 
@@ -165,7 +163,7 @@ def _with_candidate(root: Path, params: Params, changes: Changes) -> ModelReport
 
     from flowship.adapters.dvc_repo import DvcProject, describe_changes
     from flowship.adapters.tracking import Tracker
-    from flowship.pipeline.lineage import candidate_key
+    from flowship.pipeline.rerun import candidate_run
 
     layout = Layout(root)
     dvc = DvcProject(root)
@@ -180,13 +178,7 @@ def _with_candidate(root: Path, params: Params, changes: Changes) -> ModelReport
     candidate = {str(k): float(v) for k, v in json.loads(layout.metrics_file.read_text()).items()}
     tracker = Tracker(root)
     tracker.check_available()
-    run = None
-    hashes = dvc.lock_hashes()
-    experiment = tracker.client.get_experiment_by_name(params.project.name)
-    if experiment is not None and MODEL_OUT in hashes and HOLDOUT_OUT in hashes:
-        run_id = tracker.find_run(str(experiment.experiment_id), candidate_key(hashes[MODEL_OUT], hashes[HOLDOUT_OUT]))
-        if run_id is not None:
-            run = RunLink(run_id, tracker.run_url(str(experiment.experiment_id), run_id))
+    run = candidate_run(tracker, dvc.lock_hashes(), params.project.name)
     champion, version, notes = champion_on_holdout(params, tracker, pd.read_parquet(layout.holdout_split))
     decision = decide(candidate, champion, params.gate, version, notes)
     plots = sorted(p.relative_to(root).as_posix() for p in layout.evaluation_dir.glob("*.png"))

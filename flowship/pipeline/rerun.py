@@ -20,6 +20,19 @@ MODEL_OUT = "models/candidate"
 HOLDOUT_OUT = "data/prepared/holdout.parquet"
 
 
+def candidate_run(tracker: Tracker, hashes: dict[str, str], name: str) -> RunLink | None:
+    """The MLflow run that trained the model in `dvc.lock` (`hashes`, as `DvcProject.lock_hashes` gives them) on its
+    holdout, in the experiment `name`; None when there is none."""
+    if MODEL_OUT not in hashes or HOLDOUT_OUT not in hashes:
+        return None
+    experiment = tracker.client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    experiment_id = str(experiment.experiment_id)
+    run_id = tracker.find_run(experiment_id, candidate_key(hashes[MODEL_OUT], hashes[HOLDOUT_OUT]))
+    return None if run_id is None else RunLink(run_id, tracker.run_url(experiment_id, run_id))
+
+
 def last_outcome_if_unchanged(params: Params, root: Path) -> TrainingSummary | None:
     """The previous run's summary (as the training flow returns it) when a re-run would change nothing."""
     dvc = DvcProject(root)
@@ -33,12 +46,10 @@ def last_outcome_if_unchanged(params: Params, root: Path) -> TrainingSummary | N
     tracker = Tracker(root)
     tracker.check_available()
     name = params.project.name
-    experiment = tracker.client.get_experiment_by_name(name)
-    if experiment is None:
+    candidate = candidate_run(tracker, hashes, name)
+    if candidate is None:
         return None
-    run_id = tracker.find_run(str(experiment.experiment_id), candidate_key(hashes[MODEL_OUT], hashes[HOLDOUT_OUT]))
-    if run_id is None:
-        return None
+    run_id = candidate.run_id
     tags = tracker.run_tags(run_id)
     decision = RecordedDecision.from_tags(tags)
     if decision is None or tags.get(f"{TAG}gate.config_hash") != gate_hash(params):
@@ -56,7 +67,7 @@ def last_outcome_if_unchanged(params: Params, root: Path) -> TrainingSummary | N
     return TrainingSummary(
         data_version=dvc.tracked_hash(RAW_DATA),
         stages=dict.fromkeys(STAGES, False),
-        candidate=RunLink(run_id, tracker.run_url(str(experiment.experiment_id), run_id)),
+        candidate=candidate,
         decision=decision,
         registered=registered,
         data=DataCounts.read(Layout(root).validation_report),
