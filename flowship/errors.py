@@ -21,6 +21,10 @@ class BaseRefError(FlowshipError):
     """The base git ref named for a comparison does not exist in the repository (or this is not a git repository)."""
 
 
+class AuditError(FlowshipError):
+    """`make audit` could not check something (a tool, the vulnerability service, the ignore list): never a pass."""
+
+
 class DataLoadError(FlowshipError):
     """A data file is missing, unreadable or not in the expected format."""
 
