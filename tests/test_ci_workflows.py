@@ -120,9 +120,10 @@ def _make_targets_called() -> set[str]:
 
 
 # The make targets the workflows call, and what exercises each in this suite: `lint-workflows` and `audit` here;
-# `data` by every `make run`-like test (tests/test_cli.py); `test-fast` and `test-serving` select modules this
-# suite runs itself; `lint` runs ruff, mypy and lint-imports (lint-imports by tests/unit/test_architecture.py).
-EXERCISED = {"lint", "test-fast", "test-serving", "audit", "lint-workflows", "data"}
+# `setup` and `data` by every `make run`-like test (tests/test_cli.py) and by `make test` itself; `test-fast` and
+# `test-serving` select modules this suite runs itself; `lint` runs ruff, mypy and lint-imports (lint-imports by
+# tests/unit/test_architecture.py).
+EXERCISED = {"lint", "test-fast", "test-serving", "audit", "lint-workflows", "data", "setup"}
 
 
 def test_every_make_target_the_workflows_call_exists_and_is_exercised() -> None:
@@ -137,6 +138,29 @@ def test_every_make_target_the_workflows_call_exists_and_is_exercised() -> None:
         recipe = make("--dry-run", target).stdout
         for folder in folders:
             assert folder in recipe and any((REPO / folder).glob("test_*.py"))
+
+
+def test_every_flowship_command_the_workflows_run_exists_with_the_options_they_give() -> None:
+    from typer.testing import CliRunner
+
+    from flowship.cli.main import app
+
+    called: dict[str, set[str]] = {}
+    for wf in workflows().values():
+        for job in wf["jobs"].values():
+            for step in job["steps"]:
+                for command, args in re.findall(r"\.venv/bin/flowship (\w+)([^\n]*)", step.get("run", "")):
+                    called.setdefault(command, set()).update(re.findall(r"(--[a-z][\w-]*)", args))
+    assert {"train", "report", "stage", "deploy", "rollback"} <= set(called)
+    for command, options in called.items():
+        help_text = CliRunner().invoke(app, [command, "--help"], prog_name="flowship", terminal_width=200).stdout
+        assert f"Usage: flowship {command}" in help_text
+        for option in options:
+            assert option in help_text, f"flowship {command} has no {option}"
+    # promote.yml passes its strategy as --canary, --shadow or --direct
+    choices = workflows()["promote.yml"][True]["workflow_dispatch"]["inputs"]["strategy"]["options"]
+    deploy_help = CliRunner().invoke(app, ["deploy", "--help"], prog_name="flowship").stdout
+    assert all(f"--{choice}" in deploy_help for choice in choices)
 
 
 class _Advisories(BaseHTTPRequestHandler):

@@ -19,7 +19,7 @@ from tests.helpers import flowship
 
 pytestmark = pytest.mark.integration
 
-COMMANDS = ["init", "run", "train", "status", "report", "replay", "deploy", "rollback", "pause", "resume"]
+COMMANDS = ["init", "run", "train", "status", "report", "replay", "stage", "deploy", "rollback", "pause", "resume"]
 COMMANDS += ["history", "audit"]
 COMMANDS += ["stop", "monitor", "retention"]
 COMMANDS += ["score"]
@@ -58,6 +58,7 @@ def test_help_lists_every_command_and_no_arguments_shows_it_too(tmp_path: Path) 
     [
         ("train", ["--params", "--full", "[default: params.yaml]"]),
         ("status", ["--params", "--runs", "[default: 5]"]),
+        ("stage", ["--params", "--version", "--push", "REGISTRY"]),
         ("deploy", ["--params", "--version", "--full", "--canary", "--shadow", "--direct"]),
         ("pause", ["--params", "--reason", "[default: paused by an operator]"]),
         ("audit", ["--params", "--since", "WHEN", "--json"]),

@@ -419,6 +419,28 @@ class DockerEngine:
         """Bytes, as `docker images` counts them (all layers)."""
         return int(self._image(tag).attrs["Size"])
 
+    def push(self, tag: str, repository: str, version_tag: str) -> str:
+        """Tag the local image `tag` as `repository:version_tag` and push it (with the credentials `docker login`
+        stored); returns `repository:version_tag@digest`. A registry that refuses or cannot be reached is a
+        ContainerError naming it."""
+        target = f"{repository}:{version_tag}"
+        digest = None
+        with _daemon_errors(f"push {target}"):
+            self._image(tag).tag(repository, version_tag)
+            try:
+                for chunk in self.client.api.push(repository, tag=version_tag, stream=True, decode=True):
+                    if "error" in chunk:
+                        detail = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+                        raise ContainerError(f"push {target}: {str(detail).strip()}")
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and aux.get("Digest"):
+                        digest = str(aux["Digest"])
+            finally:
+                self.client.images.remove(target)  # the registry's name only: the image keeps its own tag
+        if digest is None:
+            raise ContainerError(f"push {target}: the registry gave no digest")
+        return f"{target}@{digest}"
+
     def remove_image(self, tag: str) -> None:
         """Untag `tag` (its layers go when no other image uses them); nothing to do if it doesn't exist."""
         if self.image_exists(tag):

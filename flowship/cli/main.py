@@ -10,7 +10,7 @@ from flowship.cli.audit import audit
 from flowship.cli.monitoring import monitor, replay, retention
 from flowship.cli.onboarding import init
 from flowship.cli.pipeline import report, run, status, train
-from flowship.cli.release import deploy, history, pause, resume, rollback, stop
+from flowship.cli.release import deploy, history, pause, resume, rollback, stage, stop
 from flowship.cli.scoring import score
 from flowship.cli.services import down, schedule, up
 
@@ -26,6 +26,7 @@ COMMANDS = (
     status,
     report,
     replay,
+    stage,
     deploy,
     rollback,
     pause,

@@ -1,4 +1,4 @@
-"""`flowship deploy`, `rollback`, `pause`, `resume`, `history` and `stop`."""
+"""`flowship stage`, `deploy`, `rollback`, `pause`, `resume`, `history` and `stop`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,66 @@ if TYPE_CHECKING:
     from flowship.release.gateway_runtime import GatewayRuntime
 
 
+CANDIDATE_HELP = "The version registered from this commit's pipeline (its dvc.lock), not the challenger alias."
+
+
+def _version_of(root: Path, cfg: Params, version: str | None, candidate: bool) -> str | None:
+    """--version, or with --candidate the version `flowship train` registered from the working tree's dvc.lock."""
+    if not candidate:
+        return version
+    if version is not None:
+        fail("--version and --candidate: choose one")
+    from flowship.pipeline.rerun import registered_candidate
+
+    try:
+        return registered_candidate(root, cfg.project.name)
+    except FlowshipError as exc:
+        fail(f"--candidate: {exc}")
+
+
+def stage(
+    params: ParamsOption = Path("params.yaml"),
+    version: str | None = typer.Option(None, "--version", help="Stage this version instead of the challenger."),
+    candidate: bool = typer.Option(False, "--candidate", help=CANDIDATE_HELP),
+    push: str | None = typer.Option(
+        None, "--push", metavar="REGISTRY", help="Push the image once staging passes (e.g. ghcr.io/acme)."
+    ),
+) -> None:
+    """Build and stage the challenger, run the release's staging checks, stop staging; push the image when every
+    check passed. Production is not touched (what CI runs on a merge)."""
+    path = params.resolve()
+    cfg = read_params(path)
+    if push is not None:
+        from flowship.release.docker_runtime import registry_name
+
+        try:
+            registry_name("flowship/check:v0", push)
+        except FlowshipError as exc:
+            fail(f"--push: {exc}")
+    environment(path.parent)
+    os.chdir(path.parent)
+    version = _version_of(path.parent, cfg, version, candidate)
+    from flowship.flows.release import stage_flow
+
+    try:
+        result = stage_flow(params_path=str(path), version=version, push=push, params=cfg)
+    except FlowshipError as exc:
+        fail(str(exc))
+    for c in result.checks:
+        typer.echo(f"check:         {c.name:<11} {'passed' if c.passed else 'FAILED'}  {c.detail}")
+    typer.echo(f"staging:       v{result.version} passed every check ({result.runtime}); staging stopped")
+    if result.image:
+        typer.echo(f"image:         {result.image}")
+    if result.pushed:
+        typer.echo(f"pushed:        {result.pushed}")
+    elif push is None:
+        typer.echo("pushed:        nothing (no --push REGISTRY)")
+
+
 def deploy(
     params: ParamsOption = Path("params.yaml"),
     version: str | None = typer.Option(None, "--version", help="Release this version instead of the challenger."),
+    candidate: bool = typer.Option(False, "--candidate", help=CANDIDATE_HELP),
     full: bool = typer.Option(False, "--full", help="Run the release flow even when the challenger already serves."),
     canary: bool = typer.Option(False, "--canary", help="Live traffic in steps before promotion (release.canary)."),
     shadow: bool = typer.Option(
@@ -37,6 +94,7 @@ def deploy(
     cfg = read_params(path, check_estimator=False)
     environment(path.parent)
     os.chdir(path.parent)
+    version = _version_of(path.parent, cfg, version, candidate)
     release(path, cfg, version, full, chosen[0] if chosen else None)
 
 
@@ -187,7 +245,7 @@ def history(params: ParamsOption = Path("params.yaml")) -> None:
     if not events:
         typer.echo("no releases yet: run `flowship deploy`")
     for e in events:
-        if e["action"] not in release_history.CHANGES_OF_VERSION:
+        if "to_version" not in e:  # a pause or resume: no version changes hands
             typer.echo(
                 f"{e['time']}  {e['action']:<8} {e['outcome']:<6} v{e.get('version') or '-'}  {e.get('reason', '')}"
             )

@@ -1,5 +1,6 @@
 """The release flow: challenger → image → staging → checks → [a shadow, canary steps] → [a person's approval] →
-production and `champion`; and rollback.
+production and `champion`; rollback; and the stage flow, which stops after staging (and pushes the image that
+passed), for CI on a merge.
 
 A run ends in a state that says what happened: `Promoted` (or `RolledBack`), `Aborted` with the reason when a step
 on live traffic failed or the approval was refused, `Failed` for anything else (a staging check, an error).
@@ -17,8 +18,9 @@ from flowship.config import Params  # at run time: Prefect reads the flow's anno
 from flowship.errors import ReleaseAborted, ReleaseError
 from flowship.flows.training import context
 from flowship.release.checks import Check
+from flowship.release.docker_runtime import registry_name
 from flowship.release.live import LiveStep
-from flowship.release.promotion import ReleaseResult, ReleaseTarget
+from flowship.release.promotion import ReleaseResult, ReleaseTarget, StageResult
 from flowship.tasks import release
 from flowship.tasks.common import Context
 
@@ -124,6 +126,39 @@ def release_flow(
         return _stage_and_promote(ctx, kind, target, "release", full=True, live=strategy)
 
     return _ended(run, "Promoted")
+
+
+@flow(
+    name="stage",
+    description="Build and stage the challenger (or a named version), verify it, push its image; production untouched.",
+)
+def stage_flow(
+    params_path: str = "params.yaml",
+    version: str | None = None,
+    push: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    params: Params | None = None,
+) -> StageResult:
+    """Image → staging → the release's staging checks → staging stopped; when every check passed, the image is
+    pushed to the registry `push` (e.g. ghcr.io/acme) and the version tagged with it. A failed check raises
+    ReleaseCheckFailed (recorded as a release that stopped in staging) and pushes nothing."""
+    ctx = context(params_path, overrides, params)
+    if push is not None:
+        registry_name("flowship/check:v0", push)  # a registry name that cannot work ends the run before any work
+    kind = release.choose_runtime(ctx)
+    if push is not None and kind != "docker":
+        raise ReleaseError(f"--push {push}: an image needs a Docker daemon, and none answers")
+    target = release.resolve_release(ctx, version)
+    bundle = release.export_bundle(ctx, target.ref)
+    image = release.build_image(ctx, target.ref, bundle) if kind == "docker" else None
+    staging = release.start_staging(ctx, kind, target.ref, bundle, image)
+    checks = release.verify_staging(ctx, staging, bundle, full=True)
+    release.teardown_staging(ctx, kind)
+    if not all(c.passed for c in checks):
+        release.record_failure(ctx, kind, target, checks, "stage")
+    pushed = release.push_image(ctx, image, push) if push is not None and image is not None else None
+    release.record_staged(ctx, target, checks, pushed)
+    return StageResult(target.version, kind, image, checks, pushed)
 
 
 @flow(name="rollback", description="Serve the previous champion (or a named version) again, health-checked first.")

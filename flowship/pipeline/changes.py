@@ -42,6 +42,12 @@ def resolve_ref(root: Path, ref: str) -> str:
     return done.stdout.strip()
 
 
+def uncommitted(root: Path, paths: list[str]) -> list[str]:
+    """Those of `paths` whose working-tree file differs from the last commit (or is not in it)."""
+    done = _git(root, "status", "--porcelain", "--untracked-files=all", "--", *paths)
+    return sorted({line[3:].strip() for line in done.stdout.splitlines() if line.strip()})
+
+
 def file_at(root: Path, commit: str, path: str) -> str | None:
     """A file's text at a commit (None when the commit has no such file)."""
     done = _git(root, "show", f"{commit}:{path}")

@@ -17,7 +17,7 @@ from typing import Any
 from flowship.config import Params, load_params
 from flowship.errors import ConfigError, StageError
 from flowship.paths import Layout
-from flowship.pipeline.changes import Changes, compare
+from flowship.pipeline.changes import LOCK, METRICS, Changes, compare, uncommitted
 from flowship.pipeline.gate import Decision, champion_on_holdout, decide, markdown_table
 from flowship.pipeline.outcome import RunLink
 
@@ -37,6 +37,7 @@ class ModelReport:
     plots: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     tracking: str = ""  # the MLflow store searched for the candidate's run
+    uncommitted: list[str] = field(default_factory=list)  # run outputs that differ from the last commit
 
     @property
     def passed(self) -> bool:
@@ -71,6 +72,7 @@ class ModelReport:
             "gate": None if self.decision is None else self.decision.as_dict(),
             "plots": {"files": self.plots, "changed": self.plots_changed},
             "problems": self.problems,
+            "uncommitted": self.uncommitted,
         }
 
     def markdown(self) -> str:
@@ -81,6 +83,12 @@ class ModelReport:
         if self.problems:
             lines += ["", "### Problems", "", *(f"- {p}" for p in self.problems)]
         lines += ["", "### What changed", "", *_changed_lines(c)]
+        if self.uncommitted:
+            files = ", ".join(f"`{f}`" for f in self.uncommitted)
+            lines += [
+                f"- not committed: {files}, as `flowship train` wrote them: commit them with the change, so that "
+                "the merge names this model (`flowship stage --candidate`, `flowship deploy --candidate`)"
+            ]
         if self.decision is not None:
             lines += ["", "### Holdout metrics", "", *self._metric_table()]
             lines += ["", "### Gate", "", markdown_table(self.decision), "", *(f"- {n}" for n in self.decision.notes)]
@@ -182,4 +190,15 @@ def _with_candidate(root: Path, params: Params, changes: Changes) -> ModelReport
     champion, version, notes = champion_on_holdout(params, tracker, pd.read_parquet(layout.holdout_split))
     decision = decide(candidate, champion, params.gate, version, notes)
     plots = sorted(p.relative_to(root).as_posix() for p in layout.evaluation_dir.glob("*.png"))
-    return ModelReport(params.project.name, changes, candidate, champion, decision, run, plots, tracking=tracker.uri)
+    outputs = uncommitted(root, [LOCK, METRICS])
+    return ModelReport(
+        params.project.name,
+        changes,
+        candidate,
+        champion,
+        decision,
+        run,
+        plots,
+        tracking=tracker.uri,
+        uncommitted=outputs,
+    )

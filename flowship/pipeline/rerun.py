@@ -12,6 +12,7 @@ from pathlib import Path
 from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import CHAMPION, TAG, Tracker
 from flowship.config import Params
+from flowship.errors import StageError
 from flowship.paths import RAW_DATA, STAGES, Layout
 from flowship.pipeline.lineage import candidate_key, gate_hash
 from flowship.pipeline.outcome import DataCounts, RecordedDecision, Registration, RunLink, TrainingSummary
@@ -31,6 +32,27 @@ def candidate_run(tracker: Tracker, hashes: dict[str, str], name: str) -> RunLin
     experiment_id = str(experiment.experiment_id)
     run_id = tracker.find_run(experiment_id, candidate_key(hashes[MODEL_OUT], hashes[HOLDOUT_OUT]))
     return None if run_id is None else RunLink(run_id, tracker.run_url(experiment_id, run_id))
+
+
+def registered_candidate(root: Path, name: str) -> str:
+    """The registered version of the model that the working tree's `dvc.lock` records: what `flowship train`
+    registered from this commit, whatever the `challenger` alias points to since. StageError naming why when there
+    is none (never trained here, or its gate failed)."""
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        raise StageError(f"no {lock}: run `flowship train` first")
+    tracker = Tracker(root)
+    tracker.check_available()
+    run = candidate_run(tracker, DvcProject(root).lock_hashes(), name)
+    if run is None:
+        raise StageError(
+            f"no MLflow run of {name} trained the model that {lock.name} records (at {tracker.uri}): "
+            "run `flowship train` here first"
+        )
+    versions = tracker.versions_of_run(name, run.run_id)
+    if not versions:
+        raise StageError(f"the model that {lock.name} records (run {run.run_id}) is not registered: its gate failed")
+    return versions[-1].version
 
 
 def last_outcome_if_unchanged(params: Params, root: Path) -> TrainingSummary | None:

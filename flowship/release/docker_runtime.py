@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from flowship.adapters import docker_engine
 from flowship.adapters.tracking import VersionRef
-from flowship.errors import ContainerError
+from flowship.errors import ContainerError, ReleaseError
 from flowship.gateway.container import DockerGateway
 from flowship.gateway.nginx import Backend, Pool
 from flowship.release.gateway_runtime import GatewayRuntime, ProductionSpec, generation
@@ -22,6 +23,24 @@ DEFAULT_BASE = "python:3.11-slim-bookworm"
 def image_tag(name: str, version: str, commit: str) -> str:
     short = commit[:7] if commit and commit != "unknown" else "nocommit"
     return f"flowship/{name}:v{version}-{short}"
+
+
+# A registry and path a pushed image's name starts with: `host[:port][/path…]`, lower case (Docker's reference
+# grammar): ghcr.io/acme, registry.example.com:5000/ml, localhost:5000; a bare name (acme) is a Docker Hub account.
+_REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+
+
+def registry_name(image: str, registry: str) -> tuple[str, str]:
+    """The repository and tag that `image` (as `image_tag` names it) gets in `registry`: ghcr.io/acme and
+    flowship/flights-delay:v3-abc1234 give (ghcr.io/acme/flights-delay, v3-abc1234). ReleaseError for a registry
+    that is not a name such as ghcr.io/acme."""
+    if not _REGISTRY.match(registry):
+        raise ReleaseError(
+            f"registry {registry!r}: expected a registry host and optional path, lower case, such as ghcr.io/acme, "
+            "registry.example.com:5000/ml or localhost:5000"
+        )
+    repository, _, tag = image.rpartition(":")
+    return f"{registry}/{repository.rsplit('/', 1)[-1]}", tag
 
 
 def wheelhouse_dir() -> Path:

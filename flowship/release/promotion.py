@@ -85,6 +85,24 @@ class ReleaseResult:
         }
 
 
+@dataclass(frozen=True)
+class StageResult:
+    """What the stage flow returns: the version that passed every staging check, its image (None when it was staged
+    as a process) and, when it was pushed, the image's name and digest in the registry."""
+
+    version: str
+    runtime: str
+    image: str | None
+    checks: tuple[Check, ...]
+    pushed: str | None = None
+
+
+def staged_tags(checks: tuple[Check, ...], pushed: str | None) -> dict[str, str]:
+    """The model version's tags once staging passed (and the image was pushed)."""
+    tags = {f"{TAG}staging.verdict": "passed", f"{TAG}staging.checks": checks_json(checks)}
+    return tags | ({f"{TAG}image.pushed": pushed} if pushed else {})
+
+
 def inference_log_dir(layout: Layout, role: str) -> Path:
     return layout.inference_log_dir if role == PRODUCTION else layout.staging_inference_log_dir
 

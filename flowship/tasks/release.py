@@ -178,6 +178,31 @@ def record_failure(ctx: Context, kind: str, target: ReleaseTarget, checks: tuple
     raise ReleaseCheckFailed(target.version, [c.as_dict() for c in checks])
 
 
+@task(name="push_image", retries=2, retry_delay_seconds=10, retry_condition_fn=is_transient)
+def push_image(ctx: Context, image: str, registry: str) -> str:
+    """The image that passed staging, pushed to `registry`: its name and digest there."""
+    from flowship.adapters.docker_engine import DockerEngine
+    from flowship.release.docker_runtime import registry_name
+
+    repository, tag = registry_name(image, registry)
+    pushed = DockerEngine().push(image, repository, tag)
+    get_run_logger().info("pushed %s as %s", image, pushed)
+    return pushed
+
+
+@task(name="record_staged", retries=2, retry_delay_seconds=5, retry_condition_fn=is_transient)
+def record_staged(ctx: Context, target: ReleaseTarget, checks: tuple[Check, ...], pushed: str | None) -> None:
+    """A version that passed staging carries the checks' numbers (and where its image was pushed) in MLflow and in
+    a Prefect artifact; production is not touched, so the audit log has nothing to record."""
+    Tracker(ctx.root).set_version_tags(target.name, target.version, promotion.staged_tags(checks, pushed))
+    where = f"image pushed: `{pushed}`" if pushed else "image not pushed"
+    create_markdown_artifact(
+        key="stage-checks",
+        markdown=promotion.checks_markdown("Staging", target.version, checks, f"passed ({where})"),
+        description=f"staging of v{target.version}: passed",
+    )
+
+
 # --- promotion: each step undoes itself when a later step of the same transaction fails ---
 
 

@@ -38,7 +38,14 @@ def release_params(**release: object) -> dict[str, object]:
 def trained_project(
     tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, prefect_harness: None
 ) -> Iterator[Project]:
-    project = trained_flights_project(tmp_path_factory.mktemp("release"), flights_sample, release_params())
+    yield from release_project(tmp_path_factory, flights_sample, release_params())
+
+
+def release_project(
+    tmp_path_factory: pytest.TempPathFactory, flights_sample: Path, params: dict[str, object]
+) -> Iterator[Project]:
+    """A trained project with these params; whatever it serves is stopped after the module."""
+    project = trained_flights_project(tmp_path_factory.mktemp("release"), flights_sample, params)
     yield project
     from flowship.flows.training import context
     from flowship.tasks.release import runtime_for

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from flowship.errors import BaseRefError, ConfigError
-from flowship.pipeline.changes import ValueChange, compare, flatten, stage_changes, value_changes
+from flowship.pipeline.changes import ValueChange, compare, flatten, stage_changes, uncommitted, value_changes
 
 PARAMS: dict[str, Any] = {
     "project": {"name": "m", "seed": 7},
@@ -170,3 +170,12 @@ def test_without_git_on_path_the_comparison_says_so(repo: Path, monkeypatch: pyt
     monkeypatch.setenv("PATH", str(repo / "no-bin"))
     with pytest.raises(BaseRefError, match="git is needed to compare with a base ref and was not found on PATH"):
         compare(repo, "main")
+
+
+def test_run_outputs_not_committed_are_named(repo: Path) -> None:
+    assert uncommitted(repo, ["dvc.lock", "metrics/holdout.json"]) == []
+    write(repo, PARAMS, lock(model="m2"), "aaa.dir", {"roc_auc": 0.75, "log_loss": 0.5})
+    assert uncommitted(repo, ["dvc.lock", "metrics/holdout.json"]) == ["dvc.lock", "metrics/holdout.json"]
+    git(repo, "add", "dvc.lock")
+    git(repo, "commit", "--quiet", "-m", "the lock only")
+    assert uncommitted(repo, ["dvc.lock", "metrics/holdout.json"]) == ["metrics/holdout.json"]

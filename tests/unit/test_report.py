@@ -63,3 +63,15 @@ def test_a_run_on_a_tracking_server_is_a_link_and_a_failed_gate_does_not_pass() 
     assert "MLflow run: [abc](http://mlflow:5000/#/experiments/1/runs/abc)" in text
     assert "**fail**: roc_auc 0.7200 below 0.8" in text
     assert not report.passed and report.as_dict()["candidate"]["run"]["url"].startswith("http://")
+
+
+def test_run_outputs_left_uncommitted_are_called_out() -> None:
+    report = ModelReport(
+        "m", changes(), {"roc_auc": 0.72}, {"roc_auc": 0.71}, decision(), None, uncommitted=["dvc.lock"]
+    )
+    assert (
+        "- not committed: `dvc.lock`, as `flowship train` wrote them: commit them with the change" in report.markdown()
+    )
+    assert report.as_dict()["uncommitted"] == ["dvc.lock"]
+    clean = ModelReport("m", changes(), {"roc_auc": 0.72}, {"roc_auc": 0.71}, decision(), None)
+    assert "not committed" not in clean.markdown()
