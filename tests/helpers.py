@@ -1,6 +1,6 @@
 """What the tests share beyond fixtures: a free loopback port, waiting for a condition with a deadline, the
-`flowship` command run as a user runs it, long-running processes started and stopped with their group, and
-Prefect's REST API called as Prefect's own client calls it."""
+`flowship` command run as a user runs it, long-running processes started and stopped with their group,
+Prefect's REST API called as Prefect's own client calls it, and the handler of a small test HTTP server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -188,3 +189,17 @@ class SteadyLoad:
         self._stop.set()
         for thread in self._threads:
             thread.join(60)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test HTTP server's handler base: `answer` sends a JSON body; requests are not logged on stderr."""
+
+    def answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass

@@ -11,7 +11,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from flowship.adapters.docker_engine import serving_requirements
 from flowship.security import audit
 from tests.conftest import REPO, run
-from tests.helpers import free_port
+from tests.helpers import QuietHandler, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +163,7 @@ def test_every_flowship_command_the_workflows_run_exists_with_the_options_they_g
     assert all(f"--{choice}" in deploy_help for choice in choices)
 
 
-class _Advisories(BaseHTTPRequestHandler):
+class _Advisories(QuietHandler):
     """OSV's query API (POST /v1/query) for a list of advisories by package name."""
 
     advisories: dict[str, list[dict[str, Any]]] = {}
@@ -174,15 +174,7 @@ class _Advisories(BaseHTTPRequestHandler):
         name = query["package"]["name"]
         type(self).asked.append(f"{name}=={query['version']}")
         vulns = self.advisories.get(name, [])
-        body = json.dumps({"vulns": vulns} if vulns else {}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.answer(200, json.dumps({"vulns": vulns} if vulns else {}).encode())
 
 
 @pytest.fixture

@@ -41,13 +41,7 @@ def _stage_and_promote(
     approval = ctx.params.release.approval.before if action == "release" else "none"  # a rollback is not held
     if approval != "none":
         release.check_approval_possible(ctx)
-    bundle = release.export_bundle(ctx, target.ref)
-    image = release.build_image(ctx, target.ref, bundle) if kind == "docker" else None
-    staging = release.start_staging(ctx, kind, target.ref, bundle, image)
-    checks = release.verify_staging(ctx, staging, bundle, full=full)
-    release.teardown_staging(ctx, kind)
-    if not all(c.passed for c in checks):
-        release.record_failure(ctx, kind, target, checks, action)
+    bundle, image, checks = _staged(ctx, kind, target, action, full)
     # Each step on live traffic and each approval adds its checks in the order they came.
     steps: list[LiveStep] = []
     if strategy != "direct":
@@ -74,6 +68,21 @@ def _stage_and_promote(
         promoted = release.record_release(ctx, target, production, image, checks, action)
     release.publish_release(ctx, target, promoted, checks, action)
     return ReleaseResult.promoted(target.version, kind, promoted, checks)
+
+
+def _staged(
+    ctx: Context, kind: str, target: ReleaseTarget, action: str, full: bool
+) -> tuple[str, str | None, tuple[Check, ...]]:
+    """The target's bundle and image (None for a process) in staging, its checks, staging stopped: the bundle, the
+    image and the checks, all passed (a failed check is recorded and raises ReleaseCheckFailed)."""
+    bundle = release.export_bundle(ctx, target.ref)
+    image = release.build_image(ctx, target.ref, bundle) if kind == "docker" else None
+    staging = release.start_staging(ctx, kind, target.ref, bundle, image)
+    checks = release.verify_staging(ctx, staging, bundle, full=full)
+    release.teardown_staging(ctx, kind)
+    if not all(c.passed for c in checks):
+        release.record_failure(ctx, kind, target, checks, action)
+    return bundle, image, checks
 
 
 def _approved(
@@ -149,13 +158,7 @@ def stage_flow(
     if push is not None and kind != "docker":
         raise ReleaseError(f"--push {push}: an image needs a Docker daemon, and none answers")
     target = release.resolve_release(ctx, version)
-    bundle = release.export_bundle(ctx, target.ref)
-    image = release.build_image(ctx, target.ref, bundle) if kind == "docker" else None
-    staging = release.start_staging(ctx, kind, target.ref, bundle, image)
-    checks = release.verify_staging(ctx, staging, bundle, full=True)
-    release.teardown_staging(ctx, kind)
-    if not all(c.passed for c in checks):
-        release.record_failure(ctx, kind, target, checks, "stage")
+    _, image, checks = _staged(ctx, kind, target, "stage", full=True)
     pushed = release.push_image(ctx, image, push) if push is not None and image is not None else None
     release.record_staged(ctx, target, checks, pushed)
     return StageResult(target.version, kind, image, checks, pushed)

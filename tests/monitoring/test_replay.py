@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from flowship.serving.bundle import write_bundle
 from flowship.serving.inference_log import read_inference_log
 from flowship.serving.labels import read_labels
 from tests.conftest import REPO, default_params
-from tests.helpers import free_port, wait_until
+from tests.helpers import QuietHandler, free_port, wait_until
 from tests.serving.conftest import CATEGORICAL, NUMERIC, fit_classifier, golden, metadata, synthetic_frame
 
 TOKEN = "replay-token"
@@ -372,7 +372,7 @@ replay.month(pd.read_parquet({str(tmp_path / "production.parquet")!r}), pd.Perio
     assert logged_pairs() == labelled
 
 
-class _Failing(BaseHTTPRequestHandler):
+class _Failing(QuietHandler):
     """Answers 503 to every request after the first `ok` ones, which get a valid prediction."""
 
     ok = 0
@@ -382,19 +382,9 @@ class _Failing(BaseHTTPRequestHandler):
         type(self).hits += 1
         self.rfile.read(int(self.headers["Content-Length"]))
         if type(self).hits <= type(self).ok:
-            self._answer(200, b'{"predictions":[true],"request_id":"%s"}' % self.headers["X-Request-ID"].encode())
+            self.answer(200, b'{"predictions":[true],"request_id":"%s"}' % self.headers["X-Request-ID"].encode())
         else:
-            self._answer(503, b'{"error":"not_ready","message":"the model is not ready"}')
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            self.answer(503, b'{"error":"not_ready","message":"the model is not ready"}')
 
 
 def test_a_server_error_is_retried_then_fails_naming_what_was_sent(tmp_path: Path) -> None:
@@ -435,7 +425,7 @@ class _RateLimited(_Failing):
             self.end_headers()
             self.wfile.write(b"{}")
         else:
-            self._answer(200, b'{"predictions":[true],"request_id":"%s"}' % self.headers["X-Request-ID"].encode())
+            self.answer(200, b'{"predictions":[true],"request_id":"%s"}' % self.headers["X-Request-ID"].encode())
 
 
 def test_a_rate_limit_is_waited_out_as_the_gateway_says_within_a_bound(
