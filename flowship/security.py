@@ -85,6 +85,9 @@ def load_waivers(path: Path) -> list[Waiver]:
             continue
         for n, entry in enumerate(entries, 1):
             where = f"[[{kind}]] #{n}"
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: must be a table of {', '.join(sorted(keys))}")
+                continue
             missing, unknown = keys - entry.keys(), entry.keys() - keys
             if missing or unknown:
                 problems += [f"{where}: missing {k!r}" for k in sorted(missing)]
@@ -95,6 +98,11 @@ def load_waivers(path: Path) -> list[Waiver]:
                 continue
             if not str(entry["reason"]).strip():
                 problems.append(f"{where}: the reason is empty")
+                continue
+            if kind == "static" and (
+                not isinstance(entry["files"], list) or not all(isinstance(f, str) for f in entry["files"])
+            ):
+                problems.append(f"{where}: files = {entry['files']!r} must be a list of glob patterns")
                 continue
             key = str(entry["id"] if kind == "vulnerability" else entry["test"])
             scope = (str(entry["package"]).lower(),) if kind == "vulnerability" else tuple(map(str, entry["files"]))

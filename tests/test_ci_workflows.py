@@ -216,9 +216,19 @@ def test_the_project_as_shipped_passes_the_audit_with_its_sbom(
     tmp_path: Path, advisories: tuple[str, type[_Advisories]]
 ) -> None:
     url, service = advisories
+    # the one advisory PyPI lists for a locked version on 2026-12-03 (no fixed release), which audit.toml explains
+    service.advisories["diskcache"] = [
+        {
+            "id": "GHSA-w8v5-vhqr-4h9v",
+            "aliases": ["CVE-2025-69872", "PYSEC-2026-2447"],
+            "summary": "DiskCache (python-diskcache) through 5.6.3 uses Python pickle for serialization by default.",
+            "affected": [{"package": {"name": "diskcache", "ecosystem": "PyPI"}, "ranges": []}],
+        }
+    ]
     root = _project(tmp_path)
     outcome = audit(root, serving_requirements(), "osv", url)
     assert outcome.passed, "\n".join(outcome.lines())
+    assert [f.where for f, w in outcome.waived if w.kind == "vulnerability"] == ["diskcache==5.6.3"]
     # every locked package that this platform installs was asked about (pywin32 is not), the project itself not
     lines = (root / "reports/audit/locked-requirements.txt").read_text().splitlines()
     locked = [Requirement(line) for line in lines]
@@ -226,8 +236,8 @@ def test_the_project_as_shipped_passes_the_audit_with_its_sbom(
     assert set(service.asked) == applies and len(applies) > 100
     assert "pywin32" in {r.name for r in locked} and not any(a.startswith("pywin32==") for a in service.asked)
     assert "numpy" in {a.split("==")[0] for a in service.asked}
-    # every static finding bandit made is one that audit.toml explains
-    assert outcome.waived and all(w.kind == "static" for _, w in outcome.waived)
+    # and every static finding bandit made is one that audit.toml explains
+    assert any(w.kind == "static" for _, w in outcome.waived)
     sbom = json.loads((root / "reports/audit/serving-image.cdx.json").read_text())
     assert sbom["bomFormat"] == "CycloneDX"
     purls = {c["purl"] for c in sbom["components"]}

@@ -116,6 +116,12 @@ reason = ""
 expires = 2027-01-31
 owner = "someone"
 
+[[static]]
+test = "B105"
+files = "flowship/serving/settings.py"
+reason = "a name"
+expires = 2027-01-31
+
 [[vulnerabilities]]
 id = "X"
 """,
@@ -126,6 +132,7 @@ id = "X"
     assert "[[vulnerabilities]]: unknown section" in message
     assert "[[static]] #1: expires = 'soon' must be a date" in message
     assert "[[static]] #2: missing 'files'" in message and "[[static]] #2: unknown key 'owner'" in message
+    assert "[[static]] #3: files = 'flowship/serving/settings.py' must be a list of glob patterns" in message
 
 
 def test_an_ignore_list_that_is_not_toml_is_named(tmp_path: Path) -> None:
