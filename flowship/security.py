@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowship.errors import AuditError
+from flowship.errors import AuditError, FlowshipError
 from flowship.files import atomic_write
 
 IGNORE_FILE = "audit.toml"
@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = "osv" if args.osv_url else args.service  # an OSV-compatible URL is queried as OSV
     try:
         outcome = audit(root, serving_requirements(), service, args.osv_url, timeout=args.timeout)
-    except AuditError as exc:
+    except FlowshipError as exc:  # the ignore list, or the serving packages not installed
         print(f"audit: {exc}", file=sys.stderr)
         return 2
     atomic_write(root / OUT_DIR / "audit.json", json.dumps(_report_json(outcome), indent=2) + "\n")

@@ -48,10 +48,10 @@ def stage(
     path = params.resolve()
     cfg = read_params(path)
     if push is not None:
-        from flowship.release.docker_runtime import registry_name
+        from flowship.release.docker_runtime import check_registry
 
         try:
-            registry_name("flowship/check:v0", push)
+            check_registry(push)
         except FlowshipError as exc:
             fail(f"--push: {exc}")
     environment(path.parent)

@@ -18,7 +18,7 @@ from flowship.config import Params  # at run time: Prefect reads the flow's anno
 from flowship.errors import ReleaseAborted, ReleaseError
 from flowship.flows.training import context
 from flowship.release.checks import Check
-from flowship.release.docker_runtime import registry_name
+from flowship.release.docker_runtime import check_registry
 from flowship.release.live import LiveStep
 from flowship.release.promotion import ReleaseResult, ReleaseTarget, StageResult
 from flowship.tasks import release
@@ -153,7 +153,7 @@ def stage_flow(
     ReleaseCheckFailed (recorded as a release that stopped in staging) and pushes nothing."""
     ctx = context(params_path, overrides, params)
     if push is not None:
-        registry_name("flowship/check:v0", push)  # a registry name that cannot work ends the run before any work
+        check_registry(push)  # a registry name that cannot work ends the run before any work
     kind = release.choose_runtime(ctx)
     if push is not None and kind != "docker":
         raise ReleaseError(f"--push {push}: an image needs a Docker daemon, and none answers")

@@ -30,15 +30,19 @@ def image_tag(name: str, version: str, commit: str) -> str:
 _REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 
 
-def registry_name(image: str, registry: str) -> tuple[str, str]:
-    """The repository and tag that `image` (as `image_tag` names it) gets in `registry`: ghcr.io/acme and
-    flowship/flights-delay:v3-abc1234 give (ghcr.io/acme/flights-delay, v3-abc1234). ReleaseError for a registry
-    that is not a name such as ghcr.io/acme."""
+def check_registry(registry: str) -> None:
+    """ReleaseError for a registry that is not a name such as ghcr.io/acme (before any work is done for it)."""
     if not _REGISTRY.match(registry):
         raise ReleaseError(
             f"registry {registry!r}: expected a registry host and optional path, lower case, such as ghcr.io/acme, "
             "registry.example.com:5000/ml or localhost:5000"
         )
+
+
+def registry_name(image: str, registry: str) -> tuple[str, str]:
+    """The repository and tag that `image` (as `image_tag` names it) gets in `registry`: ghcr.io/acme and
+    flowship/flights-delay:v3-abc1234 give (ghcr.io/acme/flights-delay, v3-abc1234)."""
+    check_registry(registry)
     repository, _, tag = image.rpartition(":")
     return f"{registry}/{repository.rsplit('/', 1)[-1]}", tag
 
