@@ -626,7 +626,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "_validate",
             "(json/",
             "encoding.py",
-            "rows_from_json",
+            "read_json",
         ),
     ),
     ("request: records -> rows and feature dicts (RecordCodec)", ("RecordCodec.",)),

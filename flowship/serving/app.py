@@ -431,8 +431,8 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             return None
         if settings.api_token is not None and _auth_problem(settings, await bearer(request)) is not None:
             return None
-        rows = codec.rows_from_json(encoding.loads(await request.body()), settings.max_batch)
-        return None if rows is None else await score(request, rows)
+        read = codec.read_json(encoding.loads(await request.body()), settings.max_batch)
+        return None if read is None else await score(request, read.rows, read.features)
 
     app.router.add_api_route(
         "/predict", predict, methods=["POST"], route_class_override=quick_route(predict_quickly), **scoring
@@ -472,20 +472,22 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
                 f"a request may carry at most {settings.max_batch} records (FLOWSHIP_MAX_BATCH); "
                 f"this one has {len(raw)}",
             )
-        rows = codec.rows_from_json(raw, settings.max_batch)
-        if rows is None:
-            try:
-                rows = codec.rows(many_records.validate_python(raw))
-            except ValidationError as exc:
-                errors = [{**e, "loc": ("body", "records", *e["loc"])} for e in exc.errors()]
-                raise RequestValidationError(errors) from None
+        read = codec.read_json(raw, settings.max_batch)
+        if read is not None:
+            return await score(request, read.rows, read.features)
+        try:
+            rows = codec.rows(many_records.validate_python(raw))
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("body", "records", *e["loc"])} for e in exc.errors()]
+            raise RequestValidationError(errors) from None
         return await score(request, rows)
 
-    async def score(request: Request, rows: list[Row]) -> Response:
-        """Validated rows → guardrails → the model → the answer, logged."""
+    async def score(request: Request, rows: list[Row], features: list[dict[str, Any]] | None = None) -> Response:
+        """Validated rows → guardrails → the model → the answer, logged. `features`: the rows as dicts, when the
+        request's own records already are (else made here)."""
         context = request_context(request)
         # as the logs may keep them: the sensitive columns hashed or dropped (the model gets the values sent)
-        features = privacy.apply(codec.features_of(rows))
+        features = privacy.apply(codec.features_of(rows) if features is None else features)
         context.n_records = len(rows)
         if settings.log_features:
             context.features = features

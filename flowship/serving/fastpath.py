@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -59,23 +60,25 @@ class FastPath:
         self.unknown = unknown
         self.classes = classes
         self.table = TreeTable(self.model)
+        # per categorical column: its codes with the missing value's (None: a value the pipeline must judge)
+        self.codes = {position: {**table, None: missing[position]} for position, table in layout if table is not None}
 
     def matrix(self, rows: Sequence[Row]) -> np.ndarray | None:
-        """The trees' input for these rows; None when a value needs the pipeline (an unknown category it rejects)."""
+        """The trees' input for these rows; None when a value needs the pipeline (an unknown category it rejects).
+
+        Column by column in C-level passes: numbers through numpy (None becomes NaN), categories by dict lookups."""
         out = np.empty((len(rows), len(self.layout)), dtype=np.float64)
-        nan = math.nan
+        if not rows:
+            return out
+        columns = list(zip(*rows, strict=True))
         for j, (position, table) in enumerate(self.layout):
-            values = [row[position] for row in rows]
+            values = columns[position]
             if table is None:
-                out[:, j] = [nan if v is None else v for v in values]
+                out[:, j] = np.array(values, dtype=np.float64)
                 continue
-            missing, unknown = self.missing[position], self.unknown[position]
-            codes = []
-            for v in values:
-                code = missing if v is None else table.get(v, unknown)
-                if code is None:
-                    return None
-                codes.append(code)
+            codes = list(map(self.codes[position].get, values, repeat(self.unknown[position], len(values))))
+            if None in codes:
+                return None
             out[:, j] = codes
         return out
 

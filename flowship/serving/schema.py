@@ -6,7 +6,7 @@ import math
 import operator
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,15 @@ Row = tuple[Any, ...]
 _NONE = type(None)
 _NUMBER_KINDS = frozenset({float, int, _NONE})  # not bool: the schema's strict numbers refuse it
 _TEXT_KINDS = frozenset({str, _NONE})
+
+
+class ReadRecords(NamedTuple):
+    """Records read from parsed JSON: their rows, and the records themselves as their features (what
+    `RecordCodec.features_of(rows)` would give) when they hold exactly the rows' values, keys in column order (else
+    None, and the features are made from the rows)."""
+
+    rows: list[Row]
+    features: list[dict[str, Any]] | None
 
 
 def record_model(metadata: BundleMetadata, example: dict[str, Any] | None = None) -> type[BaseModel]:
@@ -76,8 +85,9 @@ class RecordCodec:
         # one C call per record (attrgetter of several names gives a tuple; of one name, the bare value)
         self._get = operator.attrgetter(*self._attributes)
         self._single = len(self._attributes) == 1
-        # for `rows_from_json`: the records' values in column order, and which columns the schema wants numbers in
+        # for `read_json`: the records' values in column order, and which columns the schema wants numbers in
         self._item = operator.itemgetter(*self.columns)
+        self._key_order = tuple(self.columns)
         doubles = {spec.name for spec in bundle.metadata.input_schema if spec.type == "double"}
         self._number_columns = [i for i, column in enumerate(self.columns) if column in doubles]
         self._text_columns = [i for i, column in enumerate(self.columns) if column not in doubles]
@@ -91,7 +101,7 @@ class RecordCodec:
             return [(value,) for value in map(self._get, records)]
         return list(map(self._get, records))
 
-    def rows_from_json(self, value: Any, max_records: int) -> list[Row] | None:
+    def read_json(self, value: Any, max_records: int) -> ReadRecords | None:
         """The rows of parsed JSON (one record object or a list of 1 to `max_records` of them) when every record is
         exactly what the schema takes, with the values the schema would give (numbers as floats); None otherwise,
         and the schema's own validation then says what is wrong, in its words.
@@ -143,7 +153,10 @@ class RecordCodec:
                 "".join(v for v in columns[i] if v is not None).encode("utf-8")
             except UnicodeEncodeError:
                 return None
-        return list(zip(*columns, strict=True)) if changed else rows
+        if changed:
+            return ReadRecords(list(zip(*columns, strict=True)), None)
+        # the records as the log's features: the same values, and keys in column order (so the log reads the same)
+        return ReadRecords(rows, records if set(map(tuple, records)) == {self._key_order} else None)
 
     def row_from_dict(self, features: dict[str, Any]) -> Row:
         return tuple(features.get(column) for column in self.columns)

@@ -454,7 +454,7 @@ def test_the_quick_and_the_validating_way_answer_and_log_alike(make_client: Make
     big = [record(distance=1.5e308, hour=3), record(distance=1.7e308, carrier=None), record(distance=None)]
     client = make_client()
     codec = client.app.state.serving.predictor.codec  # type: ignore[attr-defined]
-    assert codec.rows_from_json(big, 100) is None and all(codec.rows_from_json(r, 100) for r in big)
+    assert codec.read_json(big, 100) is None and all(codec.read_json(r, 100) for r in big)
     validated = client.post("/predict", json=big, headers={"X-Request-ID": "validated"})
     quick = [client.post("/predict", json=r, headers={"X-Request-ID": f"quick-{i}"}) for i, r in enumerate(big)]
     assert validated.status_code == 200 and [r.status_code for r in quick] == [200, 200, 200]

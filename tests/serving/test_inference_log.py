@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
+import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -149,6 +151,35 @@ def test_records_are_on_disk_after_the_flush_interval_without_close(tmp_path: Pa
         threading.Event().wait(0.2)
         records, _ = read_inference_log(tmp_path)
         assert records["request_id"].tolist() == ["x"]
+    finally:
+        log.close()
+
+
+def cached_pages(path: Path) -> int:
+    """How many of the file's pages the page cache holds (mincore(2) over a private mapping of it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    with path.open("rb") as file, mmap.mmap(file.fileno(), size, access=mmap.ACCESS_COPY) as mapped:
+        vector = (ctypes.c_ubyte * pages)()
+        address = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
+        if libc.mincore(address, size, vector) != 0:
+            raise OSError(ctypes.get_errno(), "mincore failed")
+        del address  # the mapping can close: no buffer export is left
+        return sum(byte & 1 for byte in vector)
+
+
+def test_synced_records_leave_the_page_cache_and_stay_readable(tmp_path: Path) -> None:
+    log = InferenceLog(tmp_path, flush_seconds=0.05).start()
+    try:
+        for i in range(4):
+            log.wait_written(log.append(entry(f"r{i}", n=500)), timeout=30)
+        path = log_path(tmp_path, T0.date())
+        # written, then fsync'ed by the syncer, then dropped from the cache
+        wait_until(lambda: cached_pages(path) == 0, 30, "the synced log's pages to leave the page cache")
+        records, _ = read_inference_log(tmp_path)
+        assert len(records) == 2000 and records["request_id"].unique().tolist() == ["r0", "r1", "r2", "r3"]
     finally:
         log.close()
 

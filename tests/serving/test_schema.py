@@ -86,14 +86,19 @@ def same_values(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=RECORD | st.lists(RECORD | JSON_VALUES, min_size=0, max_size=4) | JSON_VALUES)
-def test_rows_from_json_are_the_schemas_rows_or_none(value: Any) -> None:
+def test_read_json_gives_the_schemas_rows_or_none(value: Any) -> None:
     codec, record = codec_for(["a", "b"], ["c"])
-    fast = codec.rows_from_json(value, max_records=3)
+    read = codec.read_json(value, max_records=3)
+    fast = None if read is None else read.rows
     expected = schema_rows(codec, record, value, max_records=3)
-    if fast is not None:
+    if read is not None and fast is not None:
         # what it takes, the schema takes, with the same values of the same types (numbers as floats)
         assert expected is not None and same_values(fast, expected)
         assert all(type(v) is float for row in fast for v in row[:2] if v is not None)
+        # records given as their own features are exactly what the features of the rows would be, keys in order
+        if read.features is not None:
+            made = codec.features_of(fast)
+            assert read.features == made and [list(f) for f in read.features] == [list(f) for f in made]
     elif expected is not None:
         # it leaves a valid request to the schema only where it must: more records than allowed, or a number it
         # cannot check cheaply (finite ones whose sum is not)
@@ -127,15 +132,30 @@ def test_rows_from_json_are_the_schemas_rows_or_none(value: Any) -> None:
         ("records", "not records at all"),
     ],
 )
-def test_rows_from_json_leave_what_the_schema_must_judge_to_it(value: Any, why: str) -> None:
+def test_read_json_leaves_what_the_schema_must_judge_to_it(value: Any, why: str) -> None:
     codec, _ = codec_for(["a", "b"], ["c"])
-    assert codec.rows_from_json(value, max_records=3) is None, why
+    assert codec.read_json(value, max_records=3) is None, why
 
 
-def test_rows_from_json_of_one_record_or_several() -> None:
+def test_read_json_of_one_record_or_several() -> None:
     codec, _ = codec_for(["a", "b"], ["c"])
-    assert codec.rows_from_json({"c": None, "b": 2, "a": -0.5}, max_records=3) == [(-0.5, 2.0, None)]
-    rows = codec.rows_from_json([{"a": 1, "b": None, "c": "é"}, {"c": "y", "a": 2.5, "b": 0}], max_records=3)
-    assert rows is not None and same_values(rows, [(1.0, None, "é"), (2.5, 0.0, "y")])
+    assert codec.read_json({"c": None, "b": 2, "a": -0.5}, max_records=3) == ([(-0.5, 2.0, None)], None)
+    read = codec.read_json([{"a": 1, "b": None, "c": "é"}, {"c": "y", "a": 2.5, "b": 0}], max_records=3)
+    assert read is not None and same_values(read.rows, [(1.0, None, "é"), (2.5, 0.0, "y")])
     single, _ = codec_for(["only"], [])
-    assert single.rows_from_json([{"only": 3}, {"only": None}], max_records=3) == [(3.0,), (None,)]
+    assert single.read_json([{"only": 3}, {"only": None}], max_records=3) == ([(3.0,), (None,)], None)
+
+
+def test_read_json_gives_the_records_as_their_features_only_when_they_are_exactly_that() -> None:
+    codec, _ = codec_for(["a", "b"], ["c"])
+    records = [{"a": 1.5, "b": None, "c": "x"}, {"a": -0.0, "b": 2.0, "c": None}]
+    read = codec.read_json(records, max_records=3)
+    assert read is not None and read.features is records  # no second set of dicts
+    assert read.features == codec.features_of(read.rows)
+    # an integer becomes the float the model sees: the features are made from the rows, with that float
+    read = codec.read_json([{"a": 1, "b": None, "c": "x"}], max_records=3)
+    assert read is not None and read.features is None
+    assert codec.features_of(read.rows) == [{"a": 1.0, "b": None, "c": "x"}]
+    # keys in another order than the columns: made from the rows, so the log's features keep the column order
+    read = codec.read_json([{"c": "x", "b": None, "a": 1.5}], max_records=3)
+    assert read is not None and read.features is None
