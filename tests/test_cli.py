@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -205,6 +206,11 @@ def test_train_twice_then_status_as_a_user_would(flights_project: Project, prefe
     rows = r"^rows:          [\d,]+ rows \([\d,]+ more without a target value, left out\)$"  # cancelled flights
     assert re.search(rows, first.stdout, re.MULTILINE)
     assert (root / ".prefect").is_dir()  # Prefect's state stays in the project
+    # its temporary API: started by flowship on a port the OS gave (not production's 8000-8999), stopped at the end
+    started = re.findall(r"starting: .* --port (\d+)", (root / "logs/services/prefect-temporary.log").read_text())
+    assert len(started) == 1 and not 8000 <= int(started[0]) < 9000
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(started[0]))) != 0
     server = {"PREFECT_API_URL": prefect_api_url}
 
     again = flowship(["train", "--params", params], root, check=True)

@@ -143,8 +143,12 @@ def monitor(
 
 
 def run_monitoring(path: Path, cfg: Params, start: str | None = None, end: str | None = None) -> MonitoringSummary:
+    from flowship.services import temporary_api
+
+    temporary_api.start_soon(path.parent)  # starts while the flow's modules load
     from flowship.flows.monitoring import run_monitoring as run
 
+    temporary_api.ready(path.parent)
     return run(str(path), start, end, cfg)
 
 

@@ -87,11 +87,15 @@ def _train(path: Path, cfg: Params, full: bool) -> TrainingSummary:
         summary = last_outcome_if_unchanged(cfg, path.parent)
         if summary is not None:
             return summary
+    from flowship.services import temporary_api
+
+    temporary_api.start_soon(path.parent)  # starts while the flow's modules load
     from flowship.estimators import check_estimator_config
 
     check_estimator_config(cfg)
     from flowship.flows.training import training
 
+    temporary_api.ready(path.parent)
     return training(params_path=str(path), params=cfg)
 
 

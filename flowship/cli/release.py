@@ -12,6 +12,7 @@ import typer
 from flowship.cli.common import ParamsOption, check_estimator, check_params, environment, fail, read_params, runtimes
 from flowship.errors import FlowshipError
 from flowship.release.runtime import ROLES, Deployed
+from flowship.services import temporary_api
 
 if TYPE_CHECKING:
     from flowship.config import Params
@@ -60,6 +61,7 @@ def stage(
     from flowship.flows.release import stage_flow
 
     try:
+        temporary_api.ready(path.parent)
         result = stage_flow(params_path=str(path), version=version, push=push, params=cfg)
     except FlowshipError as exc:
         fail(str(exc))
@@ -108,11 +110,13 @@ def release(path: Path, cfg: Params, version: str | None, full: bool, strategy: 
             _reconfigure_gateway(path.parent, cfg)
             typer.echo(f"try:           {_example_request(path.parent, cfg, serving.url, serving.version)}")
             return
+    temporary_api.start_soon(path.parent)  # starts while the checks run and the flow's modules load
     check_estimator(cfg)
     _safety_checklist(path.parent, cfg)
     from flowship.flows.release import release_flow
 
     try:
+        temporary_api.ready(path.parent)
         result = release_flow(params_path=str(path), version=version, params=cfg, strategy=strategy)
     except FlowshipError as exc:
         fail(str(exc))
@@ -191,6 +195,7 @@ def rollback(
     from flowship.flows.release import rollback_flow
 
     try:
+        temporary_api.ready(path.parent)
         result = rollback_flow(params_path=str(path), to_version=to, params=cfg)
     except FlowshipError as exc:
         fail(str(exc))

@@ -1,0 +1,100 @@
+"""The temporary Prefect API of a command run without a server (flowship/services/temporary_api.py), in processes of
+their own: this one has Prefect imported and the session's test API set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import environment
+
+SCRIPT = """
+import json, os, socket, sys, urllib.request
+from pathlib import Path
+from flowship.errors import FlowshipError
+from flowship.services import temporary_api
+
+root = Path(sys.argv[1])
+os.environ["PREFECT_HOME"] = str(root / ".prefect")
+{setup}
+temporary_api.start_soon(root)
+url = os.environ.get("PREFECT_API_URL")
+started = temporary_api._started
+out = {{"url": url, "prefect_imported": "prefect" in sys.modules, "pid": started.pid if started else None}}
+try:
+    temporary_api.ready(root)
+    if started is not None:
+        with urllib.request.urlopen(url + "/health", timeout=5) as answer:
+            out["health"] = json.load(answer)
+except FlowshipError as exc:
+    out["error"] = str(exc)
+temporary_api.stop()
+out["url_after_stop"] = os.environ.get("PREFECT_API_URL")
+print(json.dumps(out))
+"""
+
+
+def run(root: Path, setup: str = "", **env: str) -> dict[str, object]:
+    script = SCRIPT.format(setup=textwrap.dedent(setup))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(root)],
+        env=environment(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def alive(pid: object) -> bool:
+    assert isinstance(pid, int)
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.timeout(300)
+def test_a_command_without_a_server_gets_one_on_a_port_the_os_gives_and_stops_it(tmp_path: Path) -> None:
+    out = run(tmp_path)
+    url = str(out["url"])
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert url == f"http://127.0.0.1:{port}/api"
+    assert not 8000 <= port < 9000  # where Prefect's own temporary server looks, and production may listen
+    assert out["prefect_imported"] is False  # started before Prefect is imported, so Prefect reads the URL
+    assert out["health"] is True
+    assert out["url_after_stop"] is None and not alive(out["pid"])
+    log = tmp_path / "logs" / "services" / "prefect-temporary.log"
+    assert f"--port {port}" in log.read_text()
+
+
+@pytest.mark.timeout(300)
+def test_a_server_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> None:
+    # the port it is given is taken: the server exits, and the error says so with the end of its log
+    setup = """
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    temporary_api._free_port = lambda: taken.getsockname()[1]
+    """
+    out = run(tmp_path, setup)
+    error = str(out["error"])
+    assert error.startswith("the temporary Prefect API exited while starting; the end of")
+    assert "prefect-temporary.log" in error and "address already in use" in error.lower()
+
+
+@pytest.mark.timeout(300)
+def test_nothing_is_started_when_a_server_is_configured_or_prefect_is_already_in_use(tmp_path: Path) -> None:
+    configured = run(tmp_path, PREFECT_API_URL="http://127.0.0.1:4200/api")
+    assert configured["url"] == "http://127.0.0.1:4200/api" and configured["pid"] is None
+    imported = run(tmp_path, "import prefect")
+    assert imported["url"] is None and imported["pid"] is None  # Prefect keeps its own temporary server then
+    assert not (tmp_path / "logs" / "services" / "prefect-temporary.log").exists()
