@@ -13,7 +13,7 @@ import datetime as dt
 import fnmatch
 import json
 import shutil
-import subprocess  # nosec B404: the audit runs its tools (uv, pip-audit, bandit, cyclonedx-py) as processes
+import subprocess  # nosec B404: the audit runs its tools (uv, pip-audit, bandit) as processes
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -207,14 +207,33 @@ def static_findings(root: Path, targets: Sequence[str] = SCANNED) -> list[Findin
     ]
 
 
-def write_sbom(requirements: Sequence[str], out: Path, root: Path) -> Path:
-    """A CycloneDX SBOM (JSON) of `requirements`: the serving image's environment, as the image is built with it."""
-    req_file = out.with_suffix(".requirements.txt")
-    atomic_write(req_file, "\n".join(requirements) + "\n")
-    command = [_tool("cyclonedx-py"), "requirements", str(req_file), "--of", "JSON", "--output-reproducible"]
-    done = _run([*command, "-o", str(out)], cwd=root)
-    if done.returncode != 0 or not out.exists():
-        raise AuditError(f"cyclonedx-py could not write the SBOM {out}: {done.stderr.strip()}")
+def write_sbom(requirements: Sequence[str], out: Path) -> Path:
+    """A CycloneDX 1.6 SBOM (JSON) of `requirements` (pins, `name==version`): the serving image's environment, as
+    the image is built with it. Reproducible: no serial number, no timestamp.
+
+    Written with cyclonedx-python-lib (pip-audit's own SBOM library) rather than the `cyclonedx-py` tool: the tool
+    needs the library's schema validation, whose jsonschema format checkers cost every process that imports Prefect
+    about a second."""
+    from cyclonedx.model import Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    components = []
+    for pin in requirements:
+        name, pinned, version = pin.partition("==")
+        if not (name and pinned and version):
+            raise AuditError(f"the SBOM takes pinned requirements (name==version), not {pin!r}")
+        purl = PackageURL(type="pypi", name=name, version=version)
+        components.append(
+            Component(type=ComponentType.LIBRARY, name=name, version=version, purl=purl, bom_ref=purl.to_string())
+        )
+    bom = Bom(components=components, metadata=BomMetaData(properties=[Property(name="cdx:reproducible", value="true")]))
+    document = json.loads(JsonV1Dot6(bom).output_as_string())
+    document.pop("serialNumber", None)  # random, and the time of writing: left out, as a reproducible BOM does
+    document.get("metadata", {}).pop("timestamp", None)
+    atomic_write(out, json.dumps(document, indent=2) + "\n")
     return out
 
 
@@ -287,7 +306,7 @@ def audit(
             else:
                 outcome.waived.append((finding, waiver))
     try:
-        outcome.sbom = write_sbom(serving, root / OUT_DIR / "serving-image.cdx.json", root)
+        outcome.sbom = write_sbom(serving, root / OUT_DIR / "serving-image.cdx.json")
     except AuditError as exc:
         outcome.errors["SBOM"] = str(exc)
     return outcome

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from flowship.errors import AuditError
-from flowship.security import AuditOutcome, Finding, load_waivers, read_pip_audit
+from flowship.security import AuditOutcome, Finding, load_waivers, read_pip_audit, write_sbom
 
 # pip-audit's JSON when the PyPI service does not know the locked versions (as seen on a machine whose PyPI mirror
 # has no per-version JSON): every package skipped, and pip-audit's own exit code 0.
@@ -149,3 +150,23 @@ def test_the_outcome_fails_on_an_open_finding_an_unchecked_part_or_an_expired_en
     assert not opened.passed and "  - flowship/x.py:3: B307: Use of possibly insecure function - eval" in opened.lines()
     unchecked = AuditOutcome(["deps", "SBOM"], {}, {"deps": "unreachable"}, [], [], Path("sbom.json"))
     assert not unchecked.passed and "deps: NOT CHECKED: unreachable" in unchecked.lines()
+
+
+def test_the_sbom_names_each_pin_and_is_the_same_bytes_each_time(tmp_path: Path) -> None:
+    pins = ["numpy==2.4.6", "scikit-learn==1.9.1"]
+    first = write_sbom(pins, tmp_path / "a.cdx.json").read_bytes()
+    second = write_sbom(pins, tmp_path / "b.cdx.json").read_bytes()
+    assert first == second  # reproducible: no serial number, no timestamp
+    document = json.loads(first)
+    assert (document["bomFormat"], document["specVersion"]) == ("CycloneDX", "1.6")
+    assert "serialNumber" not in document and "timestamp" not in document["metadata"]
+    assert {c["purl"] for c in document["components"]} == {"pkg:pypi/numpy@2.4.6", "pkg:pypi/scikit-learn@1.9.1"}
+    with pytest.raises(AuditError, match=r"pinned requirements \(name==version\), not 'numpy>=2'"):
+        write_sbom(["numpy>=2"], tmp_path / "c.cdx.json")
+    assert not (tmp_path / "c.cdx.json").exists()
+
+
+def test_the_environment_has_no_jsonschema_format_checkers_to_import() -> None:
+    # jsonschema imports rfc3987-syntax when installed, which compiles a grammar (about a second) in every process
+    # that imports Prefect: the SBOM is written without the tool that pulled it in
+    assert importlib.util.find_spec("rfc3987_syntax") is None
