@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import sys
@@ -26,6 +27,7 @@ MODEL_REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "cloudpickle",
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _EXPORTED_LOCAL_URIS: set[str] = set()
+log = logging.getLogger(__name__)
 TAG = "flowship."
 
 
@@ -60,6 +62,16 @@ def metric_key(name: str) -> str:
     """`name` as MLflow takes a metric's name (alphanumerics and `_-. :/`): a feature named `length (cm)` gives
     `length _cm_`."""
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
+
+
+def open_store_early(root: Path) -> None:
+    """Open the tracking store now: MLflow's import, and for a database its engine and schema check (a second or two),
+    while the caller would only wait (for a Prefect API to start); MLflow keeps the store, so the flow that opens it
+    next finds it open. A store that cannot be opened is left for that flow's own check to report, in its words."""
+    try:
+        Tracker(root)
+    except Exception:  # noqa: BLE001 - reported by the flow's check_tracking
+        log.debug("the tracking store did not open early", exc_info=True)
 
 
 class Tracker:

@@ -93,8 +93,10 @@ def _train(path: Path, cfg: Params, full: bool) -> TrainingSummary:
     from flowship.estimators import check_estimator_config
 
     check_estimator_config(cfg)
+    from flowship.adapters.tracking import open_store_early
     from flowship.flows.training import training
 
+    open_store_early(path.parent)  # work the flow would do first, done while the API starts
     temporary_api.ready(path.parent)
     return training(params_path=str(path), params=cfg)
 
