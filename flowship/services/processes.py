@@ -158,9 +158,17 @@ def child_environment(root: Path, extra: Mapping[str, str] | None = None) -> dic
     return env
 
 
-def spawn(name: str, argv: list[str], root: Path, env: Mapping[str, str], url: str | None = None) -> Process:
+def spawn(
+    name: str,
+    argv: list[str],
+    root: Path,
+    env: Mapping[str, str],
+    url: str | None = None,
+    die_with_parent: bool = False,
+) -> Process:
     """Start `argv` in the background in its own process group (so that stopping it stops what it started),
-    its output appended to logs/services/<name>.log."""
+    its output appended to logs/services/<name>.log. `die_with_parent`: on Linux, it gets SIGTERM when this
+    process ends, however it ends (killed too), for a process that serves this one only."""
     logs = log_dir(root)
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
@@ -175,8 +183,16 @@ def spawn(name: str, argv: list[str], root: Path, env: Mapping[str, str], url: s
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,  # noqa: PLW1509
         )
     return Process(name=name, pid=popen.pid, argv=argv, log=str(log), url=url)
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs its command: SIGTERM when the parent ends (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def wait_until(what: str, ready: Callable[[], bool], process: Process, timeout: float, interval: float = 0.25) -> float:

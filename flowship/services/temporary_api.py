@@ -4,7 +4,8 @@
 A command that will run a flow starts it in the background as soon as it knows (`start_soon`), so that its start
 (Prefect's server imports and its database set-up: several seconds, in a process of its own, on the other core)
 overlaps the command's own work (importing MLflow and the flow's modules); the command waits for it only before its
-first flow (`ready`). It serves every flow of the command and stops when the command ends.
+first flow (`ready`). It serves every flow of the command and stops when the command ends (on Linux also when the
+command is killed).
 
 Prefect's own temporary server does the same work, but starts only when the first flow calls the API, and waits
 there; it also takes a random port between 8000 and 9000, where production may listen (`release.production_port`,
@@ -43,7 +44,8 @@ def start_soon(root: Path) -> None:
     port = _free_port()
     argv = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app"]
     argv += ["--host", HOST, "--port", str(port), "--log-level", "error", "--lifespan", "on"]
-    _started = spawn(NAME, argv, root, child_environment(root, SERVER_ENV), url=f"http://{HOST}:{port}")
+    env = child_environment(root, SERVER_ENV)
+    _started = spawn(NAME, argv, root, env, url=f"http://{HOST}:{port}", die_with_parent=True)
     atexit.register(stop)
     os.environ["PREFECT_API_URL"] = f"http://{HOST}:{port}/api"
 

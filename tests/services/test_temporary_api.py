@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import environment
+from tests.helpers import environment, wait_until
 
 SCRIPT = """
 import json, os, socket, sys, urllib.request
@@ -98,3 +98,26 @@ def test_nothing_is_started_when_a_server_is_configured_or_prefect_is_already_in
     imported = run(tmp_path, "import prefect")
     assert imported["url"] is None and imported["pid"] is None  # Prefect keeps its own temporary server then
     assert not (tmp_path / "logs" / "services" / "prefect-temporary.log").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_command_takes_its_temporary_api_with_it(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pathlib import Path
+        from flowship.services import temporary_api
+        root = Path(sys.argv[1])
+        os.environ["PREFECT_HOME"] = str(root / ".prefect")
+        temporary_api.start_soon(root)
+        temporary_api.ready(root)
+        print(temporary_api._started.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no cleanup of its own
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=environment(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == -9, done.stderr
+    server = int(done.stdout.strip())
+    wait_until(lambda: not alive(server), 30, "the temporary API to end with the command that started it")
