@@ -183,16 +183,20 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=_death_signal() if die_with_parent else None,  # noqa: PLW1509
         )
     return Process(name=name, pid=popen.pid, argv=argv, log=str(log), url=url)
 
 
-def _die_with_parent() -> None:
-    """In the child, before it runs its command: SIGTERM when the parent ends (prctl PR_SET_PDEATHSIG)."""
+def _death_signal() -> Callable[[], None] | None:
+    """What the child runs before its command so that it gets SIGTERM when this process ends (Linux's prctl
+    PR_SET_PDEATHSIG; None elsewhere). libc is loaded here, in the parent: the child only calls it."""
+    if sys.platform != "linux":
+        return None
     import ctypes
 
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def wait_until(what: str, ready: Callable[[], bool], process: Process, timeout: float, interval: float = 0.25) -> float:
