@@ -58,6 +58,7 @@ def stage(
     environment(path.parent)
     os.chdir(path.parent)
     version = _version_of(path.parent, cfg, version, candidate)
+    temporary_api.start_soon(path.parent)  # before Prefect is imported, which then reads its URL
     from flowship.flows.release import stage_flow
 
     try:
@@ -192,6 +193,7 @@ def rollback(
     cfg = read_params(path)
     environment(path.parent)
     os.chdir(path.parent)
+    temporary_api.start_soon(path.parent)  # before Prefect is imported, which then reads its URL
     from flowship.flows.release import rollback_flow
 
     try:
