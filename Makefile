@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast test-serving lint lint-workflows audit bench bench-serving bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics bench-dashboard clean base-image
+.PHONY: setup data run train status deploy stop test test-fast test-serving lint lint-workflows audit bench bench-serving bench-serving-revisions bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics bench-dashboard clean base-image
 
 setup: $(VENV)/.installed-compiled
 
@@ -96,6 +96,11 @@ bench: data
 # After `make run`: the released model v1 served by flowship's app and by `mlflow models serve`, under wrk.
 bench-serving: setup
 	$(PY) bench/serving_compare.py
+
+# After `make run`: flowship's serving process at REV (default HEAD) beside the working tree's, under wrk.
+REV ?= HEAD
+bench-serving-revisions: setup
+	$(PY) bench/serving_revisions.py --rev $(REV)
 
 # After `make run`: the serving image of v1 as flowship builds it, without uvloop/httptools and with pyarrow: sizes,
 # golden checks, speed under wrk.
