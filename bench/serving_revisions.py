@@ -1,5 +1,5 @@
 """flowship's serving process at a git revision beside the working tree's: same bundle, same machine, same wrk loads,
-the two servers alternating which goes first in each round.
+the two servers taking turns to go first (bench/serving_compare.py's rounds).
 
 The revision's files are checked out into a temporary git worktree and served from there (PYTHONPATH), with this
 virtualenv; both serve build/flights-delay-v1/model (after `make run`) and log into folders of one temporary
@@ -84,15 +84,11 @@ def measure(args: argparse.Namespace, keys: list[str], commit: str, checkout: Pa
     servers = [revision, tree]
     for server in servers:
         sc.write_payloads(server, records, work)
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {k: [] for k in keys} for s in servers}
     with sc.servers_running(servers, work):
         for server in servers:
             sc.check_answers(server, records, expected)
             sc.warm_up(server, 2)
-        for round_ in range(args.rounds):
-            for key in keys:
-                for server in servers if round_ % 2 == 0 else servers[::-1]:
-                    runs[server.name][key].append(sc.run_wrk(server, sc.BY_KEY[key], args.duration))
+        runs = sc.interleaved_rounds(servers, [sc.BY_KEY[k] for k in keys], args.rounds, args.duration)
     figures = {name: {key: sc.medians(rs) for key, rs in by.items()} for name, by in runs.items()}
     command = shlex.join([sys.executable, *sys.argv])
     print(f"flowship serving at {args.rev} ({commit[:7]}) beside the working tree, medians of {args.rounds} rounds")

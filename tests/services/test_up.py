@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import flowship, free_port, wait_until
+from tests.helpers import alive, flowship, free_port, wait_until
 from tests.services.conftest import CRASH_AFTER_S, INTERVAL_S, QUICK_WORKER, Up
 
 # The first test also waits for the package fixture (a trained project, then `flowship up`).
@@ -34,14 +34,6 @@ FLOWS = {
 def recorded(up: Up) -> dict[str, Any]:
     state: dict[str, Any] = json.loads((up.root / ".flowship" / "services.json").read_text())
     return state
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def children(pid: int) -> list[int]:
