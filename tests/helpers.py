@@ -106,9 +106,17 @@ def tail(log: Path, lines: int = 40) -> str:
 def prefect_api(method: str, url: str, body: dict[str, Any] | None = None, attempts: int = 6) -> Any:
     """One call to a Prefect server's REST API (`url` ends in /api/...), retried as Prefect's own client does while
     the server is busy (its SQLite database locked by the scheduler or a worker: 503, also 429 and 502); the JSON
-    answer, or None when it has no body."""
+    answer, or None when it has no body. A read (GET, or a POST to a `/filter` endpoint) that gets no answer in
+    30 s is asked again too (a server on SQLite, on a loaded machine, can hold a request that long); a write is not,
+    since it may have been done."""
+    read = method == "GET" or url.endswith("/filter")
     for attempt in range(attempts):
-        response = httpx.request(method, url, json=body, timeout=30.0)
+        try:
+            response = httpx.request(method, url, json=body, timeout=30.0)
+        except httpx.TimeoutException:
+            if not read or attempt == attempts - 1:
+                raise
+            continue
         if response.status_code not in (429, 502, 503) or attempt == attempts - 1:
             break
         time.sleep(1.0 + attempt)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,10 @@ HEARTBEAT_S = 30
 CRASH_AFTER_S = 90
 MIN_CRASH_AFTER_S = 45
 ZOMBIE_AUTOMATION = "flowship: crash flow runs that stopped sending heartbeats"
+# /proc/<pid>/stat's flag of a kernel thread
+_PF_KTHREAD = 0x00200000
+# the line `spawn` writes into a process's log before each start
+_START_LINE = re.compile(r"--- \d{4}-\d\d-\d\dT\S+ starting: ")
 
 
 class ServiceError(FlowshipError):
@@ -62,16 +67,21 @@ class Process:
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def alive(self) -> bool:
-        """Running, and still the process flowship started (a pid can be reused by another program)."""
+        """Running, and still the process flowship started (a pid can be reused by another program).
+
+        A process reads an empty command line while the kernel loads its program (just after `spawn`) and while it
+        exits (its memory released, its files not yet closed, its port maybe still bound): it counts as running
+        then, and as gone only once it is a zombie or has left /proc. A kernel thread (empty command line too) is
+        never one of ours."""
         try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            state, flags = fields[0], int(fields[6])
+        except (OSError, IndexError, ValueError):
             return False
-        try:
-            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        if state == "Z" or flags & _PF_KTHREAD:
             return False
-        return state != "Z" and [c.decode(errors="replace") for c in cmdline if c] == self.argv
+        return not cmdline or [c.decode(errors="replace") for c in cmdline.split(b"\0") if c] == self.argv
 
 
 @dataclass
@@ -144,6 +154,24 @@ def tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def startup_log(path: Path, lines: int = 30) -> str:
+    """What a process wrote since its last start (`spawn`'s marker line), for an error about that start: its end,
+    preceded by its first ERROR line when that is further up (a server that cannot bind its port logs the reason
+    first, then tracebacks of its shutdown)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    logged = text.splitlines()
+    starts = [i for i, line in enumerate(logged) if _START_LINE.match(line)]
+    logged = logged[starts[-1] + 1 :] if starts else logged
+    end = logged[-lines:]
+    first_error = next((line for line in logged if "ERROR" in line), None)
+    if first_error is not None and first_error not in end:
+        return "\n".join([first_error, "...", *end])
+    return "\n".join(end)
+
+
 def child_environment(root: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PREFECT_HOME", str(root / ".prefect"))
@@ -206,10 +234,10 @@ def wait_until(what: str, ready: Callable[[], bool], process: Process, timeout: 
         if ready():
             return time.monotonic() - started
         if not process.alive():
-            raise ServiceError(f"{what} exited while starting; the end of {process.log}:\n{tail(Path(process.log))}")
+            raise ServiceError(f"{what} exited while starting; from {process.log}:\n{startup_log(Path(process.log))}")
         time.sleep(interval)
     raise ServiceError(
-        f"{what} did not answer within {timeout:.0f} s; the end of {process.log}:\n{tail(Path(process.log))}"
+        f"{what} did not answer within {timeout:.0f} s; from {process.log}:\n{startup_log(Path(process.log))}"
     )
 
 

@@ -310,7 +310,7 @@ def test_up_with_postgres_unreachable_fails_naming_the_service_and_its_log(tmp_p
     )
     assert done.returncode == 1
     log = root / "logs" / "services" / "prefect-server.log"
-    assert f"prefect-server exited while starting; the end of {log}" in done.stderr, done.stderr
+    assert f"prefect-server exited while starting; from {log}" in done.stderr, done.stderr
     assert "Connection refused" in done.stderr
     # What this `up` started is stopped again, the Evidently UI and the MLflow server too (it would retry its database
     # for a while): nothing runs in the project and nothing is recorded.

@@ -78,7 +78,7 @@ def test_a_server_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> Non
     """
     out = run(tmp_path, setup)
     error = str(out["error"])
-    assert error.startswith("the temporary Prefect API exited while starting; the end of")
+    assert error.startswith("the temporary Prefect API exited while starting; from")
     assert "prefect-temporary.log" in error and "address already in use" in error.lower()
 
 

@@ -96,6 +96,9 @@ def test_a_started_process_is_found_alive_then_stopped_with_its_group(tmp_path: 
     assert "starting:" in Path(process.log).read_text()
     # The same pid running another command line is not the process flowship started.
     assert not svc.Process("x", process.pid, ["something", "else"], process.log).alive()
+    # Nor is a kernel thread, though its command line reads empty like that of a process being started or exiting.
+    assert Path("/proc/2/comm").read_text().strip() == "kthreadd"
+    assert not svc.Process("x", 2, [sys.executable], process.log).alive()
     assert svc.stop_process(process, grace=10) == "stopped"
     assert not process.alive()
     assert svc.stop_process(process) == "was not running"
@@ -120,6 +123,24 @@ def test_waiting_for_a_process_that_dies_shows_the_end_of_its_log(tmp_path: Path
     with pytest.raises(svc.ServiceError) as error:
         svc.wait_until("the dying server", lambda: False, process, timeout=30)
     assert "the dying server exited while starting" in str(error.value) and "cannot bind the port" in str(error.value)
+
+
+@pytest.mark.integration  # real processes
+def test_the_error_of_a_failed_start_leads_with_its_first_error_and_leaves_out_earlier_starts(tmp_path: Path) -> None:
+    # a server that cannot bind logs why first, then a long traceback of its shutdown: the reason stays in the error
+    earlier = "print('ERROR | an earlier start')"
+    cannot_bind = "print('ERROR | [Errno 98] address already in use'); [print(f'  frame {i}') for i in range(80)]"
+    errors = []
+    for code in (earlier, cannot_bind):
+        process = svc.spawn("dying", [sys.executable, "-c", code], tmp_path, svc.child_environment(tmp_path))
+        with pytest.raises(svc.ServiceError) as error:
+            svc.wait_until("the dying server", lambda: False, process, timeout=30)
+        errors.append(str(error.value))
+    message = errors[1].splitlines()
+    assert message[1:3] == ["ERROR | [Errno 98] address already in use", "..."], errors[1]
+    assert message[-1] == "  frame 79" and "  frame 10" not in message  # then the end of the log
+    assert "an earlier start" not in errors[1] and "an earlier start" in errors[0]
+    assert "an earlier start" in (tmp_path / "logs" / "services" / "dying.log").read_text()  # the log keeps both
 
 
 def test_a_port_in_use_is_seen() -> None:
