@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from flowship import pids
 from flowship.errors import GatewayError
 from flowship.files import atomic_write
 from flowship.gateway.control import ACCESS_LOG, CONF_FILE, SHADOW_LOG, NginxGateway
@@ -93,10 +94,10 @@ class HostGateway(NginxGateway):
             workers = [pid for pid, _ in _children(master)]  # once the master is gone, they are init's
             os.kill(master, signal.SIGQUIT)
             deadline = time.monotonic() + timeout
-            while any(_alive(pid) for pid in [master, *workers]) and time.monotonic() < deadline:
+            while any(pids.running(pid) for pid in [master, *workers]) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for pid in [master, *workers]:
-                if _alive(pid):
+                if pids.running(pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
         (self.conf_dir / PID_FILE).unlink(missing_ok=True)
@@ -131,14 +132,7 @@ class HostGateway(NginxGateway):
 
 
 def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    return bool(_command(pid))
+    return " ".join(pids.command_line(pid) or [])
 
 
 def _children(parent: int) -> list[tuple[int, str]]:

@@ -5,6 +5,7 @@ the production port.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from flowship import pids
 from flowship.errors import ReplicaError
 from flowship.files import atomic_write
 from flowship.gateway.host import HostGateway
@@ -223,16 +225,7 @@ def free_port() -> int:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own exited child, if it is one
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """The replica `pid` has not exited (reaped here when it is this command's own child)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return pids.running(pid)

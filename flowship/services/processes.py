@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flowship import pids
 from flowship.errors import FlowshipError
 from flowship.files import atomic_write
 
@@ -45,8 +46,6 @@ HEARTBEAT_S = 30
 CRASH_AFTER_S = 90
 MIN_CRASH_AFTER_S = 45
 ZOMBIE_AUTOMATION = "flowship: crash flow runs that stopped sending heartbeats"
-# /proc/<pid>/stat's flag of a kernel thread
-_PF_KTHREAD = 0x00200000
 # the line `spawn` writes into a process's log before each start
 _START_LINE = re.compile(r"--- \d{4}-\d\d-\d\dT\S+ starting: ")
 
@@ -67,21 +66,10 @@ class Process:
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def alive(self) -> bool:
-        """Running, and still the process flowship started (a pid can be reused by another program).
-
-        A process reads an empty command line while the kernel loads its program (just after `spawn`) and while it
-        exits (its memory released, its files not yet closed, its port maybe still bound): it counts as running
-        then, and as gone only once it is a zombie or has left /proc. A kernel thread (empty command line too) is
-        never one of ours."""
-        try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            state, flags = fields[0], int(fields[6])
-        except (OSError, IndexError, ValueError):
-            return False
-        if state == "Z" or flags & _PF_KTHREAD:
-            return False
-        return not cmdline or [c.decode(errors="replace") for c in cmdline.split(b"\0") if c] == self.argv
+        """Running, and still the process flowship started (a pid can be reused by another program). While it is
+        being started or is exiting, its command line reads empty: it counts as running then (`flowship.pids`)."""
+        argv = pids.command_line(self.pid)
+        return argv is not None and pids.running(self.pid) and argv in ([], self.argv)
 
 
 @dataclass
