@@ -12,16 +12,19 @@ from tests.helpers import wait_until
 
 
 def test_a_process_runs_until_it_exits_and_is_gone_once_reaped() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    argv = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE)
+    assert child.stdin is not None
     try:
-        assert pids.running(child.pid)
-        assert pids.command_line(child.pid) == [sys.executable, "-c", "import sys; sys.stdin.read()"]
-        assert child.stdin is not None
+        assert pids.running(child.pid)  # from the start, while its program loads (its command line still empty)
+        assert wait_until(lambda: pids.command_line(child.pid), 30, "the child's program to load") == argv
         child.stdin.close()  # it exits; not reaped yet, it is a zombie: exited, with an empty command line
         wait_until(lambda: not pids.running(child.pid), 30, "the child to exit")
         assert pids.command_line(child.pid) == []
         assert Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     finally:
+        child.stdin.close()
+        child.kill()  # (a failed assertion above leaves it reading)
         child.wait()
     assert not pids.running(child.pid) and pids.command_line(child.pid) is None
 
