@@ -5,7 +5,7 @@ A command that will run a flow starts it in the background as soon as it knows (
 (Prefect's server imports and its database set-up: several seconds, in a process of its own, on the other core)
 overlaps the command's own work (importing MLflow and the flow's modules); the command waits for it only before its
 first flow (`ready`). It serves every flow of the command and stops when the command ends (on Linux also when the
-command is killed).
+command is killed). Its flows send no heartbeats: nothing outlives the command to read them.
 
 Prefect's own temporary server does the same work, but starts only when the first flow calls the API, and waits
 there; it also takes a random port between 8000 and 9000, where production may listen (`release.production_port`,
@@ -15,6 +15,7 @@ there; it also takes a random port between 8000 and 9000, where production may l
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import socket
 import sys
@@ -29,8 +30,12 @@ STARTUP_TIMEOUT_S = 90.0
 # what Prefect's own temporary server runs with: no UI, no background services (scheduler, late runs, ...)
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 
+# Prefect's setting of the interval of flow-run heartbeats (None: none are sent)
+HEARTBEAT_SETTING = "flows.heartbeat_frequency"
+
 _started: Process | None = None
 _answered = False
+_settings = contextlib.ExitStack()  # Prefect's settings while the API runs
 
 
 def start_soon(root: Path) -> None:
@@ -61,6 +66,17 @@ def ready(root: Path) -> None:
     health = f"{_started.url}/api/health"
     wait_until("the temporary Prefect API", lambda: answers(health), _started, timeout, 0.1)
     _answered = True
+    _without_heartbeats()
+
+
+def _without_heartbeats() -> None:
+    """This command's flows send no heartbeats. Prefect sends them (every 180 s by default since 3.8) so that a
+    server can mark Crashed a run whose process died; this server dies with the command, so nothing would read them.
+    They also make each flow end up to a second late: Prefect's heartbeat thread sleeps in 1 s steps, and the flow
+    waits for it when it ends. (An environment variable cannot turn them off: Prefect reads it as an integer.)"""
+    from prefect.settings import temporary_settings
+
+    _settings.enter_context(temporary_settings(updates={HEARTBEAT_SETTING: None}))
 
 
 def stop() -> None:
@@ -71,6 +87,7 @@ def stop() -> None:
         if os.environ.get("PREFECT_API_URL") == f"{_started.url}/api":
             del os.environ["PREFECT_API_URL"]
         _started, _answered = None, False
+        _settings.close()
 
 
 def _free_port() -> int:

@@ -28,13 +28,21 @@ started = temporary_api._started
 out = {{"url": url, "prefect_imported": "prefect" in sys.modules, "pid": started.pid if started else None}}
 try:
     temporary_api.ready(root)
+    from prefect import flow
+    from prefect.settings import get_current_settings
+
+    heartbeat = lambda: get_current_settings().flows.heartbeat_frequency
+    out["heartbeat"] = heartbeat()
     if started is not None:
         with urllib.request.urlopen(url + "/health", timeout=5) as answer:
             out["health"] = json.load(answer)
+        out["flow_heartbeat"] = flow(name="probe")(heartbeat)()  # what a flow run on it reads
 except FlowshipError as exc:
     out["error"] = str(exc)
 temporary_api.stop()
 out["url_after_stop"] = os.environ.get("PREFECT_API_URL")
+if "prefect" in sys.modules:
+    out["heartbeat_after_stop"] = heartbeat()
 print(json.dumps(out))
 """
 
@@ -62,6 +70,8 @@ def test_a_command_without_a_server_gets_one_on_a_port_the_os_gives_and_stops_it
     assert not 8000 <= port < 9000  # where Prefect's own temporary server looks, and production may listen
     assert out["prefect_imported"] is False  # started before Prefect is imported, so Prefect reads the URL
     assert out["health"] is True
+    # its flows send no heartbeats (nothing outlives the command to read them); Prefect's default comes back after
+    assert out["heartbeat"] is None and out["flow_heartbeat"] is None and out["heartbeat_after_stop"] == 180
     assert out["url_after_stop"] is None and isinstance(out["pid"], int) and not alive(out["pid"])
     log = tmp_path / "logs" / "services" / "prefect-temporary.log"
     assert f"--port {port}" in log.read_text()
@@ -86,6 +96,7 @@ def test_a_server_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> Non
 def test_nothing_is_started_when_a_server_is_configured_or_prefect_is_already_in_use(tmp_path: Path) -> None:
     configured = run(tmp_path, PREFECT_API_URL="http://127.0.0.1:4200/api")
     assert configured["url"] == "http://127.0.0.1:4200/api" and configured["pid"] is None
+    assert configured["heartbeat"] == 180  # a server that outlives the command gets the heartbeats
     imported = run(tmp_path, "import prefect")
     assert imported["url"] is None and imported["pid"] is None  # Prefect keeps its own temporary server then
     assert not (tmp_path / "logs" / "services" / "prefect-temporary.log").exists()
