@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import alive, environment, wait_until
+from flowship.pids import running
+from tests.helpers import environment, wait_until
 
 SCRIPT = """
 import json, os, socket, sys, urllib.request
@@ -72,7 +73,7 @@ def test_a_command_without_a_server_gets_one_on_a_port_the_os_gives_and_stops_it
     assert out["health"] is True
     # its flows send no heartbeats (nothing outlives the command to read them); Prefect's default comes back after
     assert out["heartbeat"] is None and out["flow_heartbeat"] is None and out["heartbeat_after_stop"] == 180
-    assert out["url_after_stop"] is None and isinstance(out["pid"], int) and not alive(out["pid"])
+    assert out["url_after_stop"] is None and isinstance(out["pid"], int) and not running(out["pid"])
     log = tmp_path / "logs" / "services" / "prefect-temporary.log"
     assert f"--port {port}" in log.read_text()
 
@@ -122,4 +123,4 @@ def test_a_killed_command_takes_its_temporary_api_with_it(tmp_path: Path) -> Non
     )
     assert done.returncode == -9, done.stderr
     server = int(done.stdout.strip())
-    wait_until(lambda: not alive(server), 30, "the temporary API to end with the command that started it")
+    wait_until(lambda: not running(server), 30, "the temporary API to end with the command that started it")

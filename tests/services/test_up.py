@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import alive, flowship, free_port, wait_until
+from flowship.pids import running
+from tests.helpers import flowship, free_port, wait_until
 from tests.services.conftest import CRASH_AFTER_S, INTERVAL_S, QUICK_WORKER, Up
 
 # The first test also waits for the package fixture (a trained project, then `flowship up`).
@@ -78,7 +79,7 @@ def test_up_starts_both_uis_a_worker_and_the_environments_deployments(up: Up) ->
         "--workspace", str(workspace), "--host", "127.0.0.1", "--port", str(up.evidently_port)
     ]  # fmt: skip
     for name, process in state["processes"].items():
-        assert alive(process["pid"]), name
+        assert running(process["pid"]), name
         log = Path(process["log"])
         assert log.parent == up.root / "logs" / "services" and log.stat().st_size > 0, name
 
@@ -234,9 +235,9 @@ def test_down_stops_exactly_what_up_started_and_up_finds_every_state_again(up: U
     assert done.returncode == 0, done.stdout + done.stderr
     for name in ("worker", "evidently-ui", "mlflow-server", "prefect-server"):
         assert f"{name}:" in done.stdout
-        assert not alive(started[name]["pid"]), name
-        assert not any(alive(pid) for pid in children(started[name]["pid"])), name
-    assert alive(bystander)
+        assert not running(started[name]["pid"]), name
+        assert not any(running(pid) for pid in children(started[name]["pid"])), name
+    assert running(bystander)
     assert not (up.root / ".flowship" / "services.json").exists()
     for url in (up.prefect, up.mlflow, up.evidently):
         with pytest.raises(httpx.TransportError):
