@@ -6,12 +6,15 @@ working tree's Dockerfile and serving code, with the local base image where Dock
 * as flowship builds it: `serving_requirements()` (SERVING_PACKAGES and all they depend on);
 * without uvloop and httptools: uvicorn then parses HTTP with h11 on asyncio's own loop (what they cost in size,
   and what they give in speed);
-* with pyarrow added (flowship built it so before): the difference is what leaving pyarrow out saves.
+* with pyarrow added (flowship built it so before): the difference is what leaving pyarrow out saves;
+* with the libraries whole (`SLIM_LIBRARIES=0`: their sources, C headers and symbol tables kept, as before the
+  Dockerfile slimmed them): the difference is what slimming saves, and whether it costs any speed.
 
 Each image is then started once: it must become ready, i.e. its warm-up replays the bundle's golden records
 and finds every prediction and probability as at training time (else /ready stays 503: "golden check failed").
 Then wrk sends it golden records for 5 s each: one per request at concurrency 1 (p50) and 16 (requests/s), and
-1,000 per request at concurrency 1 (rows/s). Printed: each image's size, whether it passed and its figures;
+1,000 per request at concurrency 1 (rows/s); the images run side by side and get each load in turn, for 3 rounds
+(medians). Printed: each image's size, whether it passed and its figures;
 nothing is asserted. Figures go to bench/results/image_size.json. Needs wrk.
 
     .venv/bin/python bench/image_size.py
@@ -23,6 +26,7 @@ import json
 import re
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +46,7 @@ BUNDLE = REPO / "build" / "flights-delay-v1" / "model"
 OUT_JSON = REPO / "bench" / "results" / "image_size.json"
 AIM_MB = 350
 READY_SECONDS = 120
+ROUNDS = 3
 
 
 def free_port() -> int:
@@ -97,31 +102,49 @@ def wrk(port: int, records: int, connections: int, folder: Path) -> dict[str, fl
     }
 
 
-def build_and_check(engine: docker_engine.DockerEngine, tag: str, requirements: list[str], base: str) -> dict[str, Any]:
+def build(
+    engine: docker_engine.DockerEngine, tag: str, requirements: list[str], base: str, buildargs: dict[str, str]
+) -> dict[str, Any]:
     wheelhouse = docker_engine.prepare_wheelhouse(wheelhouse_dir(), requirements)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="flowship-image-size-") as tmp:
         context = docker_engine.build_context(Path(tmp) / "context", BUNDLE, wheelhouse, requirements)
-        engine.build(context, tag, buildargs={"BASE_IMAGE": base})
-        built_in = time.monotonic() - started
-        name = tag.replace("/", "-").replace(":", "-")
-        port = free_port()
-        engine.remove(name)
-        try:
-            engine.run(tag, name, host_port=port, log_dir=Path(tmp) / "logs", restart_policy="no")
-            passed, answer = ready(port)
-            speed = {label: wrk(port, n, c, Path(tmp)) for label, n, c, _ in LOADS} if passed else {}
-        finally:
-            engine.remove(name)
+        engine.build(context, tag, buildargs={"BASE_IMAGE": base, **buildargs})
     return {
         "image": tag,
         "size_mb": engine.image_size(tag) / 1e6,
-        "built_in_s": built_in,
+        "built_in_s": time.monotonic() - started,
         "packages": len(requirements),
-        "golden_check_passed": passed,
-        "ready_answer": answer[:300],
-        "speed": speed,
     }
+
+
+def measure(engine: docker_engine.DockerEngine, images: dict[str, dict[str, Any]], folder: Path) -> None:
+    """Start every image at once; the ready ones get each load in turn, image after image, ROUNDS times (medians
+    kept: the machine's noise falls on all of them alike)."""
+    ports: dict[str, int] = {}
+    try:
+        for label, image in images.items():
+            name = image["image"].replace("/", "-").replace(":", "-")
+            engine.remove(name)
+            ports[label] = free_port()
+            engine.run(image["image"], name, host_port=ports[label], log_dir=folder / name, restart_policy="no")
+        for label, image in images.items():
+            image["golden_check_passed"], answer = ready(ports[label])
+            image["ready_answer"] = answer[:300]
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {label: {} for label in images}
+        for _ in range(ROUNDS):
+            for load, records, connections, _key in LOADS:
+                for label, image in images.items():
+                    if image["golden_check_passed"]:
+                        runs[label].setdefault(load, []).append(wrk(ports[label], records, connections, folder))
+        for label, image in images.items():
+            image["speed"] = {
+                load: {key: statistics.median(run[key] for run in done) for key in done[0]}
+                for load, done in runs[label].items()
+            }
+    finally:
+        for image in images.values():
+            engine.remove(image["image"].replace("/", "-").replace(":", "-"))
 
 
 def main() -> int:
@@ -135,16 +158,21 @@ def main() -> int:
     base = engine.ensure_base_image(DEFAULT_BASE)
     packages = docker_engine.SERVING_PACKAGES
     plain_http = tuple(p for p in packages if p not in ("uvloop", "httptools"))
-    variants = {
-        "as flowship builds it": ("serving", docker_engine.serving_requirements()),
-        "without uvloop, httptools": ("h11", docker_engine.serving_requirements(plain_http)),
-        "with pyarrow added": ("pyarrow", docker_engine.serving_requirements((*packages, "pyarrow"))),
+    requirements = docker_engine.serving_requirements()
+    variants: dict[str, tuple[str, list[str], dict[str, str]]] = {
+        "as flowship builds it": ("serving", requirements, {}),
+        "libraries whole": ("whole", requirements, {"SLIM_LIBRARIES": "0"}),
+        "without uvloop, httptools": ("h11", docker_engine.serving_requirements(plain_http), {}),
+        "with pyarrow added": ("pyarrow", docker_engine.serving_requirements((*packages, "pyarrow")), {}),
     }
     results: dict[str, Any] = {"command": shlex.join([sys.executable, *sys.argv]), "base_image": base, "images": {}}
-    for label, (suffix, requirements) in variants.items():
+    for label, (suffix, pins, buildargs) in variants.items():
         tag = f"flowship/image-size:{suffix}"
-        print(f"building {tag} ({len(requirements)} packages) ...", flush=True)
-        results["images"][label] = build_and_check(engine, tag, requirements, base)
+        print(f"building {tag} ({len(pins)} packages) ...", flush=True)
+        results["images"][label] = build(engine, tag, pins, base, buildargs)
+    print(f"measuring: {ROUNDS} rounds, each load on each image in turn ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="flowship-image-size-") as tmp:
+        measure(engine, results["images"], Path(tmp))
     print()
     for label, image in results["images"].items():
         verdict = "golden check passed" if image["golden_check_passed"] else f"NOT READY: {image['ready_answer']}"
@@ -156,9 +184,11 @@ def main() -> int:
         )
         print(f"{label:<26} {image['image']:<30} {image['size_mb']:5.0f} MB  {verdict}  {shown}")
     size = results["images"]["as flowship builds it"]["size_mb"]
-    before = results["images"]["with pyarrow added"]["size_mb"]
+    for label in ("with pyarrow added", "libraries whole"):
+        other = results["images"][label]["size_mb"]
+        print(f"saved against '{label}': {other - size:.0f} MB ({size / other:.2f}x)")
     verdict = "met" if size <= AIM_MB else "MISSED"
-    print(f"saved: {before - size:.0f} MB ({size / before:.2f}x); aim <= {AIM_MB} MB: {verdict}")
+    print(f"aim <= {AIM_MB} MB: {verdict}")
     print(f"command: {results['command']}")
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps(results, indent=2) + "\n")

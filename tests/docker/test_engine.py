@@ -271,6 +271,61 @@ def test_image_carries_labels_user_and_size(docker_engine: DockerEngine, image: 
     assert 100 < size_mb < 700
 
 
+# Run inside the image: what the Dockerfile's slimming left of the libraries, and of flowship's own code.
+SLIM_PROBE = """
+import json, struct, sys, sysconfig, traceback
+from pathlib import Path
+
+def sections(path):
+    data = path.read_bytes()
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    size, count, names_index = struct.unpack_from("<HHH", data, 0x3A)
+    (names_at,) = struct.unpack_from("<Q", data, shoff + names_index * size + 0x18)
+    found = []
+    for i in range(count):
+        (name,) = struct.unpack_from("<I", data, shoff + i * size)
+        start = names_at + name
+        found.append(data[start:data.index(b"\\0", start)].decode())
+    return found
+
+site = Path(sysconfig.get_path("purelib"))
+import fastapi, numpy, orjson, pandas, prometheus_client, pydantic, scipy, sklearn, uvicorn, uvloop  # noqa
+import sklearn.ensemble, sklearn.pipeline, scipy.sparse, scipy.special
+try:
+    sklearn.utils.check_array([[1, "a"]], dtype=float)
+except ValueError:
+    frame = traceback.extract_tb(sys.exc_info()[2])[-1]
+modules = [p for p in site.rglob("*.so") if ".libs" not in p.parent.name]
+print(json.dumps({
+    "sources": sorted(str(p.relative_to(site)) for p in site.rglob("*.py"))[:5],
+    "caches": sorted(str(p.relative_to(site)) for p in site.rglob("__pycache__"))[:5],
+    "headers": sorted(str(p.relative_to(site)) for p in site.rglob("*.h"))[:5],
+    "modules": len(modules),
+    "with_symbols": sorted(str(p.relative_to(site)) for p in modules if ".symtab" in sections(p))[:5],
+    "uvloop_sections": sections(next(site.glob("uvloop/loop.*.so"))),
+    "frame": [frame.filename, frame.lineno, frame.line],
+    "own_code": sorted(p.name for p in Path("/app/flowship").glob("*.py")),
+}))
+"""
+
+
+def test_the_image_slims_the_libraries_and_keeps_flowships_sources(docker_engine: DockerEngine, image: Built) -> None:
+    output = docker_engine.client.containers.run(image.tag, ["python", "-c", SLIM_PROBE], remove=True)
+    found = json.loads(output.decode().strip().splitlines()[-1])
+    # bytecode where the sources were, and nothing a build reads (headers, Cython, stubs)
+    assert found["sources"] == [] and found["caches"] == [] and found["headers"] == []
+    # compiled modules keep what loading needs (.dynsym), not the symbol tables
+    assert found["modules"] > 50 and found["with_symbols"] == []
+    assert ".dynsym" in found["uvloop_sections"] and ".symtab" not in found["uvloop_sections"]
+    # a library's traceback still names its file and line; the line's text is what slimming gave up
+    filename, line, text = found["frame"]
+    assert filename.endswith("/site-packages/sklearn/utils/_array_api.py") or filename.endswith(
+        "/site-packages/sklearn/utils/validation.py"
+    )
+    assert line > 0 and not text
+    assert {"__init__.py", "errors.py", "values.py"} <= set(found["own_code"])
+
+
 def test_container_serves_logs_and_stops(
     docker_engine: DockerEngine, image: Built, container_name: str, tmp_path: Path
 ) -> None:
