@@ -18,6 +18,7 @@ from flowship.errors import GatewayError
 from flowship.gateway.host import find_nginx
 from flowship.gateway.routing import GatewayState
 from flowship.paths import Layout
+from flowship.pids import running
 from flowship.release.gateway_runtime import ProductionSpec
 from flowship.release.process_runtime import ProcessRuntime
 from flowship.release.promotion import ReleaseResult
@@ -84,14 +85,6 @@ def golden_record(project: Project, version: str) -> dict[str, object]:
 
 def pid_of(project: Project, replica: str) -> int:
     return int(json.loads((project.root / ".flowship/processes/replicas" / f"{replica}.json").read_text())["pid"])
-
-
-def running(pid: int) -> bool:
-    """`pid` runs (a process that exited and was not yet reaped has no command line any more)."""
-    try:
-        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
-    except OSError:
-        return False
 
 
 def nginx_master(project: Project) -> int:
@@ -263,9 +256,9 @@ def test_the_port_taken_by_another_program_is_refused_before_anything_changes(pr
 
 def test_stop_leaves_nothing_running(project: Project) -> None:
     master = nginx_master(project)
-    pids = [pid_of(project, b.name) for b in state(project).stable.backends]
+    replicas = [pid_of(project, b.name) for b in state(project).stable.backends]
     stopped = flowship(["stop"], project.root, check=True, FLOWSHIP_RUNTIME="process").stdout
     assert "stopped production: v1 (process" in stopped
-    assert not any(running(pid) for pid in [master, *pids])
+    assert not any(running(pid) for pid in [master, *replicas])  # gone, or a zombie: none still exiting
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{GATEWAY}/health", timeout=2)
