@@ -310,8 +310,7 @@ print(json.dumps({
 
 
 def test_the_image_slims_the_libraries_and_keeps_flowships_sources(docker_engine: DockerEngine, image: Built) -> None:
-    output = docker_engine.client.containers.run(image.tag, ["python", "-c", SLIM_PROBE], remove=True)
-    found = json.loads(output.decode().strip().splitlines()[-1])
+    found = slim_probe(docker_engine, image.tag)
     # bytecode where the sources were, and nothing a build reads (headers, Cython, stubs)
     assert found["sources"] == [] and found["caches"] == [] and found["headers"] == []
     # compiled modules keep what loading needs (.dynsym), not the symbol tables
@@ -324,6 +323,48 @@ def test_the_image_slims_the_libraries_and_keeps_flowships_sources(docker_engine
     )
     assert line > 0 and not text
     assert {"__init__.py", "errors.py", "values.py"} <= set(found["own_code"])
+
+
+def slim_probe(engine: DockerEngine, tag: str) -> dict[str, Any]:
+    output = engine.client.containers.run(tag, ["python", "-c", SLIM_PROBE], remove=True)
+    return dict(json.loads(output.decode().strip().splitlines()[-1]))
+
+
+def test_an_image_built_without_a_debian_mirror_keeps_its_symbols_and_says_so(
+    docker_engine: DockerEngine,
+    base_image: str,
+    wheelhouse: Path,
+    requirements: list[str],
+    source_root: Path,
+    tmp_path: Path,
+) -> None:
+    """No network in the build (so no binutils): the image still builds from the wheelhouse, slimmed but for the
+    symbol tables, and the build log says why."""
+    bundle = write_bundle(tmp_path / "bundle", "4", seed=4)
+    context = de.build_context(tmp_path / "context", bundle, wheelhouse, requirements, source_root=source_root)
+    tag = f"{TEST_LABEL}/standin:offline"
+    lines: list[str] = []
+    try:
+        for chunk in docker_engine.client.api.build(
+            path=str(context),
+            tag=tag,
+            buildargs={"BASE_IMAGE": base_image},
+            network_mode="none",
+            nocache=True,  # the cached layer with binutils would hide the offline path
+            rm=True,
+            forcerm=True,
+            decode=True,
+        ):
+            assert "error" not in chunk, chunk
+            lines += str(chunk.get("stream", "")).splitlines()
+        assert any("binutils could not be installed" in line for line in lines), lines[-20:]
+        found = slim_probe(docker_engine, tag)
+        assert found["sources"] == [] and found["headers"] == []
+        assert found["with_symbols"] != []  # strip never ran
+        assert ".symtab" in found["uvloop_sections"]
+    finally:
+        if docker_engine.image_exists(tag):
+            docker_engine.client.images.remove(tag, force=True)
 
 
 def test_container_serves_logs_and_stops(
