@@ -9,11 +9,18 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# binutils, for `strip`: below, it drops the symbol tables the libraries' compiled modules ship with (about
-# 27 MB; uvloop alone 11). Where no Debian mirror answers, the build goes on without it and says so.
-RUN (apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils >/dev/null \
-     && rm -rf /var/lib/apt/lists/*) \
- || echo "flowship: binutils could not be installed; the libraries' compiled modules keep their symbols"
+# SLIM_LIBRARIES=0 keeps the libraries whole (to debug inside the image). STRIP_SYMBOLS=0 slims them but leaves
+# the compiled modules' symbol tables (about 27 MB; uvloop alone 11): the one part that needs a Debian mirror,
+# for binutils' `strip`. Where none answers, this step fails, naming the way out, and nothing of it is cached:
+# flowship builds again with STRIP_SYMBOLS=0 (docker_engine.build_serving), and a later build with a mirror
+# strips again.
+ARG SLIM_LIBRARIES=1
+ARG STRIP_SYMBOLS=1
+RUN if [ "$SLIM_LIBRARIES" = 1 ] && [ "$STRIP_SYMBOLS" = 1 ]; then \
+      (apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils >/dev/null \
+       && rm -rf /var/lib/apt/lists/*) \
+      || { echo "flowship: binutils could not be installed (no Debian mirror answered): build with STRIP_SYMBOLS=0"; \
+           exit 1; }; fi
 RUN python3 -m venv /opt/venv
 WORKDIR /build
 COPY requirements.txt ./
@@ -23,16 +30,14 @@ COPY wheelhouse/ ./wheelhouse/
 RUN /opt/venv/bin/python -m pip install --no-compile --no-index --find-links wheelhouse -r requirements.txt \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
  && find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} +
-# Slim libraries (SLIM_LIBRARIES=0 keeps them whole, to debug inside the image): no C headers, Cython or stub
-# files (build-time only), no symbol tables in compiled modules, and bytecode without the source beside it
-# (`compileall -b`: the .pyc where the .py was). A library's traceback still names its file and line, without
-# the line's text. flowship's own code below keeps its sources.
-ARG SLIM_LIBRARIES=1
+# Slim libraries: no C headers, Cython or stub files (build-time only), no symbol tables in compiled modules,
+# and bytecode without the source beside it (`compileall -b`: the .pyc where the .py was). A library's
+# traceback still names its file and line, without the line's text. flowship's own code below keeps its sources.
 RUN site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
  && if [ "$SLIM_LIBRARIES" = 1 ]; then \
       find "$site" -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cpp' -o -name '*.pyx' \
         -o -name '*.pxd' -o -name '*.pxi' -o -name '*.pyi' \) -delete \
-      && if command -v strip >/dev/null; then \
+      && if [ "$STRIP_SYMBOLS" = 1 ]; then \
            find "$site" -name '*.so' -not -path '*.libs/*' -exec strip --strip-unneeded {} +; fi \
       && /opt/venv/bin/python -m compileall -q -b -j 0 "$site" \
       && find "$site" -type f -name '*.py' -delete; \

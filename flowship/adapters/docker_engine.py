@@ -371,10 +371,12 @@ class DockerEngine:
         on_log: Callable[[str], None] | None = None,
         *,
         nocache: bool = False,
+        network_mode: str | None = None,
     ) -> str:
         """Build `context` (legacy builder) as `tag`, each log line to `on_log`; returns the image id.
 
-        `nocache` rebuilds every layer (to take a base image's or a wheel's fixes deliberately).
+        `nocache` rebuilds every layer (to take a base image's or a wheel's fixes deliberately); `network_mode`
+        is the RUN steps' network (e.g. "none": a build that reaches nothing outside).
         """
         step = "the start of the build"
         tail: list[str] = []
@@ -389,6 +391,7 @@ class DockerEngine:
                 forcerm=True,
                 pull=False,
                 nocache=nocache,
+                network_mode=network_mode,
                 decode=True,
             )
             for chunk in stream:
@@ -685,6 +688,40 @@ class DockerEngine:
         container = self._container(name)
         probes = ((container.attrs["State"].get("Health") or {}).get("Log") or []) if container else []
         return str(probes[-1].get("Output", "")).strip() if probes else "no probe output"
+
+
+# The line the Dockerfile's first step prints when binutils cannot be installed (no Debian mirror answers); the
+# step's own "Step N/M : RUN ..." line holds the same words, but not at its start.
+NO_STRIP = "flowship: binutils could not be installed"
+
+
+def build_serving(
+    engine: DockerEngine,
+    context: Path,
+    tag: str,
+    *,
+    labels: dict[str, str],
+    buildargs: dict[str, str],
+    on_log: Callable[[str], None],
+    nocache: bool = False,
+    network_mode: str | None = None,
+) -> str:
+    """Build the serving image of `context` (`build_context`); returns the image id.
+
+    Where binutils cannot be installed (no Debian mirror answers the build), it builds again with STRIP_SYMBOLS=0:
+    the libraries are slimmed but their compiled modules keep their symbol tables (about 27 MB more), and
+    `on_log` says so. The failed step left nothing in the cache, so a later build with a mirror strips again."""
+
+    def build(args: dict[str, str]) -> str:
+        return engine.build(context, tag, labels, args, on_log, nocache=nocache, network_mode=network_mode)
+
+    try:
+        return build(buildargs)
+    except ImageBuildError as exc:
+        if not any(line.startswith(NO_STRIP) for line in exc.log_tail):
+            raise
+    on_log(f"{NO_STRIP} (no Debian mirror answered): building again with STRIP_SYMBOLS=0, symbol tables kept")
+    return build({**buildargs, "STRIP_SYMBOLS": "0"})
 
 
 def _wait_http_ok(url: str, timeout: float, interval: float) -> None:

@@ -71,7 +71,8 @@ def build_release_image(ref: VersionRef, bundle: Path, on_log: Callable[[str], N
     }
     with tempfile.TemporaryDirectory(prefix="flowship-build-") as tmp:
         context = docker_engine.build_context(Path(tmp), bundle, wheelhouse, requirements)
-        engine.build(
+        docker_engine.build_serving(
+            engine,
             context,
             tag,
             labels=labels,

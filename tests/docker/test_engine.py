@@ -330,7 +330,7 @@ def slim_probe(engine: DockerEngine, tag: str) -> dict[str, Any]:
     return dict(json.loads(output.decode().strip().splitlines()[-1]))
 
 
-def test_an_image_built_without_a_debian_mirror_keeps_its_symbols_and_says_so(
+def test_without_a_debian_mirror_the_image_keeps_its_symbols_and_a_later_build_strips_again(
     docker_engine: DockerEngine,
     base_image: str,
     wheelhouse: Path,
@@ -338,30 +338,38 @@ def test_an_image_built_without_a_debian_mirror_keeps_its_symbols_and_says_so(
     source_root: Path,
     tmp_path: Path,
 ) -> None:
-    """No network in the build (so no binutils): the image still builds from the wheelhouse, slimmed but for the
-    symbol tables, and the build log says why."""
+    """No network in the build, so no binutils: the first attempt fails at that step, naming it; flowship builds
+    again with STRIP_SYMBOLS=0 (slimmed, symbol tables kept) and says so. Nothing of the failed step was cached:
+    the same build with a mirror strips."""
     bundle = write_bundle(tmp_path / "bundle", "4", seed=4)
     context = de.build_context(tmp_path / "context", bundle, wheelhouse, requirements, source_root=source_root)
     tag = f"{TEST_LABEL}/standin:offline"
     lines: list[str] = []
     try:
-        for chunk in docker_engine.client.api.build(
-            path=str(context),
-            tag=tag,
+        de.build_serving(
+            docker_engine,
+            context,
+            tag,
+            labels={"io.flowship.test": "1"},
             buildargs={"BASE_IMAGE": base_image},
-            network_mode="none",
+            on_log=lines.append,
             nocache=True,  # the cached layer with binutils would hide the offline path
-            rm=True,
-            forcerm=True,
-            decode=True,
-        ):
-            assert "error" not in chunk, chunk
-            lines += str(chunk.get("stream", "")).splitlines()
-        assert any("binutils could not be installed" in line for line in lines), lines[-20:]
-        found = slim_probe(docker_engine, tag)
-        assert found["sources"] == [] and found["headers"] == []
-        assert found["with_symbols"] != []  # strip never ran
-        assert ".symtab" in found["uvloop_sections"]
+            network_mode="none",
+        )
+        said = [line for line in lines if line.startswith(de.NO_STRIP)]  # not the step's own line, which quotes it
+        assert len(said) == 2, lines[-20:]
+        assert "(no Debian mirror answered): build with STRIP_SYMBOLS=0" in said[0]  # the failed attempt
+        assert "building again with STRIP_SYMBOLS=0" in said[1]  # flowship's retry
+        offline = slim_probe(docker_engine, tag)
+        assert offline["sources"] == [] and offline["headers"] == []
+        assert offline["with_symbols"] != [] and ".symtab" in offline["uvloop_sections"]
+
+        lines.clear()
+        de.build_serving(
+            docker_engine, context, tag, labels={}, buildargs={"BASE_IMAGE": base_image}, on_log=lines.append
+        )
+        assert not any(line.startswith(de.NO_STRIP) for line in lines)
+        assert slim_probe(docker_engine, tag)["with_symbols"] == []
     finally:
         if docker_engine.image_exists(tag):
             docker_engine.client.images.remove(tag, force=True)
@@ -462,6 +470,31 @@ def test_a_failing_build_names_its_step(
     assert "returned a non-zero code" in caught.value.reason
     assert any("scikit-learn==0.0.1" in line for line in caught.value.log_tail)
     assert not docker_engine.image_exists(f"{TEST_LABEL}/standin:broken")
+
+
+def test_a_build_that_fails_for_another_reason_is_not_built_again(
+    docker_engine: DockerEngine,
+    base_image: str,
+    wheelhouse: Path,
+    requirements: list[str],
+    source_root: Path,
+    tmp_path: Path,
+) -> None:
+    bundle = write_bundle(tmp_path / "bundle", "5", seed=5)
+    context = de.build_context(tmp_path / "context", bundle, wheelhouse, requirements, source_root=source_root)
+    (context / "requirements.txt").write_text("scikit-learn==0.0.1\n")
+    lines: list[str] = []
+    with pytest.raises(ImageBuildError, match="pip install"):
+        de.build_serving(
+            docker_engine,
+            context,
+            f"{TEST_LABEL}/standin:broken",
+            labels={},
+            buildargs={"BASE_IMAGE": base_image},
+            on_log=lines.append,
+        )
+    assert not any(line.startswith(de.NO_STRIP) for line in lines)
+    assert sum(line.startswith("Step 1/") for line in lines) == 1  # one attempt
 
 
 def test_a_container_that_dies_is_reported(
