@@ -7,6 +7,7 @@ context only): it loads a real pickled model and writes to the log folder, as th
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import re
 import shutil
@@ -340,7 +341,15 @@ def test_without_a_debian_mirror_the_image_keeps_its_symbols_and_a_later_build_s
 ) -> None:
     """No network in the build, so no binutils: the first attempt fails at that step, naming it; flowship builds
     again with STRIP_SYMBOLS=0 (slimmed, symbol tables kept) and says so. Nothing of the failed step was cached:
-    the same build with a mirror strips."""
+    the same build with a mirror strips.
+
+    Built on a base of its own (the base plus a label unique to this run): none of its layers is in the cache, so
+    the offline path is taken, and the other tests' builds never meet its layers."""
+    run = uuid.uuid4().hex[:12]
+    base = f"{TEST_LABEL}/offline-base:{run}"
+    own = f"io.flowship.test.offline={run}"  # every image built from `base` inherits it
+    dockerfile = f"FROM {base_image}\nLABEL io.flowship.test.offline={run}\n".encode()
+    docker_engine.client.images.build(fileobj=io.BytesIO(dockerfile), tag=base, rm=True, pull=False)
     bundle = write_bundle(tmp_path / "bundle", "4", seed=4)
     context = de.build_context(tmp_path / "context", bundle, wheelhouse, requirements, source_root=source_root)
     tag = f"{TEST_LABEL}/standin:offline"
@@ -350,10 +359,9 @@ def test_without_a_debian_mirror_the_image_keeps_its_symbols_and_a_later_build_s
             docker_engine,
             context,
             tag,
-            labels={"io.flowship.test": "1"},
-            buildargs={"BASE_IMAGE": base_image},
+            labels={},
+            buildargs={"BASE_IMAGE": base},
             on_log=lines.append,
-            nocache=True,  # the cached layer with binutils would hide the offline path
             network_mode="none",
         )
         said = [line for line in lines if line.startswith(de.NO_STRIP)]  # not the step's own line, which quotes it
@@ -365,14 +373,14 @@ def test_without_a_debian_mirror_the_image_keeps_its_symbols_and_a_later_build_s
         assert offline["with_symbols"] != [] and ".symtab" in offline["uvloop_sections"]
 
         lines.clear()
-        de.build_serving(
-            docker_engine, context, tag, labels={}, buildargs={"BASE_IMAGE": base_image}, on_log=lines.append
-        )
+        de.build_serving(docker_engine, context, tag, labels={}, buildargs={"BASE_IMAGE": base}, on_log=lines.append)
         assert not any(line.startswith(de.NO_STRIP) for line in lines)
         assert slim_probe(docker_engine, tag)["with_symbols"] == []
     finally:
-        if docker_engine.image_exists(tag):
-            docker_engine.client.images.remove(tag, force=True)
+        for name in (tag, base):
+            if docker_engine.image_exists(name):
+                docker_engine.client.images.remove(name, force=True)
+        docker_engine.client.images.prune(filters={"dangling": True, "label": own})
 
 
 def test_container_serves_logs_and_stops(
