@@ -48,9 +48,10 @@ for command in COMMANDS:
 
 
 def main() -> None:
-    # Last of all at exit (handlers run in reverse order): what is alive by then stays out of the interpreter's
-    # shutdown collections, which walked all of it (a training command's libraries, data and model: 1.5 s between
-    # its last line and its exit; 0.1 s frozen). The operating system frees the memory.
+    # At exit, after the handlers registered from here on (Prefect's, MLflow's, the temporary API's stop: they run in
+    # reverse order), what is alive stays out of the interpreter's shutdown collections, which walked all of it (a
+    # training command's libraries, data and model: 1.5 s between its last line and its exit; 0.1 s frozen). The
+    # operating system frees the memory.
     atexit.register(gc.freeze)
     try:
         app()
