@@ -14,7 +14,7 @@ Each image is then started once: it must become ready, i.e. its warm-up replays 
 and finds every prediction and probability as at training time (else /ready stays 503: "golden check failed").
 Then wrk sends it golden records for 5 s each: one per request at concurrency 1 (p50) and 16 (requests/s), and
 1,000 per request at concurrency 1 (rows/s); the images run side by side and get each load in turn, for 3 rounds
-(medians). Printed: each image's size, whether it passed and its figures;
+(medians; each round starts with another image). Printed: each image's size, whether it passed and its figures;
 nothing is asserted. Figures go to bench/results/image_size.json. Needs wrk.
 
     .venv/bin/python bench/image_size.py
@@ -118,24 +118,30 @@ def build(
     }
 
 
+def container(image: dict[str, Any]) -> str:
+    return str(image["image"]).replace("/", "-").replace(":", "-")
+
+
 def measure(engine: docker_engine.DockerEngine, images: dict[str, dict[str, Any]], folder: Path) -> None:
     """Start every image at once; the ready ones get each load in turn, image after image, ROUNDS times (medians
-    kept: the machine's noise falls on all of them alike)."""
+    kept: the machine's noise falls on all of them alike). Each round starts one image further down the list, so
+    that no image is always the first after a change of load."""
     ports: dict[str, int] = {}
     try:
         for label, image in images.items():
-            name = image["image"].replace("/", "-").replace(":", "-")
-            engine.remove(name)
+            engine.remove(container(image))
             ports[label] = free_port()
-            engine.run(image["image"], name, host_port=ports[label], log_dir=folder / name, restart_policy="no")
+            engine.run(image["image"], container(image), ports[label], folder / container(image), restart_policy="no")
         for label, image in images.items():
             image["golden_check_passed"], answer = ready(ports[label])
             image["ready_answer"] = answer[:300]
         runs: dict[str, dict[str, list[dict[str, float]]]] = {label: {} for label in images}
-        for _ in range(ROUNDS):
+        labels = list(images)
+        for round_ in range(ROUNDS):
+            order = labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
             for load, records, connections, _key in LOADS:
-                for label, image in images.items():
-                    if image["golden_check_passed"]:
+                for label in order:
+                    if images[label]["golden_check_passed"]:
                         runs[label].setdefault(load, []).append(wrk(ports[label], records, connections, folder))
         for label, image in images.items():
             image["speed"] = {
@@ -144,7 +150,7 @@ def measure(engine: docker_engine.DockerEngine, images: dict[str, dict[str, Any]
             }
     finally:
         for image in images.values():
-            engine.remove(image["image"].replace("/", "-").replace(":", "-"))
+            engine.remove(container(image))
 
 
 def main() -> int:
