@@ -703,7 +703,6 @@ def build_serving(
     labels: dict[str, str],
     buildargs: dict[str, str],
     on_log: Callable[[str], None],
-    nocache: bool = False,
     network_mode: str | None = None,
 ) -> str:
     """Build the serving image of `context` (`build_context`); returns the image id.
@@ -713,7 +712,7 @@ def build_serving(
     `on_log` says so. The failed step left nothing in the cache, so a later build with a mirror strips again."""
 
     def build(args: dict[str, str]) -> str:
-        return engine.build(context, tag, labels, args, on_log, nocache=nocache, network_mode=network_mode)
+        return engine.build(context, tag, labels, args, on_log, network_mode=network_mode)
 
     try:
         return build(buildargs)
