@@ -54,6 +54,7 @@ SERVING_PACKAGES = (
     "pydantic",
     "prometheus-client",
     "orjson",
+    "msgspec",
     "scikit-learn",
     "pandas",
     "numpy",

@@ -15,7 +15,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -193,7 +193,7 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 class RequestContext:
     request_id: str
     n_records: int | None = None
-    features: list[dict[str, Any]] | None = None
+    features: Sequence[Any] | None = None
     arrival: Arrival | None = None
 
 
@@ -431,8 +431,8 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             return None
         if settings.api_token is not None and _auth_problem(settings, await bearer(request)) is not None:
             return None
-        read = codec.read_json(encoding.loads(await request.body()), settings.max_batch)
-        return None if read is None else await score(request, read.rows, read.features)
+        read = codec.read_body(await request.body(), settings.max_batch)
+        return None if read is None else await score(request, read.rows, read.records)
 
     app.router.add_api_route(
         "/predict", predict, methods=["POST"], route_class_override=quick_route(predict_quickly), **scoring
@@ -452,7 +452,10 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         body = await request.body()
         try:
             payload = encoding.loads(body)
-            if payload is None:  # the standard library reads what orjson refuses, and words what neither can read
+            # the standard library reads what orjson refuses (NaN, lone surrogates: the schema refuses those in its
+            # words), and words what neither can read
+            quick = payload is not None
+            if not quick:
                 payload = json.loads(body)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             return _error(request, 400, f"the body is not valid JSON: {exc}")
@@ -472,9 +475,9 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
                 f"a request may carry at most {settings.max_batch} records (FLOWSHIP_MAX_BATCH); "
                 f"this one has {len(raw)}",
             )
-        read = codec.read_json(raw, settings.max_batch)
+        read = codec.read_json(raw, settings.max_batch) if quick else None
         if read is not None:
-            return await score(request, read.rows, read.features)
+            return await score(request, read.rows, read.records)
         try:
             rows = codec.rows(many_records.validate_python(raw))
         except ValidationError as exc:
@@ -482,12 +485,12 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             raise RequestValidationError(errors) from None
         return await score(request, rows)
 
-    async def score(request: Request, rows: list[Row], features: list[dict[str, Any]] | None = None) -> Response:
-        """Validated rows → guardrails → the model → the answer, logged. `features`: the rows as dicts, when the
-        request's own records already are (else made here)."""
+    async def score(request: Request, rows: list[Row], records: Sequence[Any] | None = None) -> Response:
+        """Validated rows → guardrails → the model → the answer, logged. `records`: the rows as the structs they
+        were read into (`RecordCodec.read_body`), which the log writes as they are when no column is sensitive."""
         context = request_context(request)
         # as the logs may keep them: the sensitive columns hashed or dropped (the model gets the values sent)
-        features = privacy.apply(codec.features_of(rows) if features is None else features)
+        features = records if records is not None and privacy.keeps_all else privacy.apply(codec.features_of(rows))
         context.n_records = len(rows)
         if settings.log_features:
             context.features = features
@@ -631,7 +634,7 @@ def _payload_kind(value: Any) -> str:
 def _inference_entry(
     request_id: str,
     meta: BundleMetadata,
-    features: list[dict[str, Any]],
+    features: Sequence[Any],
     scored: Scored,
     answered: Answered | None,
 ) -> InferenceEntry:

@@ -30,10 +30,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import pandas as pd
+from msgspec import UNSET
 
 from flowship.files import JSONL_SUFFIX, daily_path, daily_paths, ends_mid_line, parse_lines
-from flowship.serving.encoding import json_line
+from flowship.serving.encoding import json_lines
 from flowship.serving.errors import LogUnavailable
 from flowship.values import utc
 
@@ -75,7 +77,7 @@ class InferenceEntry:
     request_id: str
     model_name: str
     model_version: str
-    features: Sequence[dict[str, Any]]
+    features: Sequence[Any]  # per record a dict of its features, or the struct it was read into (schema.read_body)
     predictions: Sequence[Any]
     probabilities: Sequence[dict[str, float]] | None = None
     guardrails: Sequence[Sequence[dict[str, Any]]] | None = None
@@ -88,27 +90,22 @@ class InferenceEntry:
     def encode(self) -> tuple[date, bytes]:
         stamp = self.time.astimezone(UTC)
         iso = stamp.isoformat(timespec="microseconds")
-        # appended line by line: each line's bytes are freed at once (kept until the end, a 1,000-record request's
-        # lines cost twice as much to allocate)
-        blob = bytearray()
-        for i, features in enumerate(self.features):
-            record: dict[str, Any] = {
-                "time": iso,
-                "request_id": self.request_id,
-                "row": i,
-                "model_name": self.model_name,
-                "model_version": self.model_version,
-                "features": features,
-                "prediction": self.predictions[i],
-            }
-            if self.probabilities is not None:
-                record["probabilities"] = self.probabilities[i]
-            if self.guardrails is not None and self.guardrails[i]:
-                record["guardrails"] = self.guardrails[i]
-            if self.answers is not None and i in self.answers:
-                record["answer"] = self.answers[i]
-            blob += json_line(record)
-        return stamp.date(), bytes(blob)
+        guardrails, answers = self.guardrails, self.answers or {}
+        probabilities = self.probabilities if self.probabilities is not None else [UNSET] * len(self.features)
+        name, version = self.model_name, self.model_version
+        lines = [
+            _InferenceLine(iso, self.request_id, i, name, version, features, prediction, shares)
+            for i, (features, prediction, shares) in enumerate(
+                zip(self.features, self.predictions, probabilities, strict=True)
+            )
+        ]
+        if guardrails is not None:
+            for i, fired in enumerate(guardrails):
+                if fired:
+                    lines[i].guardrails = fired
+        for i, answer in answers.items():
+            lines[i].answer = answer
+        return stamp.date(), json_lines(lines)
 
 
 @dataclass(frozen=True)
@@ -128,18 +125,40 @@ class SafetyEntry:
     def encode(self) -> tuple[date, bytes]:
         stamp = self.time.astimezone(UTC)
         iso = stamp.isoformat(timespec="microseconds")
-        blob = bytearray()
-        for row, event in self.events:
-            record = {
-                "time": iso,
-                "request_id": self.request_id,
-                "row": row,
-                "model_name": self.model_name,
-                "model_version": self.model_version,
-                **event,
-            }
-            blob += json_line(record)
-        return stamp.date(), bytes(blob)
+        name, version = self.model_name, self.model_version
+        lines = [
+            _SafetyLine(iso, self.request_id, row, name, version, event["guardrail"], event["action"], event["feature"])
+            for row, event in self.events
+        ]
+        return stamp.date(), json_lines(lines)
+
+
+class _InferenceLine(msgspec.Struct, gc=False):
+    """One line of the inference log, its keys in this order (unset ones left out)."""
+
+    time: str
+    request_id: str
+    row: int
+    model_name: str
+    model_version: str
+    features: Any
+    prediction: Any
+    probabilities: Any = UNSET
+    guardrails: Any = UNSET
+    answer: Any = UNSET
+
+
+class _SafetyLine(msgspec.Struct, gc=False):
+    """One line of the safety-event log."""
+
+    time: str
+    request_id: str
+    row: int
+    model_name: str
+    model_version: str
+    guardrail: str
+    action: str
+    feature: str | None
 
 
 def log_path(folder: Path, day: date, writer: str | None = None, prefix: str = FILE_PREFIX) -> Path:

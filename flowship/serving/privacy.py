@@ -81,6 +81,11 @@ class LogPrivacy:
     policy: PrivacyPolicy
     key: bytes | None = None
 
+    @property
+    def keeps_all(self) -> bool:
+        """The logs keep every feature as it was sent."""
+        return not self.policy.columns
+
     def apply(self, features: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records as they may be written down (new dicts: the model's own are left as they are)."""
         columns = self.policy.columns
