@@ -34,7 +34,7 @@ from flowship.serving.batching import Arrival, MicroBatcher
 from flowship.serving.bundle import BundleMetadata, InputField, ModelBundle
 from flowship.serving.errors import LogUnavailable, ModelInputError, NotReady
 from flowship.serving.feedback import BODY_PROBLEM, REQUEST_ID_PATTERN, FeedbackLog, feedback_model, said
-from flowship.serving.guardrails import Answered, Event, GuardrailRefusal, Guardrails, build_guardrails
+from flowship.serving.guardrails import Answered, GuardrailRefusal, Guardrails, Report, build_guardrails, report
 from flowship.serving.inference_log import SAFETY_PREFIX, InferenceEntry, InferenceLog, SafetyEntry
 from flowship.serving.logs import ACCESS_LOGGER
 from flowship.serving.metrics import ServingMetrics
@@ -231,14 +231,13 @@ class ServingState:
                 return False, writer.error
         return True, None
 
-    def safety_entry(self, request_id: str, events: list[list[Event]]) -> SafetyEntry | None:
+    def safety_entry(self, request_id: str, fired: Report) -> SafetyEntry | None:
         """Count the events in /metrics; the entry of the safety-event log (no feature values), None if none."""
-        flat = [(row, event) for row, record in enumerate(events) for event in record]
-        if not flat:
+        if not fired.events:
             return None
-        self.metrics.observe_guardrails([(e.guardrail, e.action) for _, e in flat])
+        self.metrics.observe_guardrails(fired.counts)
         meta = self.bundle.metadata
-        return SafetyEntry(datetime.now(UTC), request_id, meta.name, meta.version, [(r, e.logged()) for r, e in flat])
+        return SafetyEntry(datetime.now(UTC), request_id, meta.name, meta.version, fired.events)
 
     async def commit(self, inference: InferenceEntry | None, safety: SafetyEntry | None) -> None:
         """Return once the request's entries are written to their logs (together, within one wait); else
@@ -500,7 +499,7 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         if inputs is not None:
             refused = Guardrails.refusals(inputs)
             if refused:
-                await state.commit(None, state.safety_entry(context.request_id, inputs))
+                await state.commit(None, state.safety_entry(context.request_id, report(inputs)))
                 raise GuardrailRefusal(refused)
         if settings.fault_delay_ms:
             await asyncio.sleep(settings.fault_delay_ms / 1000)
@@ -510,9 +509,10 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             if guardrails is not None
             else None
         )
+        fired = report(answered.warnings) if answered is not None else None
         # the answer leaves only once its records are written (a crash of the process loses none)
-        safety = state.safety_entry(context.request_id, answered.warnings) if answered is not None else None
-        await state.commit(_inference_entry(context.request_id, meta, features, scored, answered), safety)
+        safety = state.safety_entry(context.request_id, fired) if fired is not None else None
+        await state.commit(_inference_entry(context.request_id, meta, features, scored, answered, fired), safety)
         state.metrics.observe_predictions(scored.predictions)
         content: dict[str, Any]
         if answered is None:
@@ -523,7 +523,7 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
             content = {"predictions": answered.predictions}
             if answered.probabilities is not None:
                 content["probabilities"] = answered.probabilities
-            content["warnings"] = [[e.body() for e in record] for record in answered.warnings]
+            content["warnings"] = fired.bodies if fired is not None else []
         content["model"] = state.model
         content["request_id"] = context.request_id
         return SafeJSONResponse(content)
@@ -637,13 +637,12 @@ def _inference_entry(
     features: Sequence[Any],
     scored: Scored,
     answered: Answered | None,
+    fired: Report | None,
 ) -> InferenceEntry:
     """The model's own outputs, and where guardrails acted, which did what and the answer given instead."""
-    flagged = None
+    flagged = fired.logged if fired is not None and fired.events else None
     answers = None
     if answered is not None:
-        if any(answered.warnings):
-            flagged = [[e.logged() for e in record] for record in answered.warnings]
         if answered.replaced:
             answers = {i: answered.predictions[i] for i in answered.replaced}
     return InferenceEntry(

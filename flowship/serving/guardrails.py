@@ -187,6 +187,44 @@ class Event(NamedTuple):
         return f"{subject}: {self.expected} ({self.guardrail})"
 
 
+class Report(NamedTuple):
+    """One request's guardrail events, as each reader takes them."""
+
+    bodies: list[list[dict[str, Any]]]  # per record, as the client sees them (`Event.body`)
+    logged: list[list[dict[str, Any]]]  # per record, as the inference log keeps them (`Event.logged`)
+    events: list[tuple[int, dict[str, Any]]]  # (record, logged) per event: the safety-event log's lines
+    counts: dict[tuple[str, str], int]  # events per (guardrail, action): /metrics
+
+
+def report(warnings: Sequence[Sequence[Event]]) -> Report:
+    """`warnings` (per record, the events that fired on it) for the answer, the logs and the metrics, in one pass;
+    an event several records share (`check_inputs` gives one per distinct value) is described once."""
+    bodies: list[list[dict[str, Any]]] = []
+    logged: list[list[dict[str, Any]]] = []
+    events: list[tuple[int, dict[str, Any]]] = []
+    counts: dict[tuple[str, str], int] = {}
+    # by id: the events live as long as this call
+    described: dict[int, tuple[dict[str, Any], dict[str, Any], tuple[str, str]]] = {}
+    for row, record in enumerate(warnings):
+        if not record:
+            bodies.append([])
+            logged.append([])
+            continue
+        shown, kept = [], []
+        for event in record:
+            known = described.get(id(event))
+            if known is None:
+                known = described[id(event)] = (event.body(), event.logged(), (event.guardrail, event.action))
+            body, kept_event, kind = known
+            shown.append(body)
+            kept.append(kept_event)
+            events.append((row, kept_event))
+            counts[kind] = counts.get(kind, 0) + 1
+        bodies.append(shown)
+        logged.append(kept)
+    return Report(bodies, logged, events, counts)
+
+
 class GuardrailRefusal(Exception):
     """A refusing guardrail fired: the request is answered 422 naming each record, feature and range."""
 
@@ -269,11 +307,8 @@ class Guardrails:
             return None
         p = self.policy
         columns = list(zip(*rows))  # noqa: B905 - the codec gives every row every column
-        found: dict[int, list[Event]] = {}
+        fired: list[tuple[int, Event]] = []
         nones: dict[int, int] = {}  # column -> its missing values, for the columns that have some
-
-        def fire(i: int, event: Event) -> None:
-            found.setdefault(i, []).append(event)
 
         on_range, on_unseen, on_missing = p.out_of_range.action, p.unseen_category.action, p.missing.action
         for index, name, lo, hi, expected in self._ranges:
@@ -285,9 +320,8 @@ class Guardrails:
                 continue
             smallest, largest = bounds
             if on_range != "off" and (smallest < lo or largest > hi):
-                for i, value in enumerate(column):
-                    if value is not None and not lo <= value <= hi:
-                        fire(i, Event("out_of_range", on_range, name, value, expected))
+                hits = [i for i, v in enumerate(column) if v is not None and not lo <= v <= hi]
+                fired += _fired(column, hits, Event("out_of_range", on_range, name, None, expected))
         for index, name, known, expected in self._known:
             column = columns[index]
             values = set(column)
@@ -295,15 +329,13 @@ class Guardrails:
                 nones[index] = column.count(None)
                 values.discard(None)
             if on_unseen != "off" and not values <= known:
-                for i, value in enumerate(column):
-                    if value is not None and value not in known:
-                        fire(i, Event("unseen_category", on_unseen, name, value, expected))
+                hits = [i for i, v in enumerate(column) if v is not None and v not in known]
+                fired += _fired(column, hits, Event("unseen_category", on_unseen, name, None, expected))
         if on_missing != "off":
             for index, name in self._never_missing:
                 if index in nones:
-                    for i, value in enumerate(columns[index]):
-                        if value is None:
-                            fire(i, Event("missing", on_missing, name, None, "missing, and never missing in training"))
+                    event = Event("missing", on_missing, name, None, "missing, and never missing in training")
+                    fired += [(i, event) for i, value in enumerate(columns[index]) if value is None]
             gappy = len(nones) + sum(None in columns[index] for index in self._unprofiled)
             if gappy > self._missing_limit:  # else no record misses more than the columns with a gap
                 share = p.missing.max_share
@@ -311,10 +343,13 @@ class Guardrails:
                     count = row.count(None)
                     if count > self._missing_limit:
                         expected = f"{count} of {self.n_features} features missing (at most a share of {share:g})"
-                        fire(i, Event("missing", on_missing, None, count, expected))
-        if not found:
+                        fired.append((i, Event("missing", on_missing, None, count, expected)))
+        if not fired:
             return None
-        return [found.get(i, []) for i in range(len(rows))]
+        found: list[list[Event]] = [[] for _ in rows]
+        for i, event in fired:  # per record, in the order the checks ran
+            found[i].append(event)
+        return found
 
     @staticmethod
     def refusals(events: list[list[Event]]) -> list[tuple[int, Event]]:
@@ -409,6 +444,22 @@ def build_guardrails(
 @functools.lru_cache(maxsize=1024)
 def _logged(guardrail: str, action: str, feature: str | None) -> dict[str, Any]:
     return {"guardrail": guardrail, "action": action, "feature": feature}
+
+
+def _fired(column: Sequence[Any], hits: list[int], kind: Event) -> list[tuple[int, Event]]:
+    """(record, event) for each record of `hits`: `kind` with the record's value of `column`. One event per distinct
+    value: a batch repeats its values, and an event is reported, logged and counted per record all the same."""
+    events: dict[Any, Event] = {}
+    out = []
+    for i in hits:
+        value = column[i]
+        # 0.0 and -0.0 (equal as keys) are told apart by their text
+        key = value if value != 0 else repr(value)
+        event = events.get(key)
+        if event is None:
+            event = events[key] = kind._replace(value=value)
+        out.append((i, event))
+    return out
 
 
 def _extent(column: tuple[Any, ...]) -> tuple[tuple[float, float] | None, int]:

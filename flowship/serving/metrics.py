@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,15 +87,15 @@ class ServingMetrics:
     def observe_predictions(self, predictions: Sequence[Any]) -> None:
         self.records.inc(len(predictions))
         if self.classes is not None:
-            for label, count in Tally(map(str, predictions)).items():
-                self.classes.labels(label).inc(count)
+            for label, count in Tally(predictions).items():  # labels: the classes as text
+                self.classes.labels(str(label)).inc(count)
         elif self.values is not None:
             for value in predictions:
                 self.values.observe(float(value))
 
-    def observe_guardrails(self, events: Sequence[tuple[str, str]]) -> None:
-        """(guardrail, action) of each event."""
-        for (guardrail, action), count in Tally(events).items():
+    def observe_guardrails(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Events per (guardrail, action)."""
+        for (guardrail, action), count in counts.items():
             self.guardrails.labels(guardrail, action).inc(count)
 
     def observe_feedback(self, kinds: Sequence[str]) -> None:

@@ -4,6 +4,7 @@ where only some records trip; what the client, /metrics, the inference log and t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -361,4 +362,39 @@ def test_missing_values_and_violations_mixed_in_one_column_of_a_batch(
         [],
         [("missing", "hour")],
         [],  # so was carrier
+    ]
+
+
+def test_a_batch_repeating_its_faults_is_reported_logged_and_counted_per_record(
+    make_client: MakeClient, guarded_classifier: ModelBundle, tmp_path: Path
+) -> None:
+    # Each record's own value and its events in the order the checks run, whichever records share a value: among
+    # them 0.0 and -0.0 (equal numbers, both before the training hours), and one record tripping all three.
+    hours = [-1e300, -1e300, 0.0, -0.0, 5e300, -1e300]
+    batch = [record(hour=h) for h in hours] + [record(), record(hour=0.0, carrier="ZZ", temp=None), record(hour=-0.0)]
+    client = make_client(guarded_classifier)
+    response = client.post("/predict", json=batch, headers={"X-Request-ID": "many"})
+    assert response.status_code == 200
+    warnings = response.json()["warnings"]
+    seen = [[(w["guardrail"], w["feature"], w["value"]) for w in record_warnings] for record_warnings in warnings]
+    for i, hour in enumerate([*hours, None, 0.0, -0.0]):
+        if hour is None:
+            assert seen[i] == []
+            continue
+        assert seen[i][0] == ("out_of_range", "hour", hour)
+        assert math.copysign(1.0, seen[i][0][2]) == math.copysign(1.0, hour)  # -0.0 stays -0.0
+    assert seen[7] == [("out_of_range", "hour", 0.0), ("unseen_category", "carrier", "ZZ")]
+    metrics = client.get("/metrics").text
+    assert sample(metrics, "flowship_guardrail_events_total", guardrail="out_of_range", action="flag") == 8.0
+    assert sample(metrics, "flowship_guardrail_events_total", guardrail="unseen_category", action="flag") == 1.0
+    inference, events = logs(client, tmp_path)
+    assert inference["row"].tolist() == list(range(9))
+    lines = [json.loads(line) for p in (tmp_path / "logs").glob("inference-*.jsonl") for line in p.open()]
+    logged = [[g["guardrail"] for g in line.get("guardrails", [])] for line in sorted(lines, key=lambda x: x["row"])]
+    assert logged == [["out_of_range"]] * 6 + [[], ["out_of_range", "unseen_category"], ["out_of_range"]]
+    assert events[["row", "guardrail"]].values.tolist() == [
+        *[[i, "out_of_range"] for i in range(6)],
+        [7, "out_of_range"],
+        [7, "unseen_category"],
+        [8, "out_of_range"],
     ]
