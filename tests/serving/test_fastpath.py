@@ -13,10 +13,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
+from flowship.serving import fastpath
 from flowship.serving.bundle import ModelBundle, load_bundle, write_bundle
 from flowship.serving.errors import ModelInputError
 from flowship.serving.fastpath import SMALL_BATCH, FastPath, TreeTable
-from flowship.serving.predictor import Predictor
+from flowship.serving.predictor import Predictor, Scored
 from flowship.serving.schema import RecordCodec, Row, record_model
 from tests.serving.conftest import CATEGORICAL, NUMERIC, MakeClient, _coerce, golden, metadata, record
 
@@ -99,6 +100,19 @@ def test_no_golden_records_no_fast_path(classifier: ModelBundle) -> None:
     p = predictor(classifier)
     assert p.try_fast_path([]).startswith("plain pipeline")
     assert p.fast is None
+
+
+def test_a_scikit_learn_without_the_compiled_tree_walk_keeps_the_plain_path(
+    classifier: ModelBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fastpath, "_predict_from_raw_data", None)  # as where the private function is gone
+    p = predictor(classifier)
+    assert (
+        p.try_fast_path(golden_rows(p, classifier))
+        == "plain pipeline (this scikit-learn has no _predict_from_raw_data)"
+    )
+    assert p.fast is None
+    assert isinstance(p.score_one(golden_rows(p, classifier)), Scored)
 
 
 def test_the_fast_path_is_refused_when_a_single_bit_differs(
