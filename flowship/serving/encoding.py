@@ -51,7 +51,7 @@ def json_lines(items: Sequence[Any]) -> bytes:
     """One JSON line per item (a dict or a struct), as `json_line` writes each, in one call."""
     try:
         return _LINES.encode_lines(items)
-    except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
+    except (msgspec.EncodeError, TypeError, ValueError, OverflowError):  # ValueError: text that is not Unicode
         return b"".join(json_line(_plain(item) if isinstance(item, msgspec.Struct) else item) for item in items)
 
 
