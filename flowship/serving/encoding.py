@@ -31,14 +31,14 @@ _LINE = _OPTIONS | orjson.OPT_APPEND_NEWLINE
 def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     """`value` as JSON; a struct as the object it stands for, anything else JSON has no type for given to
     `default` (None: a TypeError)."""
-    plain = _plain if default is None else _plain_or(default)
+    plain = _plain if default is None else _as_text if default is str else _structs_then(default)
     try:
         return orjson.dumps(value, default=plain, option=_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
         return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=plain).encode("ascii")
 
 
-def json_line(record: dict[str, Any]) -> bytes:
+def json_line(record: dict[str, Any] | msgspec.Struct) -> bytes:
     """One line of a JSON-lines log; a value JSON has no type for is written as its text (a log write never fails
     on a value)."""
     try:
@@ -52,24 +52,24 @@ def json_lines(items: Sequence[Any]) -> bytes:
     try:
         return _LINES.encode_lines(items)
     except (msgspec.EncodeError, TypeError, ValueError, OverflowError):  # ValueError: text that is not Unicode
-        return b"".join(json_line(_plain(item) if isinstance(item, msgspec.Struct) else item) for item in items)
+        return b"".join(json_line(item) for item in items)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, msgspec.Struct):
-        return msgspec.to_builtins(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+def _structs_then(default: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A `default` for orjson and json: a struct as the object it stands for, anything else to `default`."""
 
-
-def _plain_or(default: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def plain(value: Any) -> Any:
         return msgspec.to_builtins(value) if isinstance(value, msgspec.Struct) else default(value)
 
     return plain
 
 
-def _as_text(value: Any) -> Any:
-    return msgspec.to_builtins(value) if isinstance(value, msgspec.Struct) else str(value)
+def _unserializable(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_plain = _structs_then(_unserializable)
+_as_text = _structs_then(str)
 
 
 def _number_or_text(value: Any) -> Any:

@@ -88,9 +88,9 @@ class LogPrivacy:
 
     def apply(self, features: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records as they may be written down (new dicts: the model's own are left as they are)."""
-        columns = self.policy.columns
-        if not columns:
+        if self.keeps_all:
             return list(features)
+        columns = self.policy.columns
         if self.policy.mode == "drop":
             return [{k: v for k, v in f.items() if k not in columns} for f in features]
         assert self.key is not None  # `log_privacy` refuses hash without a key
