@@ -318,7 +318,7 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
     example = bundle.golden[0].features if bundle.golden else None
     record: Any = record_model(meta, example)  # a class built at runtime: Any for the type checker
     codec = RecordCodec(bundle, record)
-    state = ServingState(bundle, settings, Predictor(bundle, codec), ServingMetrics(bundle))
+    state = ServingState(bundle, settings, Predictor(bundle, codec, settings.tree_threads), ServingMetrics(bundle))
     state.model = {"name": meta.name, "version": meta.version}
     guardrails, state.guardrails_status = build_guardrails(
         settings.guardrails, bundle.profile, codec.columns, meta.task, meta.classes
@@ -359,6 +359,7 @@ def create_app(bundle: ModelBundle, settings: ServingSettings) -> FastAPI:
         finally:
             state.ready, state.reason = False, "shutting down"
             await state.batcher.close()
+            state.predictor.close()
             await asyncio.to_thread(state.inference_log.close)
             await asyncio.to_thread(state.safety_log.close)
             await asyncio.to_thread(state.usage.close)
@@ -899,7 +900,7 @@ class ServingMiddleware:
                 await SafeJSONResponse(body, status_code=500)(scope, receive, send_with_id)
         finally:
             if context.arrival is not None:
-                context.arrival.release()
+                context.arrival.end()
             seconds = time.perf_counter() - started
             self.state.metrics.observe_request(endpoint, status, seconds)
             fields: dict[str, Any] = {

@@ -3,7 +3,8 @@
 Requests announce themselves as soon as their HTTP request starts (`arrival()`), before their body is
 parsed. Once a request is queued the batcher waits for more only while announced requests are still on
 their way, and never longer than the window: a lone request is scored at once, and under load a batch
-forms from everything that arrived while the model was busy.
+forms from everything that arrived while the model was busy. A model call is told whether its requests are all
+the process has in flight (`alone`): only then may a big batch's trees be walked by helper threads too.
 """
 
 from __future__ import annotations
@@ -24,23 +25,33 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ScoreMany = Callable[[Sequence[Sequence[Row]]], list[Scored | BaseException]]
+# (each request's rows, whether those requests are all the process has in flight) -> each request's outputs
+ScoreMany = Callable[[Sequence[Sequence[Row]], bool], list[Scored | BaseException]]
 
 
 class Arrival:
-    """A request on its way to the batcher; released when it is queued, or when it ends without being queued."""
+    """A request on its way to the batcher; released when it is queued, or when it ends without being queued; in
+    flight until it ends (`end`), answered or not."""
 
-    __slots__ = ("_batcher", "_pending")
+    __slots__ = ("_batcher", "_open", "_pending")
 
     def __init__(self, batcher: MicroBatcher) -> None:
         self._batcher = batcher
         self._pending = True
+        self._open = True
         batcher._arrivals += 1
+        batcher._in_flight += 1
 
     def release(self) -> None:
         if self._pending:
             self._pending = False
             self._batcher._arrivals -= 1
+
+    def end(self) -> None:
+        self.release()
+        if self._open:
+            self._open = False
+            self._batcher._in_flight -= 1
 
 
 @dataclass
@@ -66,6 +77,7 @@ class MicroBatcher:
         self._pending: deque[_Item] = deque()
         self._pending_rows = 0
         self._arrivals = 0
+        self._in_flight = 0  # scoring requests from their arrival to their end
         self._wake = asyncio.Event()
         self._closing = False
         self._started = False
@@ -92,9 +104,10 @@ class MicroBatcher:
     def arrival(self) -> Arrival:
         return Arrival(self)
 
-    async def call(self, rows: Sequence[Sequence[Row]]) -> list[Scored | BaseException]:
-        """Run `score_many` on the model thread, outside batching."""
-        return await self.run(self._score_many, rows)
+    async def call(self, rows: Sequence[Sequence[Row]], alone: bool = False) -> list[Scored | BaseException]:
+        """Run `score_many` on the model thread, outside batching; `alone`: these requests are all the process
+        has in flight."""
+        return await self.run(self._score_many, rows, alone)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run anything that touches the model on the model thread."""
@@ -108,7 +121,7 @@ class MicroBatcher:
             raise NotReady("the service is not running (starting or shutting down)")
         if not self.enabled:
             self._count(len(rows))
-            (result,) = await self.call([rows])
+            (result,) = await self.call([rows], alone=self._in_flight <= 1)
         else:
             future: asyncio.Future[Scored | BaseException] = asyncio.get_running_loop().create_future()
             self._pending.append(_Item(rows, future))
@@ -149,7 +162,7 @@ class MicroBatcher:
             batch = self._take()
             self._count(sum(len(item.rows) for item in batch))
             try:
-                results = await self.call([item.rows for item in batch])
+                results = await self.call([item.rows for item in batch], alone=self._in_flight <= len(batch))
             except Exception as exc:  # noqa: BLE001 - every waiting request must hear of it, or it would hang
                 log.exception("the model thread failed")
                 results = [exc] * len(batch)

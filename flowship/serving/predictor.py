@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from flowship.serving.bundle import ModelBundle
 from flowship.serving.errors import ModelInputError
-from flowship.serving.fastpath import FastPath, build_fast_path
+from flowship.serving.fastpath import SPLIT_ROWS, FastPath, build_fast_path
 from flowship.serving.schema import RecordCodec, Row
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Scored:
 class Predictor:
     """Wraps the pipeline; every method runs in the model thread, never on the event loop."""
 
-    def __init__(self, bundle: ModelBundle, codec: RecordCodec) -> None:
+    def __init__(self, bundle: ModelBundle, codec: RecordCodec, threads: int = 1) -> None:
         self.pipeline = bundle.pipeline
         self.codec = codec
         self.classification = bundle.metadata.task == "classification"
@@ -69,35 +69,50 @@ class Predictor:
         self.numeric = list(bundle.metadata.features.numeric)
         # set by `try_fast_path` once it has reproduced the pipeline on the golden records, bit for bit
         self.fast: FastPath | None = None
+        # threads that walk a big batch's trees (the fast path's), the model thread included
+        self.threads = threads
 
     def try_fast_path(self, rows: Sequence[Row]) -> str:
         """Use the fast numeric path if this pipeline has its shape and it gives, on these rows (the golden set)
         and on probe rows, exactly the pipeline's outputs; returns what was decided and why."""
-        self.fast = None
+        self.close()
         if not rows:
             return "plain pipeline (no golden records to check a fast path on)"
         try:
-            fast = build_fast_path(self.pipeline, self.codec, self.numeric, self.classes)
+            fast = build_fast_path(self.pipeline, self.codec, self.numeric, self.classes, self.threads)
         except Exception as exc:  # noqa: BLE001 - any other shape, or a surprise: keep the plain pipeline
             return f"plain pipeline ({exc})"
         problem = fast.verify(rows, self._pipeline_outputs)
         if problem is not None:
+            fast.close()
             return f"plain pipeline (the fast path differs: {problem})"
         self.fast = fast
-        return "fast numeric path (bit-identical on the golden and probe rows)"
+        walkers = (
+            f"; a lone request of {SPLIT_ROWS} rows or more walked by {self.threads} threads on idle cores"
+            if self.threads > 1
+            else ""
+        )
+        return f"fast numeric path (bit-identical on the golden and probe rows{walkers})"
 
-    def score_many(self, items: Sequence[Sequence[Row]]) -> list[Scored | BaseException]:
+    def close(self) -> None:
+        """Stop the fast path's helper threads, if any (after the last call)."""
+        if self.fast is not None:
+            self.fast.close()
+            self.fast = None
+
+    def score_many(self, items: Sequence[Sequence[Row]], alone: bool = False) -> list[Scored | BaseException]:
         """Each request's outputs, as if it had been scored alone; a request the model fails on gets its own
-        error and the others their answers."""
+        error and the others their answers. `alone`: these requests are all the process has in flight, so a big
+        batch may have its trees walked by helper threads too (where the machine has idle cores)."""
         if not items:
             return []
         if self.mode == "isolated" or len(items) == 1:
-            return [self.score_one(item) for item in items]
+            return [self.score_one(item, alone) for item in items]
         sizes = [len(item) for item in items]
         try:
             rows = [row for item in items for row in item]
             if self.mode == "whole":
-                outputs = self._outputs(rows)
+                outputs = self._outputs(rows, alone)
                 return [self._result(outputs, start, stop) for start, stop in _bounds(sizes)]
             prepared = self._prepared(rows)
         except Exception:  # noqa: BLE001 - some request broke the shared call: score each alone to find it
@@ -112,9 +127,9 @@ class Predictor:
             results.append(self._result(outputs, 0, stop - start))
         return results
 
-    def score_one(self, rows: Sequence[Row]) -> Scored | BaseException:
+    def score_one(self, rows: Sequence[Row], alone: bool = False) -> Scored | BaseException:
         try:
-            outputs = self._outputs(rows)
+            outputs = self._outputs(rows, alone)
         except (ValueError, TypeError, ArithmeticError) as exc:
             # Records that passed the schema yet break the model: the input is at fault, so the client hears why.
             return ModelInputError(f"the model cannot score this input: {exc}", self._locate(rows))
@@ -139,10 +154,11 @@ class Predictor:
             log.warning("batched answers differ from unbatched ones in mode %r; trying a safer mode", mode)
         return self.mode
 
-    def _outputs(self, rows: Sequence[Row]) -> Outputs:
+    def _outputs(self, rows: Sequence[Row], alone: bool = False) -> Outputs:
         if self.fast is not None:
             try:
-                outputs = self.fast.outputs(rows)
+                # alone: the fast path decides whether to share the walk (size, idle cores); else it does not
+                outputs = self.fast.outputs(rows, None if alone else False)
             except Exception:  # noqa: BLE001 - the pipeline gives the answer, or the error the client hears
                 outputs = None
             if outputs is not None:
@@ -205,7 +221,8 @@ def limit_native_threads() -> None:
 
     Micro-batches are small, and OpenMP's thread team costs more than it gives on them: on a busy 2-core host a
     1-row `predict_proba` of a gradient-boosting pipeline took 100 ms with 2 threads and 11 ms with 1. The event
-    loop keeps the other core.
+    loop keeps the other core. (A big batch on the fast path is shared with helper threads in flowship's own way,
+    `fastpath.Helpers`, which never waits for a thread that has not started.)
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return

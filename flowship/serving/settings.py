@@ -26,6 +26,7 @@ ENV_VARS: dict[str, str] = {
     "log_wait_seconds": "FLOWSHIP_LOG_WAIT_SECONDS",
     "usage_seconds": "FLOWSHIP_USAGE_SECONDS",
     "batch_window_ms": "FLOWSHIP_BATCH_WINDOW_MS",
+    "model_threads": "FLOWSHIP_MODEL_THREADS",
     "log_features": "FLOWSHIP_LOG_FEATURES",
     "host": "FLOWSHIP_HOST",
     "fault_delay_ms": "FLOWSHIP_FAULT_DELAY_MS",
@@ -63,6 +64,9 @@ class ServingSettings(BaseModel):
     usage_seconds: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     # how long the micro-batcher may wait for more concurrent requests; 0 turns batching off
     batch_window_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)
+    # threads that walk the trees of one big request (the fast numeric path, SPLIT_ROWS rows or more, alone in the
+    # process, idle cores), the model thread included; unset: see `tree_threads`; 1 turns it off
+    model_threads: int | None = Field(default=None, ge=1, le=64)
     # put feature values in the JSON access log, as the inference log keeps them (sensitive columns hashed or
     # dropped)
     log_features: bool = False
@@ -110,6 +114,14 @@ class ServingSettings(BaseModel):
     @property
     def batch_window_seconds(self) -> float:
         return self.batch_window_ms / 1000.0
+
+    @property
+    def tree_threads(self) -> int:
+        """`model_threads`, or by default 2 where the process may run on 2 cores or more: a lone big request then
+        uses a core that would wait idle (`fastpath.Helpers` shares a walk only then)."""
+        if self.model_threads is not None:
+            return self.model_threads
+        return 2 if len(os.sched_getaffinity(0)) > 1 else 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:

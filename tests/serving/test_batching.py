@@ -122,7 +122,7 @@ def test_a_lone_request_does_not_wait_for_the_window(tmp_path: Path, classifier:
     assert model_calls(app) == 3  # three sequential requests: each scored alone
 
     # A window of an hour: a request held for it would never come back within the test's deadline.
-    batcher = MicroBatcher(lambda batch: [f"scored {len(rows)}" for rows in batch], 3600.0, max_rows=100)
+    batcher = MicroBatcher(lambda batch, alone: [f"scored {len(rows)}" for rows in batch], 3600.0, max_rows=100)
 
     async def lone_requests() -> list[object]:
         batcher.start()
@@ -133,6 +133,54 @@ def test_a_lone_request_does_not_wait_for_the_window(tmp_path: Path, classifier:
 
     assert run(lone_requests) == ["scored 1"] * 3
     assert batcher.model_calls == 3
+
+
+def test_a_model_call_hears_whether_its_requests_are_all_the_process_has_in_flight() -> None:
+    heard: list[bool] = []
+
+    def score_many(batch: Any, alone: bool) -> list[object]:
+        heard.append(alone)
+        return ["scored"] * len(batch)
+
+    batcher = MicroBatcher(score_many, 3600.0, max_rows=100)
+
+    async def requests() -> None:
+        batcher.start()
+        try:
+            mine = batcher.arrival()
+            await asyncio.wait_for(batcher.submit([{"n": 1}], mine), timeout=60)  # the only request
+            mine.end()
+            other = batcher.arrival()  # another request: its body read, queued, answered, not yet ended
+            other.release()
+            mine = batcher.arrival()
+            await asyncio.wait_for(batcher.submit([{"n": 2}], mine), timeout=60)
+            mine.end()
+            other.end()
+            other.end()  # ending twice counts once
+            await asyncio.wait_for(batcher.submit([{"n": 3}]), timeout=60)
+        finally:
+            await batcher.close()
+
+    run(requests)
+    assert heard == [True, False, True]
+
+
+def test_every_request_leaves_the_in_flight_count_however_it_ends(tmp_path: Path, classifier: ModelBundle) -> None:
+    app = create_app(classifier, settings_for(tmp_path))
+
+    async def through_the_app() -> None:
+        async with serving(app) as client:
+            answers = await asyncio.gather(
+                client.post("/predict", json=records(3)),
+                client.post("/predict", json=[{"distance": "far"}]),  # 422
+                client.post("/predict", content=b"{", headers={"Content-Type": "application/json"}),  # 400
+                client.post("/invocations", json={"instances": records(2)}),
+                client.post("/predict", content=b"x", headers={"Content-Type": "text/plain"}),  # 415
+            )
+            assert [a.status_code for a in answers] == [200, 422, 400, 200, 415]
+            assert app.state.serving.batcher._in_flight == 0
+
+    run(through_the_app)
 
 
 def test_a_request_the_model_fails_on_does_not_fail_its_batch(

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
 from flowship.serving import fastpath
+from flowship.serving.app import create_app
 from flowship.serving.bundle import ModelBundle, load_bundle, write_bundle
 from flowship.serving.errors import ModelInputError
-from flowship.serving.fastpath import SMALL_BATCH, FastPath, TreeTable
+from flowship.serving.fastpath import SMALL_BATCH, SPLIT_ROWS, FastPath, Helpers, TreeTable
 from flowship.serving.predictor import Predictor, Scored
 from flowship.serving.schema import RecordCodec, Row, record_model
-from tests.serving.conftest import CATEGORICAL, NUMERIC, MakeClient, _coerce, golden, metadata, record
+from tests.serving.conftest import (
+    CATEGORICAL,
+    NUMERIC,
+    MakeClient,
+    _coerce,
+    golden,
+    metadata,
+    record,
+    settings_for,
+)
 
 
-def predictor(bundle: ModelBundle) -> Predictor:
-    return Predictor(bundle, RecordCodec(bundle, record_model(bundle.metadata)))
+def predictor(bundle: ModelBundle, threads: int = 1) -> Predictor:
+    return Predictor(bundle, RecordCodec(bundle, record_model(bundle.metadata)), threads)
 
 
 def golden_rows(p: Predictor, bundle: ModelBundle) -> list[Row]:
@@ -120,8 +132,8 @@ def test_the_fast_path_is_refused_when_a_single_bit_differs(
 ) -> None:
     original = FastPath.estimate
 
-    def off_by_one_ulp(self: FastPath, x: np.ndarray) -> Any:
-        predictions, probabilities = original(self, x)
+    def off_by_one_ulp(self: FastPath, x: np.ndarray, *args: Any) -> Any:
+        predictions, probabilities = original(self, x, *args)
         assert probabilities is not None
         return predictions, np.nextafter(probabilities, 2.0)
 
@@ -176,7 +188,7 @@ def test_a_failing_fast_path_falls_back_to_the_pipeline(
     assert predictor.fast is not None
     expected = client.post("/predict", json=[record(), record(carrier=None)]).json()
 
-    def broken(self: FastPath, x: np.ndarray) -> Any:
+    def broken(self: FastPath, x: np.ndarray, *args: Any) -> Any:
         raise RuntimeError("a bug in the fast path")
 
     monkeypatch.setattr(FastPath, "estimate", broken)
@@ -191,6 +203,171 @@ def test_a_failing_fast_path_falls_back_to_the_pipeline(
 
     monkeypatch.setattr(predictor, "_estimate", broken_pipeline)
     assert client.post("/predict", json=record()).status_code == 500  # the pipeline's own error, as before
+
+
+# --- big batches: the trees walked in parts, by the model thread and helper threads ---
+
+
+def test_a_big_batch_walked_in_parts_answers_as_the_pipeline(
+    classifier: ModelBundle, training_frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = predictor(classifier, threads=3)
+    decision = p.try_fast_path(golden_rows(p, classifier))
+    assert decision.startswith("fast") and decision.endswith(
+        f"; a lone request of {SPLIT_ROWS} rows or more walked by 3 threads on idle cores)"
+    )
+    rows = (odd_rows(p, training_frame) * 4)[: SPLIT_ROWS + 37]
+    parts: list[int] = []
+    original = FastPath._walk
+
+    def counted(self: FastPath, x: np.ndarray, raw: np.ndarray) -> None:
+        parts.append(x.shape[0])
+        original(self, x, raw)
+
+    monkeypatch.setattr(FastPath, "_walk", counted)
+    idle = [True]
+    monkeypatch.setattr(Helpers, "idle", lambda self: idle[0])
+    fast = p._outputs(rows, alone=True)
+    assert sorted(parts) == [183, 183, 183] and sum(parts) == len(rows)  # three parts, every row once
+    plain = p._pipeline_outputs(rows)
+    assert fast[0].tolist() == plain[0].tolist() and same_bits(fast[1], plain[1])
+    # one walk, no hand-off: other requests in flight; fewer rows; no idle core
+    for rows_, alone, idle[0] in ((rows, False, True), (rows[: SPLIT_ROWS - 1], True, True), (rows, True, False)):
+        parts.clear()
+        assert same_bits(p._outputs(rows_, alone)[1], plain[1][: len(rows_)])
+        assert parts == [len(rows_)]
+    p.close()
+    assert p.fast is None
+
+
+@pytest.mark.parametrize(
+    ("cores", "loadavg", "idle"),
+    [
+        ({0, 1}, "0.48 0.92 1.43 1/109 10923\n", True),  # the caller alone: a core left for the helper
+        ({0, 1}, "1.95 1.90 1.80 2/230 10924\n", False),  # something else runs too
+        ({0, 1, 2, 3}, "2.00 2.00 2.00 3/230 10924\n", True),
+        ({0, 1, 2, 3}, "2.00 2.00 2.00 4/230 10924\n", False),
+        ({0, 1}, "", False),  # not the format read: no sharing
+        ({0, 1}, "a b c d/e f\n", False),
+        ({0, 1}, None, False),  # no such file (not Linux)
+    ],
+)
+def test_helpers_share_only_while_the_kernel_counts_an_idle_core_for_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: set[int], loadavg: str | None, idle: bool
+) -> None:
+    monkeypatch.setattr(fastpath.os, "sched_getaffinity", lambda pid: cores)
+    path = tmp_path / "loadavg"
+    if loadavg is not None:
+        path.write_text(loadavg)
+    helpers = Helpers(1, loadavg=path)
+    assert helpers.idle() is idle
+    helpers.close()
+
+
+def test_this_kernel_counts_runnable_threads_where_helpers_read_them() -> None:
+    # the 4th field of /proc/loadavg: "running/total", this test's own thread among the running
+    running, total = fastpath.LOADAVG.read_text().split()[3].split("/")
+    assert 1 <= int(running) <= int(total)
+
+
+def test_one_thread_walks_big_batches_whole(classifier: ModelBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = predictor(classifier)  # threads=1: FLOWSHIP_MODEL_THREADS=1, or a process on one core
+    assert p.try_fast_path(golden_rows(p, classifier)) == (
+        "fast numeric path (bit-identical on the golden and probe rows)"
+    )
+    assert p.fast is not None and p.fast.helpers is None
+    walked: list[int] = []
+    original = FastPath._walk
+    monkeypatch.setattr(FastPath, "_walk", lambda self, x, raw: (walked.append(x.shape[0]), original(self, x, raw)))
+    monkeypatch.setattr(Helpers, "idle", lambda self: True)
+    p._outputs(golden_rows(p, classifier) * 20, alone=True)
+    assert walked == [20 * len(classifier.golden or [])]
+
+
+def test_helpers_walk_parts_at_the_same_time_as_the_model_thread() -> None:
+    helpers = Helpers(1)
+    both_inside = threading.Barrier(2, timeout=30)  # passes only when two threads walk at once
+    walkers: dict[int, str] = {}
+
+    def walk(part: int) -> None:
+        walkers[part] = threading.current_thread().name
+        both_inside.wait()
+
+    helpers.share(walk, [0, 1])
+    assert sorted(walkers) == [0, 1] and walkers[0] != walkers[1]
+    assert {walkers[0], walkers[1]} >= {threading.current_thread().name}
+    helpers.close()
+
+
+def test_the_model_thread_walks_what_no_helper_has_started() -> None:
+    helpers = Helpers(1)
+    busy, started = threading.Event(), threading.Event()
+    helpers._pool.submit(lambda: (started.set(), busy.wait(30)))  # the only helper, held elsewhere
+    assert started.wait(30)
+    walkers: list[tuple[int, str]] = []
+    helpers.share(lambda part: walkers.append((part, threading.current_thread().name)), [0, 1, 2])
+    # every part done, by this thread, without waiting for the helper
+    assert walkers == [(i, threading.current_thread().name) for i in range(3)]
+    busy.set()
+    helpers.close()
+
+
+def test_a_part_that_fails_raises_in_the_model_thread_after_every_part_is_done(
+    classifier: ModelBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helpers = Helpers(2)
+    done: list[int] = []
+
+    def walk(part: int) -> None:
+        if part == 1:
+            raise ValueError("part 1 is broken")
+        done.append(part)
+
+    with pytest.raises(ValueError, match="part 1 is broken"):
+        helpers.share(walk, [0, 1, 2])
+    assert sorted(done) == [0, 2]
+    helpers.close()
+    # and a request whose parted walk fails is answered by the pipeline
+    p = predictor(classifier, threads=2)
+    assert p.try_fast_path(golden_rows(p, classifier)).startswith("fast")
+    rows = golden_rows(p, classifier) * (SPLIT_ROWS // len(classifier.golden or []) + 1)
+    expected = p._pipeline_outputs(rows)
+
+    def broken_part(self: FastPath, part: Any) -> None:
+        raise RuntimeError("a bug in a helper's part")
+
+    monkeypatch.setattr(FastPath, "_walk_part", broken_part)
+    monkeypatch.setattr(Helpers, "idle", lambda self: True)
+    scored = p.score_one(rows, alone=True)
+    assert isinstance(scored, Scored) and scored.probabilities is not None
+    assert same_bits([list(d.values()) for d in scored.probabilities], expected[1])
+    p.close()
+
+
+def test_the_fast_path_is_refused_when_walking_in_parts_differs_by_a_bit(
+    classifier: ModelBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = FastPath._walk_part
+
+    def off_by_one_ulp(self: FastPath, part: tuple[np.ndarray, np.ndarray]) -> None:
+        original(self, part)
+        part[1][:] = np.nextafter(part[1], np.inf)
+
+    monkeypatch.setattr(FastPath, "_walk_part", off_by_one_ulp)
+    p = predictor(classifier, threads=2)
+    decision = p.try_fast_path(golden_rows(p, classifier))
+    # the golden records of this bundle are few enough for the tree table; the probe rows are walked in parts
+    assert decision == "plain pipeline (the fast path differs: probe rows: output 1 differs when walked in parts)"
+    assert p.fast is None
+
+
+def test_the_app_stops_the_helper_threads_at_shutdown(tmp_path: Path, classifier: ModelBundle) -> None:
+    before = set(threading.enumerate())
+    with TestClient(create_app(classifier, settings_for(tmp_path, model_threads=2))) as client:
+        assert client.post("/predict", json=[record()] * SPLIT_ROWS).status_code == 200
+        helpers = [t for t in threading.enumerate() if t not in before and t.name.startswith("flowship-trees")]
+        assert helpers  # started by the startup check, which walks the golden records in parts
+    assert not any(t.is_alive() for t in helpers)
 
 
 # --- the tree table: single records and small batches, all trees at once ---

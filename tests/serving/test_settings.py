@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def test_every_variable_is_read() -> None:
             "FLOWSHIP_LOG_FLUSH_SECONDS": "2",
             "FLOWSHIP_LOG_WAIT_SECONDS": "0.5",
             "FLOWSHIP_BATCH_WINDOW_MS": "0",
+            "FLOWSHIP_MODEL_THREADS": "3",
             "FLOWSHIP_LOG_FEATURES": "true",
             "FLOWSHIP_USAGE_SECONDS": "2.5",
             "FLOWSHIP_HOST": "127.0.0.1",
@@ -49,9 +51,19 @@ def test_every_variable_is_read() -> None:
     assert settings.log_flush_seconds == 2.0
     assert settings.log_wait_seconds == 0.5
     assert settings.batch_window_ms == 0.0
+    assert settings.tree_threads == 3
     assert settings.log_features is True
     assert settings.usage_seconds == 2.5
     assert (settings.host, settings.port) == ("127.0.0.1", 9000)
+
+
+@pytest.mark.parametrize(("cores", "threads"), [({0}, 1), ({0, 1}, 2), (set(range(8)), 2)])
+def test_big_requests_are_walked_by_two_threads_where_the_process_has_two_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: set[int], threads: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores)
+    assert ServingSettings.from_env({}).tree_threads == threads
+    assert ServingSettings.from_env({"FLOWSHIP_MODEL_THREADS": "1"}).tree_threads == 1  # what the operator says
 
 
 def test_empty_values_mean_the_default() -> None:
@@ -72,6 +84,8 @@ def test_empty_values_mean_the_default() -> None:
         ("FLOWSHIP_LOG_WAIT_SECONDS", "soon", "valid number"),
         ("FLOWSHIP_LOG_WAIT_SECONDS", "inf", "finite number"),
         ("FLOWSHIP_BATCH_WINDOW_MS", "-1", "greater than or equal to 0"),
+        ("FLOWSHIP_MODEL_THREADS", "0", "greater than or equal to 1"),
+        ("FLOWSHIP_MODEL_THREADS", "two", "valid integer"),
         ("FLOWSHIP_LOG_FEATURES", "perhaps", "valid boolean"),
         ("FLOWSHIP_USAGE_SECONDS", "0", "greater than 0"),
         ("FLOWSHIP_USAGE_SECONDS", "often", "valid number"),
