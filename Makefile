@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup data run train status deploy stop test test-fast test-serving lint lint-workflows audit bench bench-serving bench-serving-revisions bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics bench-dashboard clean base-image
+.PHONY: setup data run train status deploy stop test test-fast test-serving lint lint-workflows audit bench bench-serving bench-serving-revisions bench-gateway-replicas bench-image bench-monitoring bench-search bench-services bench-gateway bench-guardrails bench-log-commit bench-iteration bench-service-metrics bench-dashboard clean base-image
 
 setup: $(VENV)/.installed-compiled
 
@@ -101,6 +101,11 @@ bench-serving: setup
 REV ?= HEAD
 bench-serving-revisions: setup
 	$(PY) bench/serving_revisions.py --rev $(REV)
+
+# After `make run`: the gateway's round robin beside one replica in its upstream, replicas pinned to cores, a replica
+# straight (1,000-record and single requests under wrk).
+bench-gateway-replicas: setup
+	$(PY) bench/gateway_replicas.py
 
 # After `make run`: the serving image of v1 as flowship builds it, without uvloop/httptools and with pyarrow: sizes,
 # golden checks, speed under wrk.
