@@ -3,12 +3,15 @@ nginx in front of params.yaml's replicas, bench/serving_compare.py's `flowship_g
 
 After `make run`, in one run of this script, four targets alternating over the rounds:
 
-* gateway: as it is: nginx's round robin sends a lone client's requests to each replica in turn;
-* gateway_one_replica: the same gateway with one replica left in its upstream (its nginx.conf edited and
-  reloaded): every request to the same process;
-* gateway_pinned: the same gateway with each replica's threads pinned to a core of its own (replica i on core
-  i mod cores, set from outside with sched_setaffinity once they are ready);
+* gateway: as it is: a request goes to a replica with nothing in flight, the first one above all (a lone client's
+  requests all go to one process), and once every replica has one, to each in turn (`nginx._first_free`);
+* gateway_round_robin: the same gateway with the plain round robin it had before (its nginx.conf edited and
+  reloaded): a lone client's requests go to each replica in turn;
+* gateway_one_replica: the same gateway with one replica left in its upstream: every request to the same process;
 * replica: the first replica of `gateway`, straight, without nginx.
+
+(Stop 31's run of this bench also had each replica's threads pinned to a core of their own: 1.09x round robin's
+1,000 records at c=1, 1.04x at c=4, 1.07x one record; not kept, pinning was not taken.)
 
 Scenarios: 1,000 records at concurrency 1 and 4, one record at concurrency 1 (bench/serving_compare.py's wrk
 runs). Printed: rows/s (or requests/s), p50 and the processes' CPU a request, medians over the rounds, each beside
@@ -54,29 +57,39 @@ def replica_pids(root: Path) -> list[int]:
     return [int(json.loads(f.read_text())["pid"]) for f in files]
 
 
-def one_replica(root: Path) -> str:
-    """Leave the first replica alone in the gateway's upstream; nginx reloads. Returns the line taken out."""
-    conf = root / ".flowship/gateway/nginx.conf"
-    text = conf.read_text()
-    servers: list[str] = re.findall(r"^\s*server 127\.0\.0\.1:\d+[^\n]*$", text, flags=re.MULTILINE)
-    if len(servers) < 2:
-        sys.exit(f"{conf}: fewer than two replicas in the upstream")
-    conf.write_text(text.replace(servers[1], "        # " + servers[1].strip(), 1))
+def reload(root: Path, text: str) -> None:
+    (root / ".flowship/gateway/nginx.conf").write_text(text)
     os.kill(int((root / ".flowship/gateway/nginx.pid").read_text()), signal.SIGHUP)
-    time.sleep(2)  # the old workers finish, the new ones take the upstream without it
-    return servers[1].strip()
+    time.sleep(2)  # the old workers finish, the new ones take the edited upstream
 
 
-def pin(root: Path) -> list[str]:
-    """Each replica's threads on one core of their own; what was set, per replica."""
-    cores = sorted(os.sched_getaffinity(0))
-    shown = []
-    for i, pid in enumerate(replica_pids(root)):
-        core = cores[i % len(cores)]
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            os.sched_setaffinity(int(task.name), {core})
-        shown.append(f"replica pid {pid}: core {core}")
-    return shown
+def stable_upstream(root: Path) -> tuple[str, str]:
+    """The gateway's nginx.conf and its `upstream stable { ... }` block."""
+    text = (root / ".flowship/gateway/nginx.conf").read_text()
+    found = re.search(r"^    upstream stable \{\n.*?^    \}\n", text, flags=re.MULTILINE | re.DOTALL)
+    if found is None or text.count(" backup ") < 2:
+        sys.exit(f"{root}/.flowship/gateway/nginx.conf: no stable upstream of two replicas or more, first free")
+    return text, found.group(0)
+
+
+def one_replica(root: Path) -> str:
+    """Leave the first replica alone in the gateway's upstream; nginx reloads. Returns the upstream as it is then."""
+    text, block = stable_upstream(root)
+    servers = re.findall(r"^\s*server 127\.0\.0\.1:(\d+)", block, flags=re.MULTILINE)
+    lines = [line for line in block.splitlines(keepends=True) if "server " not in line or servers[0] in line]
+    lines = [line for line in lines if " backup " not in line and "zone " not in line]
+    edited = "".join(line.replace("max_conns=1 ", "") for line in lines)
+    reload(root, text.replace(block, edited))
+    return edited
+
+
+def round_robin(root: Path) -> str:
+    """The gateway's stable upstream as it was before `_first_free`: each replica once, in turn, no limit."""
+    text, block = stable_upstream(root)
+    lines = [line for line in block.splitlines(keepends=True) if " backup " not in line and "zone " not in line]
+    edited = "".join(re.sub(r"(weight=\d+ )?max_conns=1 ", "", line) for line in lines)
+    reload(root, text.replace(block, edited))
+    return edited
 
 
 def direct(root: Path, log_dir: Path) -> sc.Server:
@@ -136,17 +149,18 @@ def main() -> None:
     WORK.mkdir(parents=True)
     log_dir = Path(tempfile.mkdtemp(prefix="flowship-gateway-replicas-"))
     records, expected = sc.golden_records()
-    (plain, plain_root), (single, single_root), (pinned, pinned_root) = (
-        gateway(name, log_dir) for name in ("gateway", "gateway_one_replica", "gateway_pinned")
+    (plain, plain_root), (turns, turns_root), (single, single_root) = (
+        gateway(name, log_dir) for name in ("gateway", "gateway_round_robin", "gateway_one_replica")
     )
-    gateways = [plain, single, pinned]
+    gateways = [plain, turns, single]
     notes: list[str] = []
     try:
         for server in gateways:
             sc.start(server, REPO)
             sc.wait_ready(server, time.monotonic())
-        notes.append(f"gateway_one_replica: taken out of its upstream: {one_replica(single_root)}")
-        notes += [f"gateway_pinned: {line}" for line in pin(pinned_root)]
+        notes.append(f"gateway: its upstream:\n{stable_upstream(plain_root)[1]}")
+        notes.append(f"gateway_round_robin: its upstream:\n{round_robin(turns_root)}")
+        notes.append(f"gateway_one_replica: its upstream:\n{one_replica(single_root)}")
         straight = direct(plain_root, log_dir)
         servers = [*gateways, straight]
         for server in servers:

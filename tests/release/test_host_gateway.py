@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import socket
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,6 +191,49 @@ def test_a_monitoring_check_reads_the_service_from_the_gateways_access_log(proje
     assert metrics["service.cost.per_1000"] == pytest.approx(cost.cost_per_1000)
     assert metrics["service.cost.cpu_seconds"] == pytest.approx(cost.cpu_seconds)
     assert rows[0]["cost_per_1000"] is not None and saved["service"]["total"]["cost"]["processes"] == 2
+
+
+def access_log_upstreams(project: Project, prefix: str) -> dict[str, str]:
+    """The replica (host:port) that answered each request whose id starts with `prefix`, from the access log."""
+    lines = (project.root / "logs/gateway/access.jsonl").read_text().splitlines()
+    return {e["request_id"]: e["upstream"] for e in map(json.loads, lines) if e["request_id"].startswith(prefix)}
+
+
+def test_a_lone_client_stays_on_the_first_replica_and_a_busy_replica_is_passed_over(project: Project) -> None:
+    served = state(project)
+    first, second = (b.address for b in served.stable.backends)
+    record = golden_record(project, served.stable.version)
+    with httpx.Client(timeout=30) as client:
+        for i in range(30):
+            assert client.post(f"{GATEWAY}/predict", json=record, headers={"X-Request-ID": f"lone-{i}"}).is_success
+    lone = wait_until(lambda: len(found := access_log_upstreams(project, "lone-")) == 30 and found, 30, "lone-*")
+    # the first replica above all (100 to 1): one request in 30 at most goes elsewhere
+    assert Counter(lone.values())[first] >= 29, lone
+
+    # the first replica stopped (not dead: it takes connections and answers nothing) holds the one request sent to
+    # it; every later one goes to the second, one at a time, instead of waiting in turn behind it
+    statuses: dict[str, int] = {}
+
+    def send(request_id: str) -> None:
+        answer = httpx.post(f"{GATEWAY}/predict", json=record, headers={"X-Request-ID": request_id}, timeout=30)
+        statuses[request_id] = answer.status_code
+
+    replica = pid_of(project, served.stable.backends[0].name)
+    os.kill(replica, signal.SIGSTOP)
+    threads = [threading.Thread(target=send, args=(f"held-{i}",)) for i in range(5)]
+    try:
+        for sent, thread in enumerate(threads):
+            thread.start()
+            wait_until(lambda sent=sent: len(statuses) >= sent, 30, f"{sent} answers while one waits")
+        wait_until(lambda: len(statuses) == 4, 30, "4 answers while one waits")
+    finally:
+        os.kill(replica, signal.SIGCONT)
+    for thread in threads:
+        thread.join(30)
+    assert list(statuses.values()) == [200] * 5, statuses
+    waited = list(statuses)[4]  # answered once its replica went on
+    held = wait_until(lambda: len(found := access_log_upstreams(project, "held-")) == 5 and found, 30, "held-*")
+    assert held.pop(waited) == first and set(held.values()) == {second}, (waited, held)
 
 
 def test_promotion_and_rollback_under_load_fail_no_request(project: Project) -> None:

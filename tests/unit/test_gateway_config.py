@@ -22,12 +22,40 @@ V1 = Pool("1", (Backend("r1", "172.18.0.2:8000"), Backend("r2", "172.18.0.3:8000
 V2 = Pool("2", (Backend("r3", "172.18.0.4:8000"),), "img:v2")
 
 
+def upstream(text: str, name: str) -> list[str]:
+    """The lines of `upstream name { ... }` in an nginx.conf, without its comments."""
+    block = text[text.index(f"    upstream {name} {{\n") :]
+    lines = block[: block.index("\n    }\n")].splitlines()[1:]
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
 def test_every_replica_is_an_upstream_server_and_a_request_is_never_sent_twice() -> None:
     text = render(SITE, Routing(V1), GatewayConfig())
-    assert "server 172.18.0.2:8000 max_fails=1 fail_timeout=3s;  # r1" in text
-    assert "server 172.18.0.3:8000 max_fails=1 fail_timeout=3s;  # r2" in text
+    # one request at a time to each replica, the first far above the others while it is free; once each has one, to
+    # each in turn without a limit; all counted together by nginx's workers
+    assert upstream(text, "stable") == [
+        "zone stable 64k;",
+        "server 172.18.0.2:8000 weight=100 max_conns=1 max_fails=1 fail_timeout=3s;",
+        "server 172.18.0.3:8000 max_conns=1 max_fails=1 fail_timeout=3s;",
+        "server 172.18.0.2:8000 backup max_fails=1 fail_timeout=3s;",
+        "server 172.18.0.3:8000 backup max_fails=1 fail_timeout=3s;",
+        "keepalive 32;",
+        "keepalive_timeout 2s;",
+    ]
     assert "proxy_next_upstream error timeout;" in text  # never `non_idempotent`: a sent POST is not repeated
+    # a request refused by replicas that died may try every server of its group
+    assert "proxy_next_upstream_tries 4;" in text
     assert "listen 8080;" in text and "access_log /logs/access.jsonl flowship;" in text
+    # a lone replica needs no order
+    alone = render(SITE, Routing(V2), GatewayConfig())
+    assert upstream(alone, "stable") == [
+        "server 172.18.0.4:8000 max_fails=1 fail_timeout=3s;",
+        "keepalive 32;",
+        "keepalive_timeout 2s;",
+    ]
+    assert "proxy_next_upstream_tries 3;" in alone
+    three = Pool("1", (*V1.backends, Backend("r4", "172.18.0.5:8000")))
+    assert "proxy_next_upstream_tries 6;" in render(SITE, Routing(three), GatewayConfig())
 
 
 def test_the_protections_follow_the_settings() -> None:
@@ -125,8 +153,14 @@ def test_a_canary_gets_its_share_sticky_per_client_key() -> None:
     assert "upstream canary {" in text and "server 172.18.0.4:8000" in text
     assert 'map $http_x_client_key $split_key { "" $request_id; default $http_x_client_key; }' in text
     assert "5% canary;" in text and "* stable;" in text and "proxy_pass http://$pool;" in text
-    canary_group = text[text.index("upstream canary {") :]
-    assert "server 172.18.0.2:8000 backup;  # r1 (v1)" in canary_group[: canary_group.index("}")]  # stable stands in
+    # the canary's replicas in turn; stable's stand in when none of them takes a connection
+    assert upstream(text, "canary") == [
+        "server 172.18.0.4:8000 max_fails=1 fail_timeout=3s;",
+        "server 172.18.0.2:8000 backup;",
+        "server 172.18.0.3:8000 backup;",
+        "keepalive 32;",
+        "keepalive_timeout 2s;",
+    ]
     assert '"pool":"$pool"' in text  # the access log says which side answered
     for off in (Routing(V1, canary=V2, canary_weight=0), Routing(V1)):
         plain = render(SITE, off, GatewayConfig())
