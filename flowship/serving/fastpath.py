@@ -5,8 +5,8 @@ categorical features, the numeric ones passed through), HistGradientBoostingClas
 through scikit-learn spends most of its time on per-call pandas and input checks, not on the trees. Here each
 categorical value is looked up in a table (string -> the code the trees see, built by running the pipeline's
 own steps on every known category, a missing value and an unknown string) and the numeric values go straight
-into the matrix; the trees are then walked as `_raw_predict` walks them, or, for a few rows, all at once by
-`TreeTable` (scikit-learn calls each tree in turn: 200 calls cost about 1.4 ms for a single record). A big
+into the matrix; the trees then walk its bins, as training's early stopping walks them, or, for a few rows, all
+at once by `TreeTable` (scikit-learn calls each tree in turn: 200 calls cost about 1.4 ms for a single record). A big
 batch's rows are walked in parts by the model thread and `Helpers` (the walk releases the GIL), which uses a
 core the process would otherwise leave idle while a lone big request is scored.
 
@@ -35,10 +35,12 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
 from flowship.serving.schema import RecordCodec, Row
 
-try:  # the compiled walk of one tree, as `TreePredictor.predict` calls it (private: verified bit for bit at start)
-    from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
+try:  # the compiled binning and walk of one tree, as training's early stopping calls them (private: verified bit for
+    # bit at start)
+    from sklearn.ensemble._hist_gradient_boosting._binning import _map_to_bins
+    from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_binned_data
 except ImportError:  # another scikit-learn: no fast path
-    _predict_from_raw_data = None
+    _map_to_bins = _predict_from_binned_data = None
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +79,15 @@ class FastPath:
         self.unknown = unknown
         self.classes = classes
         self.table = TreeTable(self.model)
-        # scikit-learn's walk, tree by tree, with what `_predict_iterations` works out or allocates on every call made
-        # once (the known categories' bitsets; a partial, a method call and an output array per tree)
+        # scikit-learn's walk of binned values, tree by tree, with what it would work out or allocate on every call
+        # made once (a partial, a method call and an output array per tree)
         self.trees = [
-            (k, tree.nodes, tree.raw_left_cat_bitsets) for it in self.model._predictors for k, tree in enumerate(it)
+            (k, tree.nodes, tree.binned_left_cat_bitsets) for it in self.model._predictors for k, tree in enumerate(it)
         ]
-        self.known_categories, self.category_index = self.model._bin_mapper.make_known_categories_bitsets()
+        mapper = self.model._bin_mapper
+        self.thresholds = mapper.bin_thresholds_
+        self.is_categorical = np.asarray(mapper.is_categorical_, dtype=np.uint8)
+        self.missing_bin = int(mapper.missing_values_bin_idx_)
         # per categorical column: its codes with the missing value's (None: a value the pipeline must judge)
         self.codes = {position: {**table, None: missing[position]} for position, table in layout if table is not None}
         self.helpers = Helpers(threads - 1) if threads > 1 else None
@@ -125,23 +130,33 @@ class FastPath:
     def walk(self, x: np.ndarray, split: bool = False) -> np.ndarray:
         """The raw predictions (rows x classes), as `_raw_predict` adds them up: the baseline, then each tree's
         values in turn, one OpenMP thread per walker; with `split` (and helpers), in parts of the rows, one per
-        thread (each row's sum is the same whichever thread adds it up)."""
+        thread (each row's sum is the same whichever thread adds it up).
+
+        The trees walk the values' bins, as training does, not the values: a node then compares one byte with its
+        bin threshold where it would compare a float with the threshold's value, and the same rows go left (a value
+        is at most a threshold exactly when its bin is at most the threshold's bin; a missing value has a bin of its
+        own). A category's code is its own bin: the model's own encoder (`_preprocessor`, in the category tables)
+        gives the categories its trees saw the codes 0, 1, ... and any other the missing code (`verify` walks every
+        category the pipeline's encoder knows). 1,000 rows of the default model: 4.7 ms walked by value, 3.3 ms by
+        bin, binning included."""
         model = self.model
         raw = np.zeros((x.shape[0], model.n_trees_per_iteration_), dtype=model._baseline_prediction.dtype)
         raw = np.asfortranarray(raw)
         raw += model._baseline_prediction
+        binned = np.empty(x.shape, dtype=np.uint8, order="F")
+        _map_to_bins(x, self.thresholds, self.is_categorical, self.missing_bin, 1, binned)
         if not split or self.helpers is None or x.shape[0] < 2:
-            self._walk(x, raw)
+            self._walk(binned, raw)
             return raw
         bounds = np.linspace(0, x.shape[0], self.helpers.count + 2).astype(int).tolist()
-        parts = [(x[a:b], raw[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+        parts = [(binned[a:b], raw[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
         self.helpers.share(self._walk_part, parts)
         return raw
 
-    def _walk(self, x: np.ndarray, raw: np.ndarray) -> None:
-        out = np.empty(x.shape[0], dtype=raw.dtype)
+    def _walk(self, binned: np.ndarray, raw: np.ndarray) -> None:
+        out = np.empty(binned.shape[0], dtype=raw.dtype)
         for k, nodes, bitsets in self.trees:
-            _predict_from_raw_data(nodes, x, bitsets, self.known_categories, self.category_index, 1, out)
+            _predict_from_binned_data(nodes, binned, bitsets, self.missing_bin, 1, out)
             raw[:, k] += out
 
     def _walk_part(self, part: tuple[np.ndarray, np.ndarray]) -> None:
@@ -363,8 +378,8 @@ def build_fast_path(
     model = pipeline[-1]
     if not type(model).__module__.startswith(HGB_MODULE):
         raise ValueError(f"final step is {type(model).__name__}, not a histogram gradient boosting model")
-    if _predict_from_raw_data is None:
-        raise ValueError("this scikit-learn has no _predict_from_raw_data")
+    if _predict_from_binned_data is None or _map_to_bins is None:
+        raise ValueError("this scikit-learn has no _predict_from_binned_data and _map_to_bins")
     for attribute in ("_bin_mapper", "_predictors", "_baseline_prediction", "_loss", "n_trees_per_iteration_"):
         if not hasattr(model, attribute):
             raise ValueError(f"the model has no {attribute}")

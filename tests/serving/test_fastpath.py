@@ -102,6 +102,43 @@ def test_a_tree_regressor_gets_the_fast_path_too(tmp_path: Path, training_frame:
     assert same_bits(fast[0], plain[0])
 
 
+def test_a_category_the_encoder_knows_and_the_trees_never_saw_is_binned_as_the_pipeline_walks_it(
+    tmp_path: Path, training_frame: pd.DataFrame
+) -> None:
+    # as when a rare category is only in early stopping's validation rows: the trees' binning never saw it
+    x = training_frame[NUMERIC + CATEGORICAL]
+    coerce = _coerce().fit(x)
+    encode = ColumnTransformer(
+        [
+            ("categorical", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan), CATEGORICAL),
+            ("numeric", "passthrough", NUMERIC),
+        ],
+        verbose_feature_names_out=False,
+    ).set_output(transform="pandas")
+    encode.fit(coerce.transform(x))
+    seen = training_frame["carrier"] != "DL"  # between two categories the trees know
+    model = HistGradientBoostingClassifier(max_iter=30, categorical_features=CATEGORICAL, random_state=0)
+    model.fit(encode.transform(coerce.transform(x[seen])), training_frame["late"][seen])
+    pipeline = Pipeline([("coerce", coerce), ("encode", encode), ("model", model)])
+    bundle = load_bundle(
+        write_bundle(
+            tmp_path / "unseen",
+            pipeline,
+            metadata("classification", "unseen", [False, True]),
+            golden(pipeline, training_frame, "classification"),
+        )
+    )
+    p = predictor(bundle)
+    assert p.try_fast_path(golden_rows(p, bundle)).startswith("fast")
+    rows = [r for r in odd_rows(p, training_frame) if "DL" in r] * 3  # a big batch: the binned walk
+    assert len(rows) > SMALL_BATCH
+    fast, plain = p._outputs(rows), p._pipeline_outputs(rows)
+    assert same_bits(fast[1], plain[1]) and fast[0].tolist() == plain[0].tolist()
+    # binned beside the next category the trees know (UA), DL would have been answered otherwise
+    as_ua = [tuple("UA" if v == "DL" else v for v in r) for r in rows]
+    assert not same_bits(p._pipeline_outputs(as_ua)[1], plain[1])
+
+
 def test_other_pipelines_keep_the_plain_path(regressor: ModelBundle) -> None:
     p = predictor(regressor)  # Ridge on one-hot columns
     assert p.try_fast_path(golden_rows(p, regressor)).startswith("plain pipeline")
@@ -117,11 +154,11 @@ def test_no_golden_records_no_fast_path(classifier: ModelBundle) -> None:
 def test_a_scikit_learn_without_the_compiled_tree_walk_keeps_the_plain_path(
     classifier: ModelBundle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fastpath, "_predict_from_raw_data", None)  # as where the private function is gone
+    monkeypatch.setattr(fastpath, "_predict_from_binned_data", None)  # as where the private function is gone
     p = predictor(classifier)
     assert (
         p.try_fast_path(golden_rows(p, classifier))
-        == "plain pipeline (this scikit-learn has no _predict_from_raw_data)"
+        == "plain pipeline (this scikit-learn has no _predict_from_binned_data and _map_to_bins)"
     )
     assert p.fast is None
     assert isinstance(p.score_one(golden_rows(p, classifier)), Scored)
