@@ -10,8 +10,8 @@ After `make run`, in one run of this script, four targets alternating over the r
 * gateway_one_replica: the same gateway with one replica left in its upstream: every request to the same process;
 * replica: the first replica of `gateway`, straight, without nginx.
 
-(Stop 31's run of this bench also had each replica's threads pinned to a core of their own: 1.09x round robin's
-1,000 records at c=1, 1.04x at c=4, 1.07x one record; not kept, pinning was not taken.)
+(The first version of this bench, at b5a982f, also had each replica's threads pinned to a core of their own:
+1.09x round robin's 1,000 records at c=1, 1.04x at c=4, 1.07x one record; pinning was not taken.)
 
 Scenarios: 1,000 records at concurrency 1 and 4, one record at concurrency 1 (bench/serving_compare.py's wrk
 runs). Printed: rows/s (or requests/s), p50 and the processes' CPU a request, medians over the rounds, each beside
