@@ -102,8 +102,8 @@ REV ?= HEAD
 bench-serving-revisions: setup
 	$(PY) bench/serving_revisions.py --rev $(REV)
 
-# After `make run`: the gateway's round robin beside one replica in its upstream, replicas pinned to cores, a replica
-# straight (1,000-record and single requests under wrk).
+# After `make run`: the gateway as it is (first free replica) beside plain round robin, one replica in its upstream
+# and a replica straight (1,000-record and single requests under wrk).
 bench-gateway-replicas: setup
 	$(PY) bench/gateway_replicas.py
 
