@@ -13,7 +13,7 @@ What is measured, in one run:
   repository, after its own `make run`), `make run` with nothing changed, each of the commands it runs
   (`make --dry-run run`) on its own, and beside them the steps of `flowship run` as three commands (`train`,
   `deploy`, `replay --once --batch-size 20`: what `make run` ran before `flowship run`).
-* (c) the evaluate stage's parts: its reports/evaluation/timings.json after each run of (a), when it writes one;
+* (c) the evaluate stage's parts: its reports/evaluation-timings.json after each run of (a), when it writes one;
   and in this process, on the clone's model and holdout: metrics, golden set, plots, and permutation importance
   with the settings of params.yaml beside 5000 rows x 3 repeats (the fixed cost before `evaluate.importance_*`).
 
@@ -69,9 +69,13 @@ def set_param(project: Path, value: float) -> None:
     assert yaml.safe_load(path.read_text())[PARAM[0]][PARAM[1]][PARAM[2]] == value
 
 
+# where the evaluate stage writes its seconds: beside its DVC outputs, or, at older revisions, in them
+TIMINGS = ("reports/evaluation-timings.json", "reports/evaluation/timings.json")
+
+
 def stage_timings(project: Path) -> dict[str, Any] | None:
-    path = project / "reports" / "evaluation" / "timings.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    found = [project / relative for relative in TIMINGS if (project / relative).exists()]
+    return json.loads(found[0].read_text()) if found else None
 
 
 def run(name: str, command: list[str], project: Path, env: dict[str, str], logs: Path) -> dict[str, Any]:
@@ -211,12 +215,12 @@ def report(result: dict[str, Any]) -> str:
     if parts:
         names = list(dict.fromkeys(n for p in parts for n in p["seconds"]))
         shown = ", ".join(f"{n} {median([p['seconds'][n] for p in parts if n in p['seconds']]):.2f}" for n in names)
-        lines.append(f"  stage (timings.json, median of {len(parts)} runs): {shown}")
+        lines.append(f"  stage ({TIMINGS[0]}, median of {len(parts)} runs): {shown}")
         lines.append(
             f"    total {median([p['total_seconds'] for p in parts]):.2f} s; importance {parts[-1]['importance']}"
         )
     else:
-        lines.append("  stage: this code writes no reports/evaluation/timings.json")
+        lines.append(f"  stage: this code writes none of {', '.join(TIMINGS)}")
     inproc = result["evaluate_in_process"]
     if inproc is not None:
         s = inproc["seconds"]

@@ -11,6 +11,7 @@ Standard library only: the serving image carries this module (`SERVING_CODE` in
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -72,6 +73,11 @@ def append_durably(path: Path, data: bytes) -> None:
         os.close(fd)
     if not size:
         _fsync(path.parent)
+
+
+def digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def ends_mid_line(path: Path, size: int) -> bool:

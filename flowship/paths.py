@@ -78,8 +78,10 @@ class Layout:
 
     @property
     def evaluation_timings(self) -> Path:
-        """Seconds spent in each part of the evaluate stage (not a metric: the gate never reads it)."""
-        return self.evaluation_dir / "timings.json"
+        """Seconds spent in each part of the evaluate stage (not a metric: the gate never reads it). Beside the
+        stage's DVC outputs, not in them: seconds differ from run to run, and in `reports/evaluation` they would give
+        it a new hash, and dvc.lock a change, at every run."""
+        return self.root / "reports" / "evaluation-timings.json"
 
     @property
     def mlruns(self) -> Path:

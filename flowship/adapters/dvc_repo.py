@@ -91,6 +91,18 @@ class DvcProject:
             raise StageError(f"dvc status {stage} failed: {exc}") from exc
         return status
 
+    def remove_outputs(self, stage: str) -> None:
+        """Remove the stage's outputs, as `dvc repro` does before it runs a stage: its outputs then hold what this
+        run writes and nothing an earlier run left (a plot a setting has turned off, a file an older version wrote)."""
+        from dvc.exceptions import DvcException
+
+        try:
+            with self._repo() as repo, repo.lock:  # held as `dvc repro` holds it
+                for found in repo.stage.collect(self._stage(stage)):
+                    found.remove_outs(ignore_remove=False, force=False)
+        except DvcException as exc:
+            raise StageError(f"removing the outputs of {stage} failed: {exc}") from exc
+
     def commit(self, stage: str) -> None:
         """Record the stage's current deps, params and outputs in dvc.lock and the cache."""
         from dvc.exceptions import DvcException

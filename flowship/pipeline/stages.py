@@ -27,7 +27,7 @@ import pandas as pd
 
 from flowship.config import Params, load_params
 from flowship.errors import DataValidationError, FlowshipError
-from flowship.files import atomic_path, atomic_write
+from flowship.files import atomic_path, atomic_write, digest
 from flowship.paths import STAGES, Layout
 
 if TYPE_CHECKING:
@@ -157,7 +157,8 @@ class PartTimer:
 
 def run_evaluate(params: Params, layout: Layout) -> dict[str, float]:
     """Holdout metrics, golden set, plots and permutation importance; what each part cost goes to
-    reports/evaluation/timings.json (beside, not in, the metrics the gate reads)."""
+    reports/evaluation-timings.json (beside, not in, the metrics the gate reads and the stage's DVC outputs), with
+    the golden set's digest: whoever reads it can tell whether it belongs to the evaluation in reports/evaluation."""
     timer = PartTimer()
     with timer.part("load"):
         from flowship.pipeline import evaluation
@@ -183,6 +184,7 @@ def run_evaluate(params: Params, layout: Layout) -> dict[str, float]:
             "seconds": timer.seconds,
             "total_seconds": round(sum(timer.seconds.values()), 4),
             "holdout_rows": len(holdout),
+            "golden_sha256": digest(layout.golden_file),
             "importance": {
                 "rows": min(settings.importance_rows, len(holdout)),
                 "repeats": settings.importance_repeats,

@@ -38,6 +38,7 @@ def _run_stage(name: str, ctx: Context, body: Callable[[], dict[str, Any]]) -> S
         log.info("stage %r unchanged since its last run (dvc.lock matches): skipped", name)
         return Completed(name="Skipped", message=f"stage {name!r} unchanged", data=StageRun(name, ran=False))
     log.info("stage %r runs: %s", name, describe_changes(changes))
+    dvc.remove_outputs(name)
     summary = body()
     dvc.commit(name)
     return StageRun(name, ran=True, summary=summary)

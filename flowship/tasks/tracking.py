@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 
 from flowship.adapters.dvc_repo import DvcProject
 from flowship.adapters.tracking import TAG, Tracker
+from flowship.files import digest
 from flowship.paths import Layout
 from flowship.pipeline import lineage, stages
 from flowship.pipeline.outcome import Candidate, DataCounts
@@ -71,10 +72,14 @@ def _run_params(ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluation_timings(layout: Layout) -> dict[str, float]:
-    """The evaluate stage's cost per part as run metrics (`evaluate_seconds_plots`, ...); none before it ran."""
-    if not layout.evaluation_timings.exists():
+    """The evaluate stage's cost per part as run metrics (`evaluate_seconds_plots`, ...); none before it ran, and
+    none when they belong to another evaluation than the one in reports/evaluation (restored by `dvc checkout` or
+    DVC's run cache, which leave the timings beside it as they were)."""
+    if not layout.evaluation_timings.exists() or not layout.golden_file.exists():
         return {}
     timings = json.loads(layout.evaluation_timings.read_text())
+    if timings.get("golden_sha256") != digest(layout.golden_file):
+        return {}
     seconds = {f"evaluate_seconds_{part}": float(value) for part, value in timings["seconds"].items()}
     return {**seconds, "evaluate_seconds_total": float(timings["total_seconds"])}
 

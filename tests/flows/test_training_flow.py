@@ -231,3 +231,29 @@ def test_search_trials_are_skipped_with_the_train_stage(flights_project):
     assert second.candidate.run_id == first.candidate.run_id
     trials = json.loads((flights_project.root / "models/candidate/search.json").read_text())["search"]["trials"]
     assert [t["params"]["max_leaf_nodes"] for t in trials] == [7, 15]
+
+
+def test_a_stage_that_runs_again_starts_from_no_outputs_as_dvc_repro_does(flights_project):
+    root = flights_project.root
+    flights_project.train()
+    stale = root / "reports" / "evaluation" / "stale.png"
+    stale.write_bytes(b"a plot an earlier run left")
+    params = flights_project.params()
+    params["evaluate"]["golden_size"] = 10
+    flights_project.write_params(params)
+
+    second = flights_project.train()
+    assert second.stages["evaluate"] and not second.stages["train"]
+    assert not stale.exists()
+    assert len(json.loads((root / "reports" / "evaluation" / "golden.json").read_text())) == 10
+    assert "up to date" in run(["dvc", "status"], root).stdout.lower()
+    # the seconds of each part are beside the stage's outputs, not among them
+    assert json.loads((root / "reports" / "evaluation-timings.json").read_text())["seconds"]
+    assert sorted(p.name for p in (root / "reports" / "evaluation").iterdir()) == [
+        "calibration.png",
+        "confusion_matrix.png",
+        "feature_importance.png",
+        "golden.json",
+        "pr_curve.png",
+        "roc_curve.png",
+    ]

@@ -1,5 +1,6 @@
 """The evaluate stage's settings and cost: permutation importance as params.yaml bounds it (or off), and the
-seconds of each part in reports/evaluation/timings.json and the candidate's run metrics."""
+seconds of each part in reports/evaluation-timings.json (beside the stage's DVC outputs) and the candidate's run
+metrics."""
 
 from __future__ import annotations
 
@@ -147,3 +148,35 @@ def test_the_timings_become_run_metrics_named_by_part(tmp_path, model_and_holdou
         **{f"evaluate_seconds_{part}": seconds[part] for part in PARTS},
         "evaluate_seconds_total": pytest.approx(sum(seconds.values()), abs=1e-3),
     }
+
+
+def test_the_stage_outputs_are_the_same_bytes_at_every_run_and_the_seconds_stay_beside_them(
+    tmp_path, model_and_holdout
+):
+    """What DVC hashes for dvc.lock does not change when the same inputs are evaluated again."""
+    layout = project(tmp_path, model_and_holdout)
+    params = params_with(importance_rows=30, importance_repeats=1)
+
+    def outputs() -> dict[str, bytes]:
+        files = sorted(layout.evaluation_dir.iterdir())
+        return {f.name: f.read_bytes() for f in files} | {"holdout.json": layout.metrics_file.read_bytes()}
+
+    stages.run_evaluate(params, layout)
+    first, first_timings = outputs(), layout.evaluation_timings.read_bytes()
+    stages.run_evaluate(params, layout)
+    assert outputs() == first
+    assert "golden.json" in first and "roc_curve.png" in first
+    assert not layout.evaluation_timings.is_relative_to(layout.evaluation_dir)
+    assert layout.evaluation_timings.read_bytes() != first_timings  # the seconds of the second run
+
+
+def test_timings_of_another_evaluation_are_not_logged(tmp_path, model_and_holdout):
+    layout = project(tmp_path, model_and_holdout)
+    stages.run_evaluate(params_with(importance_rows=30, importance_repeats=1), layout)
+    assert evaluation_timings(layout)
+    # `dvc checkout` (or DVC's run cache) brings back another evaluation's outputs and leaves the timings as they were
+    golden = json.loads(layout.golden_file.read_text())
+    layout.golden_file.write_text(json.dumps(golden[1:]))
+    assert evaluation_timings(layout) == {}
+    layout.golden_file.unlink()
+    assert evaluation_timings(layout) == {}
