@@ -47,3 +47,31 @@ def test_a_readable_lock_held_by_a_live_process_is_never_reset(tmp_path: Path) -
     with pytest.raises(StageError, match="dvc add data/raw failed: .*busy"):
         DvcProject(tmp_path).version_data("data/raw")
     assert rwlock.read_text() == held
+
+
+def test_outputs_are_not_removed_while_another_dvc_process_holds_the_repository(tmp_path: Path) -> None:
+    dvc_repo(tmp_path)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  copy:\n    cmd: cp data/raw/rows.csv out.csv\n    outs:\n      - out.csv\n"
+    )
+    (tmp_path / "out.csv").write_text("a,b\n1,2\n")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dvc.repo import Repo; Repo('.').lock.lock(); print('held', flush=True); sys.stdin.read()",
+        ],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StageError, match="removing the outputs of copy failed"):
+            DvcProject(tmp_path).remove_outputs("copy")
+        assert (tmp_path / "out.csv").read_text() == "a,b\n1,2\n"
+    finally:
+        holder.communicate("")
+    DvcProject(tmp_path).remove_outputs("copy")  # the lock released: removed, as `dvc repro` would
+    assert not (tmp_path / "out.csv").exists()
