@@ -7,8 +7,12 @@ What is measured, in one run:
   it, its own DVC cache, MLflow store and Prefect home), after one cold `flowship train` (timed, for context),
   `train.params.learning_rate` is set to a new value and `dvc repro` runs it; the clone is then put back as it was
   before the change (params.yaml and dvc.lock restored, `dvc checkout`), the same change made again, and
-  `flowship train` runs it. Both run the train and evaluate stages (dvc repro first: its run cache never holds the
-  new value; flowship's stages don't use it). Each round takes a new value, so MLflow logs a new run each time.
+  `flowship train` runs it, on the temporary Prefect API the command before it left running (as a user's next
+  command finds it); the clone is put back again and `flowship train` runs a change of the same size with
+  FLOWSHIP_PREFECT_API_IDLE=0: an API of its own, started beside its imports (as every command did before the API
+  outlived its command). All run the train and evaluate stages (dvc repro first: its run cache never holds the new
+  value; flowship's stages don't use it). Each run takes a new value, so MLflow logs a new run each time. At the end
+  `flowship down` stops the API left running.
 * (b) no-op: `flowship train` in the clone with nothing changed; then, in the project of --project (default: this
   repository, after its own `make run`), `make run` with nothing changed, each of the commands it runs
   (`make --dry-run run`) on its own, and beside them the steps of `flowship run` as three commands (`train`,
@@ -101,7 +105,14 @@ def one_change(project: Path, env: dict[str, str], logs: Path, rounds: int) -> l
         train = run(f"flowship_train_{i + 1}", [str(FLOWSHIP), "train"], project, env, logs)
         train["evaluate_parts"] = stage_timings(project)
         train["stages_line"] = to.stages_line(logs / f"flowship_train_{i + 1}.log")
-        results.append({"value": value, "dvc_repro": repro, "flowship_train": train})
+        for f, text in saved.items():
+            (project / f).write_text(text)
+        subprocess.run([str(DVC), "checkout", "--quiet"], cwd=project, env=env, check=True)
+        # another value of the same size: the same one would find its MLflow run logged already, and log nothing
+        set_param(project, round(value + 0.005, 4))
+        own_env = {**env, "FLOWSHIP_PREFECT_API_IDLE": "0"}
+        own = run(f"flowship_train_own_api_{i + 1}", [str(FLOWSHIP), "train"], project, own_env, logs)
+        results.append({"value": value, "dvc_repro": repro, "flowship_train": train, "flowship_train_own_api": own})
     return results
 
 
@@ -193,6 +204,17 @@ def report(result: dict[str, Any]) -> str:
     lines.append("(a) one hyperparameter changed ({}), wall median:".format(".".join(PARAM)))
     lines.append(f"  dvc repro               {repro:8.2f} s")
     lines.append(f"  flowship train          {train:8.2f} s   ratio flowship / dvc repro {train / repro:.2f}x")
+    lines.append("    (on the temporary Prefect API the command before it left running)")
+    own = [r["flowship_train_own_api"]["wall"] for r in rounds if "flowship_train_own_api" in r]
+    if own:
+        lines.append(
+            f"  flowship train          {median(own):8.2f} s   ratio flowship / dvc repro {median(own) / repro:.2f}x"
+        )
+        lines.append("    (FLOWSHIP_PREFECT_API_IDLE=0: an API of its own, started beside its imports)")
+    lines.append(
+        "  rounds (flowship / dvc repro): "
+        + ", ".join(f"{r['flowship_train']['wall'] / r['dvc_repro']['wall']:.2f}x" for r in rounds)
+    )
     lines.append(f"  (cold flowship train, for context: {result['cold']['wall']:.2f} s)")
     lines.append(f"  flowship said: {rounds[-1]['flowship_train']['stages_line']}")
     lines += ["", "(b) nothing changed, wall:"]
@@ -240,6 +262,7 @@ def report(result: dict[str, Any]) -> str:
         f"    cold:  {result['cold']['command']}",
         *(f"    {r['dvc_repro']['command']}   # {'.'.join(PARAM)}: {r['value']}" for r in rounds[-1:]),
         f"    {rounds[-1]['flowship_train']['command']}   # after params.yaml, dvc.lock put back and `dvc checkout`",
+        f"    FLOWSHIP_PREFECT_API_IDLE=0 {rounds[-1]['flowship_train']['command']}   # the same, another value",
         f"    no-op: {result['noop_train']['command']}",
         *([f"  cd {noop['project']} && make run"] if noop is not None else []),
         "",
@@ -287,6 +310,8 @@ def main() -> None:
         rounds = one_change(project, env, logs, args.repeat)
         noop_train = run("flowship_train_noop", [str(FLOWSHIP), "train"], project, env, logs)
         noop_train["stages_line"] = to.stages_line(logs / "flowship_train_noop.log")
+        # the temporary Prefect API the clone's commands left running (it would stop on its own once idle)
+        subprocess.run([str(FLOWSHIP), "down"], cwd=project, env=env, capture_output=True, check=False)
         inproc = None
         try:
             inproc = evaluate_in_process(project)

@@ -30,6 +30,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # A temporary Prefect API (a `flowship` subprocess's) may need more than 20 s to start on a busy machine (more than 90 s
 # when several suites share two cores).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")
+# A `flowship` subprocess without the session's API has one of its own that ends with it: the projects of tests are
+# removed after them, and an API left running for each would idle in the background for minutes
+# (tests/services/test_temporary_api.py covers the API that outlives its command).
+os.environ.setdefault("FLOWSHIP_PREFECT_API_IDLE", "0")
 # `make test` runs a test worker per core, each starting processes that train and predict: one OpenMP thread per
 # process (the serving processes already take one), not a team per process fighting over the same two cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -41,6 +41,12 @@ def environment(root: Path, use_services: bool = True) -> None:
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     # The temporary local API gets 20 s to start by default: too few on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    from flowship.services.temporary_api import idle_seconds
+
+    try:
+        idle_seconds()  # a wrong value is named before any work
+    except FlowshipError as exc:
+        fail(str(exc))
     if use_services:
         from flowship.services.processes import live_services
 

@@ -18,6 +18,7 @@ from flowship.errors import FlowshipError
 from flowship.release.runtime import port_taken
 from flowship.services import prefect_api as deploy
 from flowship.services import processes as svc
+from flowship.services import temporary_api
 
 Say = Callable[[str], None]
 
@@ -114,6 +115,7 @@ def start(
     try:
         pools = _pools(root, env)
         began = time.monotonic()
+        _retire_temporary_api(root, say)  # the project's runs go to the server from now on
         _check_dashboard_port(root, ports[2])
         running, waiting = _start_servers(root, env, ports[:2], say)
         started_here = set(waiting)
@@ -176,7 +178,9 @@ def undo_start(root: Path, running: svc.Services | None, started_here: set[str])
 
 def stop(root: Path, say: Say = _quiet) -> list[Stopped] | None:
     """Stop what `flowship up` started in this project, and nothing else, after cancelling the runs still going;
-    None when it started nothing here. The servers' state stays (`flowship up` finds it again)."""
+    None when it started nothing here. The servers' state stays (`flowship up` finds it again). The temporary
+    Prefect API an earlier command left running is stopped too, unless a command uses it."""
+    _retire_temporary_api(root, say)
     running = svc.read_services(root)
     if running is None:
         return None
@@ -199,6 +203,12 @@ def stop(root: Path, say: Say = _quiet) -> list[Stopped] | None:
             stopped.append(done)
     svc.state_file(root).unlink(missing_ok=True)
     return stopped
+
+
+def _retire_temporary_api(root: Path, say: Say) -> None:
+    outcome = temporary_api.retire(root)
+    if outcome is not None:
+        say(f"{temporary_api.NAME}: {outcome}")
 
 
 def _pools(root: Path, env: str) -> list[str]:

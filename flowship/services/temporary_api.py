@@ -1,58 +1,134 @@
-"""The temporary Prefect API of one command, when no Prefect server is configured (no PREFECT_API_URL, no
-`flowship up`).
+"""The temporary Prefect API of the commands run without a Prefect server (no PREFECT_API_URL, no `flowship up`).
 
-A command that will run a flow starts it in the background as soon as it knows (`start_soon`), so that its start
-(Prefect's server imports and its database set-up: several seconds, in a process of its own, on the other core)
-overlaps the command's own work (importing MLflow and the flow's modules); the command waits for it only before its
-first flow (`ready`). It serves every flow of the command and stops when the command ends (on Linux also when the
-command is killed). Its flows send no heartbeats: nothing outlives the command to read them.
+A command that will run a flow calls `start_soon` as soon as it knows, before it imports Prefect (which reads the
+API's URL once). The API an earlier command of this project left running is used again; else one is started in the
+background, so that its start (Prefect's server imports and its database set-up: two to three seconds of one core)
+overlaps the command's own work (importing MLflow and the flow's modules). The command waits for it only before its
+first flow (`ready`).
 
-Prefect's own temporary server does the same work, but starts only when the first flow calls the API, and waits
-there; it also takes a random port between 8000 and 9000, where production may listen (`release.production_port`,
-8000 by default). This one takes a port the OS gives.
+The API stays up after its command until no command has used it for FLOWSHIP_PREFECT_API_IDLE seconds (600 by
+default), then stops by itself: the next command of an iteration loop (`flowship train` after a changed
+hyperparameter) finds it ready, where starting one beside the command's own imports made up a sixth of that
+command. `flowship up` and `flowship down` stop it when no command uses it. With FLOWSHIP_PREFECT_API_IDLE=0 each
+command has an API of its own that ends with it (on Linux also when the command is killed).
+
+A command uses an API while it holds a shared lock on `.flowship/prefect-api.lease`; the API's process stops once it
+has been able to take that lock exclusively for its idle time (`prefect_api_server.py`). The API is recorded in
+`.flowship/prefect-api.json`: a command uses it again while it is the same process, started for the same Python,
+Prefect and Prefect settings (its database among them). One that is not is left to stop by itself, unused.
+
+Its flows send no heartbeats: its services do not run (as in Prefect's own temporary server), so nothing would read
+them. Prefect's own temporary server would start only when the first flow calls the API, and wait there; it also
+takes a random port between 8000 and 9000, where production may listen (`release.production_port`, 8000 by
+default). This one takes a port the OS gives.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
+import hashlib
+import json
+import math
 import os
 import socket
 import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 
-from flowship.services.processes import HOST, Process, answers, child_environment, spawn, stop_process, wait_until
+from flowship.files import atomic_write
+from flowship.services.processes import (
+    HOST,
+    Process,
+    ServiceError,
+    answers,
+    child_environment,
+    spawn,
+    stop_process,
+    wait_until,
+)
 
 NAME = "prefect-temporary"
 # how long `ready` waits for the API (the setting Prefect's own temporary server reads; `flowship` sets it to 90 s)
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 STARTUP_TIMEOUT_S = 90.0
+# seconds the API stays up once no command uses it; 0: each command's API ends with it
+IDLE_ENV = "FLOWSHIP_PREFECT_API_IDLE"
+IDLE_S = 600.0
 # what Prefect's own temporary server runs with: no UI, no background services (scheduler, late runs, ...)
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 
 # Prefect's setting of the interval of flow-run heartbeats (None: none are sent)
 HEARTBEAT_SETTING = "flows.heartbeat_frequency"
 
-_started: Process | None = None
+
+@dataclass
+class Recorded:
+    """The state file: the API's process and what it was started for."""
+
+    process: Process
+    fingerprint: str  # Python, Prefect's version and the PREFECT_* settings it started with
+    idle_s: float
+
+
+_started: Process | None = None  # the API this command uses
+_own = False  # started for this command alone (FLOWSHIP_PREFECT_API_IDLE=0): stopped at its end
 _answered = False
+_lease: int | None = None  # the open lease file, locked shared while this command uses the API
 _settings = contextlib.ExitStack()  # Prefect's settings while the API runs
 
 
-def start_soon(root: Path) -> None:
-    """Start the temporary API in the background and point this process (and its children) at it.
+def idle_seconds() -> float:
+    """FLOWSHIP_PREFECT_API_IDLE, checked: a `ServiceError` naming it when it is not a number of seconds >= 0."""
+    raw = os.environ.get(IDLE_ENV, "").strip()
+    if not raw:
+        return IDLE_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ServiceError(
+            f"{IDLE_ENV}={raw!r}: expected the seconds the temporary Prefect API stays up once no command uses it "
+            "(a number, 0 or more; 0: it ends with its command)"
+        )
+    return seconds
 
-    Nothing is started when a Prefect server is configured (PREFECT_API_URL), or when this process has already
+
+def state_file(root: Path) -> Path:
+    return root / ".flowship" / "prefect-api.json"
+
+
+def lease_file(root: Path) -> Path:
+    return root / ".flowship" / "prefect-api.lease"
+
+
+def start_soon(root: Path) -> None:
+    """Point this process (and its children) at the temporary API: the one left running in this project when it
+    can serve, else one started now in the background.
+
+    Nothing is done when a Prefect server is configured (PREFECT_API_URL), or when this process has already
     imported Prefect without one: Prefect reads its settings once, and keeps its own temporary server then."""
-    global _started
+    global _started, _own
     if _started is not None or os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules:
         return
-    port = _free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app"]
-    argv += ["--host", HOST, "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    idle = idle_seconds()
     env = child_environment(root, SERVER_ENV)
-    _started = spawn(NAME, argv, root, env, url=f"http://{HOST}:{port}", die_with_parent=True)
+    port = _free_port()
+    argv = [sys.executable, "-m", "flowship.services.prefect_api_server", "--port", str(port)]
+    if idle == 0:
+        _started, _own = spawn(NAME, argv, root, env, url=f"http://{HOST}:{port}", die_with_parent=True), True
+    else:
+        _take_lease(root)
+        with _start_lock(root):
+            _started = _reusable(root, env) or _spawn_lasting(root, argv, env, port, idle)
     atexit.register(stop)
-    os.environ["PREFECT_API_URL"] = f"http://{HOST}:{port}/api"
+    os.environ["PREFECT_API_URL"] = f"{_started.url}/api"
 
 
 def ready(root: Path) -> None:
@@ -70,8 +146,8 @@ def ready(root: Path) -> None:
 
 
 def _without_heartbeats() -> None:
-    """This command's flows send no heartbeats. Prefect sends them (every 180 s by default since 3.8) so that a
-    server can mark Crashed a run whose process died; this server dies with the command, so nothing would read them.
+    """Flows on the temporary API send no heartbeats. Prefect sends them (every 180 s by default since 3.8) so that a
+    server's services can mark Crashed a run whose process died; this server runs none, so nothing would read them.
     They also make each flow end up to a second late: Prefect's heartbeat thread sleeps in 1 s steps, and the flow
     waits for it when it ends. (An environment variable cannot turn them off: Prefect reads it as an integer.)"""
     from prefect.settings import temporary_settings
@@ -80,14 +156,101 @@ def _without_heartbeats() -> None:
 
 
 def stop() -> None:
-    """Stop the temporary API (at the command's end)."""
-    global _started, _answered
+    """At the command's end: stop its own API, or let go of the one it shares (which then counts its idle time)."""
+    global _started, _answered, _own, _lease
     if _started is not None:
-        stop_process(_started, grace=5.0)
+        if _own:
+            stop_process(_started, grace=5.0)
         if os.environ.get("PREFECT_API_URL") == f"{_started.url}/api":
             del os.environ["PREFECT_API_URL"]
-        _started, _answered = None, False
+        _started, _answered, _own = None, False, False
         _settings.close()
+    if _lease is not None:
+        os.close(_lease)  # the shared lock goes with it
+        _lease = None
+
+
+def retire(root: Path) -> str | None:
+    """Stop the API left running in this project when no command uses it (`flowship up`, `flowship down`). None when
+    there is none; else what became of it, as one phrase."""
+    recorded = _read(root)
+    if recorded is None or not recorded.process.alive():
+        state_file(root).unlink(missing_ok=True)
+        return None
+    try:
+        fd = os.open(lease_file(root), os.O_RDWR)
+    except FileNotFoundError:
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f"left running: a command uses it (pid {recorded.process.pid}; it stops once idle)"
+        outcome = stop_process(recorded.process, grace=10.0)
+        state_file(root).unlink(missing_ok=True)
+        return f"{outcome} (pid {recorded.process.pid})"
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _take_lease(root: Path) -> None:
+    """Hold the lease (shared) for the rest of this command; waits only while an idle API is stopping."""
+    global _lease
+    path = lease_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _lease = fd
+
+
+@contextlib.contextmanager
+def _start_lock(root: Path) -> Iterator[None]:
+    """One command at a time decides which API to use, so that two starting together share one."""
+    path = root / ".flowship" / "prefect-api.start"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fingerprint(env: Mapping[str, str]) -> str:
+    """What an API must have been started with to serve this command: the same Python, Prefect and settings."""
+    settings = sorted((k, v) for k, v in env.items() if k.startswith("PREFECT_"))
+    described = json.dumps([sys.executable, version("prefect"), settings])
+    return hashlib.sha256(described.encode()).hexdigest()
+
+
+def _read(root: Path) -> Recorded | None:
+    try:
+        raw = json.loads(state_file(root).read_text())
+        return Recorded(**{**raw, "process": Process(**raw["process"])})
+    except (OSError, ValueError, TypeError, KeyError):  # none, or unreadable: treated as none
+        return None
+
+
+def _reusable(root: Path, env: Mapping[str, str]) -> Process | None:
+    """The recorded API, when it is the same process started for this command's settings and it answers (or is
+    still within its start: another command started it a moment ago)."""
+    recorded = _read(root)
+    if recorded is None or recorded.fingerprint != _fingerprint(env) or not recorded.process.alive():
+        return None
+    process = recorded.process
+    if answers(f"{process.url}/api/health", timeout=2.0):
+        return process
+    started = datetime.fromisoformat(process.started).timestamp()
+    timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV) or STARTUP_TIMEOUT_S)
+    return process if time.time() - started < timeout else None
+
+
+def _spawn_lasting(root: Path, argv: list[str], env: Mapping[str, str], port: int, idle: float) -> Process:
+    lasting = [*argv, "--lease", str(lease_file(root)), "--state", str(state_file(root)), "--idle", f"{idle:g}"]
+    process = spawn(NAME, lasting, root, env, url=f"http://{HOST}:{port}")
+    atomic_write(state_file(root), json.dumps(asdict(Recorded(process, _fingerprint(env), idle)), indent=2))
+    return process
 
 
 def _free_port() -> int:

@@ -4,6 +4,8 @@ their own: this one has Prefect imported and the session's test API set."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -64,7 +66,7 @@ def run(root: Path, setup: str = "", **env: str) -> dict[str, object]:
 
 @pytest.mark.timeout(300)
 def test_a_command_without_a_server_gets_one_on_a_port_the_os_gives_and_stops_it(tmp_path: Path) -> None:
-    out = run(tmp_path)
+    out = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="0")  # an API of its own, that ends with it
     url = str(out["url"])
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     assert url == f"http://127.0.0.1:{port}/api"
@@ -104,7 +106,7 @@ def test_nothing_is_started_when_a_server_is_configured_or_prefect_is_already_in
 
 
 @pytest.mark.timeout(300)
-def test_a_killed_command_takes_its_temporary_api_with_it(tmp_path: Path) -> None:
+def test_a_killed_command_takes_its_own_temporary_api_with_it(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import os, signal, sys
@@ -119,8 +121,171 @@ def test_a_killed_command_takes_its_temporary_api_with_it(tmp_path: Path) -> Non
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], env=environment(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script, str(tmp_path)],
+        env=environment(FLOWSHIP_PREFECT_API_IDLE="0"),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == -9, done.stderr
     server = int(done.stdout.strip())
     wait_until(lambda: not running(server), 30, "the temporary API to end with the command that started it")
+
+
+# The API that outlives its command (FLOWSHIP_PREFECT_API_IDLE > 0, the default outside this suite).
+
+
+def recorded_pid(root: Path) -> int | None:
+    state = root / ".flowship" / "prefect-api.json"
+    return int(json.loads(state.read_text())["process"]["pid"]) if state.exists() else None
+
+
+@pytest.mark.timeout(300)
+def test_the_api_outlives_its_command_serves_the_next_and_stops_once_no_command_uses_it(tmp_path: Path) -> None:
+    first = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="3")
+    pid = int(str(first["pid"]))
+    assert first["health"] is True and first["flow_heartbeat"] is None and first["url_after_stop"] is None
+    assert running(pid) and recorded_pid(tmp_path) == pid  # left running for the next command, and recorded
+    second = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="3")
+    assert second["pid"] == pid and second["url"] == first["url"]  # the same API, not a new one
+    assert second["health"] is True and second["flow_heartbeat"] is None  # its flow ran there
+    log = tmp_path / "logs" / "services" / "prefect-temporary.log"
+    assert log.read_text().count("starting: ") == 1
+    wait_until(lambda: not running(pid), 60, "the idle API to stop")
+    assert "no command used it for 3 s: stopping" in log.read_text()
+    assert recorded_pid(tmp_path) is None  # it took its record with it
+    third = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="3")
+    assert third["pid"] != pid and third["health"] is True  # a new one once it stopped
+    wait_until(lambda: not running(int(str(third["pid"]))), 60, "the third API to stop once idle")
+
+
+@pytest.mark.timeout(300)
+def test_a_flow_longer_than_the_idle_time_keeps_its_api(tmp_path: Path) -> None:
+    # the command holds the API for its whole run: a flow of 4 s on an API idle after 1 s still reaches it at its end
+    setup = "import time"
+    script = SCRIPT.replace(
+        'out["flow_heartbeat"] = flow(name="probe")(heartbeat)()',
+        'out["flow_heartbeat"] = flow(name="slow")(lambda: (time.sleep(4), heartbeat())[1])()',
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script.format(setup=textwrap.dedent(setup)), str(tmp_path)],
+        env=environment(FLOWSHIP_PREFECT_API_IDLE="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out["error"]
+    assert out["flow_heartbeat"] is None  # the flow ran to its end on the API
+    pid = int(out["pid"])
+    wait_until(lambda: not running(pid), 60, "the API to stop once the command let it go")
+
+
+@pytest.mark.timeout(300)
+def test_an_api_recorded_for_other_settings_or_another_process_is_not_used(tmp_path: Path) -> None:
+    first = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="30")
+    pid = int(str(first["pid"]))
+    # other Prefect settings (here its logging level): an API of their own; the other is left to stop by itself
+    other = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="30", PREFECT_LOGGING_LEVEL="WARNING")
+    assert other["pid"] != pid and other["health"] is True and running(pid)
+    assert recorded_pid(tmp_path) == other["pid"]
+    # a record naming a process that is not the API (a pid reused by another program): a new API
+    state = tmp_path / ".flowship" / "prefect-api.json"
+    record = json.loads(state.read_text())
+    record["process"]["pid"] = os.getpid()
+    state.write_text(json.dumps(record))
+    third = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="30", PREFECT_LOGGING_LEVEL="WARNING")
+    assert third["pid"] not in (pid, other["pid"], os.getpid()) and third["health"] is True
+    assert running(int(str(other["pid"])))  # not stopped: not in the record any more, it stops once idle
+    for started in (pid, other["pid"], third["pid"]):
+        os.kill(int(str(started)), signal.SIGTERM)
+        wait_until(lambda started=started: not running(int(str(started))), 60, "the API to stop on SIGTERM")
+
+
+@pytest.mark.timeout(300)
+def test_two_commands_starting_together_share_one_api(tmp_path: Path) -> None:
+    script = SCRIPT.format(setup="")
+    env = environment(FLOWSHIP_PREFECT_API_IDLE="2")
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outs = []
+    for command in both:
+        stdout, stderr = command.communicate(timeout=300)
+        assert command.returncode == 0, stderr.decode()
+        outs.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    assert outs[0]["pid"] == outs[1]["pid"] and outs[0]["health"] is outs[1]["health"] is True
+    log = (tmp_path / "logs" / "services" / "prefect-temporary.log").read_text()
+    assert log.count("starting: ") == 1
+    wait_until(lambda: not running(int(outs[0]["pid"])), 60, "the shared API to stop once idle")
+
+
+RETIRE = """
+import sys
+from pathlib import Path
+from flowship.services import temporary_api
+print(temporary_api.retire(Path(sys.argv[1])))
+"""
+
+HOLD = """
+import os, sys, time
+from pathlib import Path
+from flowship.services import temporary_api
+root = Path(sys.argv[1])
+os.environ["PREFECT_HOME"] = str(root / ".prefect")
+temporary_api.start_soon(root)
+temporary_api.ready(root)
+print("using", flush=True)
+sys.stdin.read()  # until the test closes it
+temporary_api.stop()
+"""
+
+
+def retire(root: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", RETIRE, str(root)], env=environment(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.timeout(300)
+def test_down_and_up_stop_the_api_unless_a_command_uses_it(tmp_path: Path) -> None:
+    assert retire(tmp_path) == "None"  # none recorded
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)],
+        env=environment(FLOWSHIP_PREFECT_API_IDLE="600"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "using"
+        pid = recorded_pid(tmp_path)
+        assert pid is not None
+        assert retire(tmp_path) == f"left running: a command uses it (pid {pid}; it stops once idle)"
+        assert running(pid)
+    finally:
+        holder.communicate(input="", timeout=120)
+    assert holder.returncode == 0
+    assert running(pid)  # idle now, for 600 s
+    assert retire(tmp_path) == f"stopped (pid {pid})"
+    assert not running(pid) and recorded_pid(tmp_path) is None
+
+
+def test_a_wrong_idle_time_is_named(tmp_path: Path) -> None:
+    for wrong in ("abc", "-1", "nan", "inf"):
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT.format(setup=""), str(tmp_path)],
+            env=environment(FLOWSHIP_PREFECT_API_IDLE=wrong),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode != 0
+        assert f"FLOWSHIP_PREFECT_API_IDLE={wrong!r}: expected the seconds the temporary Prefect API" in done.stderr
+    assert not (tmp_path / "logs").exists()  # nothing started
