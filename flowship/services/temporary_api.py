@@ -13,9 +13,9 @@ command. `flowship up` and `flowship down` stop it when no command uses it. With
 command has an API of its own that ends with it (on Linux also when the command is killed).
 
 A command uses an API while it holds a shared lock on `.flowship/prefect-api.lease`; the API's process stops once it
-has been able to take that lock exclusively for its idle time (`prefect_api_server.py`). The API is recorded in
-`.flowship/prefect-api.json`: a command uses it again while it is the same process, started for the same Python,
-Prefect and Prefect settings (its database among them). One that is not is left to stop by itself, unused.
+has been able to take that lock exclusively for its idle time (`prefect_api_server.py`). An API is recorded in
+`.flowship/prefect-api-<settings>.json`, named by what it was started for (Python, Prefect and the PREFECT_* settings,
+its database among them): a command uses the one recorded for its own, while it is still that process.
 
 Its flows send no heartbeats: its services do not run (as in Prefect's own temporary server), so nothing would read
 them. Prefect's own temporary server would start only when the first flow calls the API, and wait there; it also
@@ -100,8 +100,12 @@ def idle_seconds() -> float:
     return seconds
 
 
-def state_file(root: Path) -> Path:
-    return root / ".flowship" / "prefect-api.json"
+def state_file(root: Path, fingerprint: str) -> Path:
+    return root / ".flowship" / f"prefect-api-{fingerprint[:16]}.json"
+
+
+def state_files(root: Path) -> list[Path]:
+    return sorted((root / ".flowship").glob("prefect-api-*.json"))
 
 
 def lease_file(root: Path) -> Path:
@@ -125,8 +129,9 @@ def start_soon(root: Path) -> None:
         _started, _own = spawn(NAME, argv, root, env, url=f"http://{HOST}:{port}", die_with_parent=True), True
     else:
         _take_lease(root)
+        fingerprint = _fingerprint(env)
         with _start_lock(root):
-            _started = _reusable(root, env) or _spawn_lasting(root, argv, env, port, idle)
+            _started = _reusable(root, fingerprint) or _spawn_lasting(root, argv, env, port, idle, fingerprint)
     atexit.register(stop)
     os.environ["PREFECT_API_URL"] = f"{_started.url}/api"
 
@@ -171,28 +176,30 @@ def stop() -> None:
 
 
 def retire(root: Path) -> str | None:
-    """Stop the API left running in this project when no command uses it (`flowship up`, `flowship down`). None when
-    there is none; else what became of it, as one phrase."""
-    recorded = _read(root)
-    if recorded is None or not recorded.process.alive():
-        state_file(root).unlink(missing_ok=True)
+    """Stop the APIs left running in this project when no command uses them (`flowship up`, `flowship down`). None
+    when there is none; else what became of them, as one phrase."""
+    running = []
+    for path in state_files(root):
+        recorded = _read(path)
+        if recorded is not None and recorded.process.alive():
+            running.append(recorded.process)
+        else:
+            path.unlink(missing_ok=True)
+    if not running:
         return None
+    pids = ", ".join(str(p.pid) for p in running)
+    fd = os.open(lease_file(root), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fd = os.open(lease_file(root), os.O_RDWR)
-    except FileNotFoundError:
-        fd = None
-    try:
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return f"left running: a command uses it (pid {recorded.process.pid}; it stops once idle)"
-        outcome = stop_process(recorded.process, grace=10.0)
-        state_file(root).unlink(missing_ok=True)
-        return f"{outcome} (pid {recorded.process.pid})"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"left running: a command uses it (pid {pids}; it stops once idle)"
+        outcomes = {stop_process(process, grace=10.0) for process in running}
+        for path in state_files(root):
+            path.unlink(missing_ok=True)
+        return f"{', '.join(sorted(outcomes))} (pid {pids})"
     finally:
-        if fd is not None:
-            os.close(fd)
+        os.close(fd)
 
 
 def _take_lease(root: Path) -> None:
@@ -224,19 +231,19 @@ def _fingerprint(env: Mapping[str, str]) -> str:
     return hashlib.sha256(described.encode()).hexdigest()
 
 
-def _read(root: Path) -> Recorded | None:
+def _read(path: Path) -> Recorded | None:
     try:
-        raw = json.loads(state_file(root).read_text())
+        raw = json.loads(path.read_text())
         return Recorded(**{**raw, "process": Process(**raw["process"])})
     except (OSError, ValueError, TypeError, KeyError):  # none, or unreadable: treated as none
         return None
 
 
-def _reusable(root: Path, env: Mapping[str, str]) -> Process | None:
-    """The recorded API, when it is the same process started for this command's settings and it answers (or is
-    still within its start: another command started it a moment ago)."""
-    recorded = _read(root)
-    if recorded is None or recorded.fingerprint != _fingerprint(env) or not recorded.process.alive():
+def _reusable(root: Path, fingerprint: str) -> Process | None:
+    """The API recorded for this command's settings, when it is still that process and answers (or is still within
+    its start: another command started it a moment ago)."""
+    recorded = _read(state_file(root, fingerprint))
+    if recorded is None or recorded.fingerprint != fingerprint or not recorded.process.alive():
         return None
     process = recorded.process
     if answers(f"{process.url}/api/health", timeout=2.0):
@@ -246,10 +253,13 @@ def _reusable(root: Path, env: Mapping[str, str]) -> Process | None:
     return process if time.time() - started < timeout else None
 
 
-def _spawn_lasting(root: Path, argv: list[str], env: Mapping[str, str], port: int, idle: float) -> Process:
-    lasting = [*argv, "--lease", str(lease_file(root)), "--state", str(state_file(root)), "--idle", f"{idle:g}"]
+def _spawn_lasting(
+    root: Path, argv: list[str], env: Mapping[str, str], port: int, idle: float, fingerprint: str
+) -> Process:
+    state = state_file(root, fingerprint)
+    lasting = [*argv, "--lease", str(lease_file(root)), "--state", str(state), "--idle", f"{idle:g}"]
     process = spawn(NAME, lasting, root, env, url=f"http://{HOST}:{port}")
-    atomic_write(state_file(root), json.dumps(asdict(Recorded(process, _fingerprint(env), idle)), indent=2))
+    atomic_write(state, json.dumps(asdict(Recorded(process, fingerprint, idle)), indent=2))
     return process
 
 

@@ -135,9 +135,8 @@ def test_a_killed_command_takes_its_own_temporary_api_with_it(tmp_path: Path) ->
 # The API that outlives its command (FLOWSHIP_PREFECT_API_IDLE > 0, the default outside this suite).
 
 
-def recorded_pid(root: Path) -> int | None:
-    state = root / ".flowship" / "prefect-api.json"
-    return int(json.loads(state.read_text())["process"]["pid"]) if state.exists() else None
+def recorded_pids(root: Path) -> set[int]:
+    return {int(json.loads(p.read_text())["process"]["pid"]) for p in (root / ".flowship").glob("prefect-api-*.json")}
 
 
 @pytest.mark.timeout(300)
@@ -145,7 +144,7 @@ def test_the_api_outlives_its_command_serves_the_next_and_stops_once_no_command_
     first = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="3")
     pid = int(str(first["pid"]))
     assert first["health"] is True and first["flow_heartbeat"] is None and first["url_after_stop"] is None
-    assert running(pid) and recorded_pid(tmp_path) == pid  # left running for the next command, and recorded
+    assert running(pid) and recorded_pids(tmp_path) == {pid}  # left running for the next command, and recorded
     second = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="3")
     assert second["pid"] == pid and second["url"] == first["url"]  # the same API, not a new one
     assert second["health"] is True and second["flow_heartbeat"] is None  # its flow ran there
@@ -153,7 +152,7 @@ def test_the_api_outlives_its_command_serves_the_next_and_stops_once_no_command_
     assert log.read_text().count("starting: ") == 1
     wait_until(lambda: not running(pid), 60, "the idle API to stop")
     assert "no command used it for 3 s: stopping" in log.read_text()
-    assert recorded_pid(tmp_path) is None  # it took its record with it
+    assert recorded_pids(tmp_path) == set()  # it took its record with it
     third = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="3")
     assert third["pid"] != pid and third["health"] is True  # a new one once it stopped
     wait_until(lambda: not running(int(str(third["pid"]))), 60, "the third API to stop once idle")
@@ -183,24 +182,27 @@ def test_a_flow_longer_than_the_idle_time_keeps_its_api(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_an_api_recorded_for_other_settings_or_another_process_is_not_used(tmp_path: Path) -> None:
+def test_commands_of_other_settings_get_an_api_of_their_own_and_a_stale_record_a_new_one(tmp_path: Path) -> None:
     first = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="30")
-    pid = int(str(first["pid"]))
-    # other Prefect settings (here its logging level): an API of their own; the other is left to stop by itself
+    a = int(str(first["pid"]))
+    # other Prefect settings (here its logging level): an API of their own, recorded beside the first
     other = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="30", PREFECT_LOGGING_LEVEL="WARNING")
-    assert other["pid"] != pid and other["health"] is True and running(pid)
-    assert recorded_pid(tmp_path) == other["pid"]
-    # a record naming a process that is not the API (a pid reused by another program): a new API
-    state = tmp_path / ".flowship" / "prefect-api.json"
+    b = int(str(other["pid"]))
+    assert b != a and other["health"] is True and recorded_pids(tmp_path) == {a, b}
+    again = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="30")
+    assert again["pid"] == a and again["health"] is True  # the first settings' API, used again
+    # a record naming a process that is not that API (its pid reused by another program): a new API
+    (state,) = [p for p in (tmp_path / ".flowship").glob("prefect-api-*.json") if f'"pid": {b},' in p.read_text()]
     record = json.loads(state.read_text())
     record["process"]["pid"] = os.getpid()
     state.write_text(json.dumps(record))
     third = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="30", PREFECT_LOGGING_LEVEL="WARNING")
-    assert third["pid"] not in (pid, other["pid"], os.getpid()) and third["health"] is True
-    assert running(int(str(other["pid"])))  # not stopped: not in the record any more, it stops once idle
-    for started in (pid, other["pid"], third["pid"]):
-        os.kill(int(str(started)), signal.SIGTERM)
-        wait_until(lambda started=started: not running(int(str(started))), 60, "the API to stop on SIGTERM")
+    c = int(str(third["pid"]))
+    assert c not in (a, b, os.getpid()) and third["health"] is True and recorded_pids(tmp_path) == {a, c}
+    assert running(b)  # not stopped: no longer recorded, it stops once idle
+    for started in (a, b, c):
+        os.kill(started, signal.SIGTERM)
+        wait_until(lambda started=started: not running(started), 60, "the API to stop on SIGTERM")
 
 
 @pytest.mark.timeout(300)
@@ -224,11 +226,13 @@ def test_two_commands_starting_together_share_one_api(tmp_path: Path) -> None:
     wait_until(lambda: not running(int(outs[0]["pid"])), 60, "the shared API to stop once idle")
 
 
-RETIRE = """
-import sys
+DOWN = """
+import json, sys
 from pathlib import Path
-from flowship.services import temporary_api
-print(temporary_api.retire(Path(sys.argv[1])))
+from flowship.services import lifecycle
+said = []
+lifecycle.stop(Path(sys.argv[1]), said.append)  # what `flowship down` runs (`flowship up` stops it the same way)
+print(json.dumps(said))
 """
 
 HOLD = """
@@ -245,17 +249,18 @@ temporary_api.stop()
 """
 
 
-def retire(root: Path) -> str:
+def down(root: Path) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-c", RETIRE, str(root)], env=environment(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", DOWN, str(root)], env=environment(), capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    said: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return said
 
 
 @pytest.mark.timeout(300)
-def test_down_and_up_stop_the_api_unless_a_command_uses_it(tmp_path: Path) -> None:
-    assert retire(tmp_path) == "None"  # none recorded
+def test_down_stops_the_api_unless_a_command_uses_it(tmp_path: Path) -> None:
+    assert down(tmp_path) == []  # none recorded
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(tmp_path)],
         env=environment(FLOWSHIP_PREFECT_API_IDLE="600"),
@@ -265,16 +270,15 @@ def test_down_and_up_stop_the_api_unless_a_command_uses_it(tmp_path: Path) -> No
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "using"
-        pid = recorded_pid(tmp_path)
-        assert pid is not None
-        assert retire(tmp_path) == f"left running: a command uses it (pid {pid}; it stops once idle)"
+        (pid,) = recorded_pids(tmp_path)
+        assert down(tmp_path) == [f"prefect-temporary: left running: a command uses it (pid {pid}; it stops once idle)"]
         assert running(pid)
     finally:
         holder.communicate(input="", timeout=120)
     assert holder.returncode == 0
     assert running(pid)  # idle now, for 600 s
-    assert retire(tmp_path) == f"stopped (pid {pid})"
-    assert not running(pid) and recorded_pid(tmp_path) is None
+    assert down(tmp_path) == [f"prefect-temporary: stopped (pid {pid})"]
+    assert not running(pid) and recorded_pids(tmp_path) == set()
 
 
 def test_a_wrong_idle_time_is_named(tmp_path: Path) -> None:
