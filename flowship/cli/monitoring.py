@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from flowship.cli.common import ParamsOption, environment, fail, read_params, runtimes
+from flowship.cli.common import ParamsOption, environment, fail, read_params, ready_for_flows, runtimes
 from flowship.errors import FlowshipError
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def run_monitoring(path: Path, cfg: Params, start: str | None = None, end: str |
     temporary_api.start_soon(path.parent)  # starts while the flow's modules load
     from flowship.flows.monitoring import run_monitoring as run
 
-    temporary_api.ready(path.parent)
+    ready_for_flows(path.parent)
     return run(str(path), start, end, cfg)
 
 

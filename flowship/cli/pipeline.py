@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flowship.cli.common import ParamsOption, environment, fail, read_params, runtimes
+from flowship.cli.common import ParamsOption, environment, fail, read_params, ready_for_flows, runtimes
 from flowship.errors import FlowshipError
 from flowship.release.gateway_runtime import GatewayRuntime
 from flowship.release.runtime import ROLES
@@ -97,7 +97,7 @@ def _train(path: Path, cfg: Params, full: bool) -> TrainingSummary:
     from flowship.flows.training import training
 
     open_store_early(path.parent)  # work the flow would do first, done while the API starts
-    temporary_api.ready(path.parent)
+    ready_for_flows(path.parent)
     return training(params_path=str(path), params=cfg)
 
 

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from flowship.cli.common import ParamsOption, check_estimator, check_params, environment, fail, read_params, runtimes
+from flowship.cli.common import (
+    ParamsOption,
+    check_estimator,
+    check_params,
+    environment,
+    fail,
+    read_params,
+    ready_for_flows,
+    runtimes,
+)
 from flowship.errors import FlowshipError
 from flowship.release.runtime import ROLES, Deployed
 from flowship.services import temporary_api
@@ -62,7 +71,7 @@ def stage(
     from flowship.flows.release import stage_flow
 
     try:
-        temporary_api.ready(path.parent)
+        ready_for_flows(path.parent)
         result = stage_flow(params_path=str(path), version=version, push=push, params=cfg)
     except FlowshipError as exc:
         fail(str(exc))
@@ -117,7 +126,7 @@ def release(path: Path, cfg: Params, version: str | None, full: bool, strategy: 
     from flowship.flows.release import release_flow
 
     try:
-        temporary_api.ready(path.parent)
+        ready_for_flows(path.parent)
         result = release_flow(params_path=str(path), version=version, params=cfg, strategy=strategy)
     except FlowshipError as exc:
         fail(str(exc))
@@ -197,7 +206,7 @@ def rollback(
     from flowship.flows.release import rollback_flow
 
     try:
-        temporary_api.ready(path.parent)
+        ready_for_flows(path.parent)
         result = rollback_flow(params_path=str(path), to_version=to, params=cfg)
     except FlowshipError as exc:
         fail(str(exc))
