@@ -60,6 +60,8 @@ STARTUP_TIMEOUT_S = 90.0
 # seconds the API stays up once no command uses it; 0: each command's API ends with it
 IDLE_ENV = "FLOWSHIP_PREFECT_API_IDLE"
 IDLE_S = 600.0
+# how long `retire` waits for the lease before it says a command uses the API
+RETIRE_WAIT_S = 3.0
 # what Prefect's own temporary server runs with: no UI, no background services (scheduler, late runs, ...)
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 
@@ -190,10 +192,17 @@ def retire(root: Path) -> str | None:
     pids = ", ".join(str(p.pid) for p in running)
     fd = os.open(lease_file(root), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return f"left running: a command uses it (pid {pids}; it stops once idle)"
+        # An API checking whether it is idle, or stopping because it is, holds the lease for a moment: a command
+        # that uses it holds it for as long as it runs.
+        deadline = time.monotonic() + RETIRE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return f"left running: a command uses it (pid {pids}; it stops once idle)"
+                time.sleep(0.1)
         outcomes = {stop_process(process, grace=10.0) for process in running}
         for path in state_files(root):
             path.unlink(missing_ok=True)
