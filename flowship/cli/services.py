@@ -87,15 +87,23 @@ def up(
 
 def down(params: ParamsOption = Path("params.yaml")) -> None:
     """Stop what `flowship up` started in this project (worker, Evidently UI, MLflow server, Prefect server), and
-    nothing else.
+    nothing else; and the temporary Prefect API earlier commands left running, unless a command uses it.
     Runs still going are cancelled first; the servers' state stays (`flowship up` finds it again)."""
     path = check_params(params, check_estimator=False)
     environment(path.parent, use_services=False)
     from flowship.services import lifecycle
 
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        typer.echo(line)
+
     try:
-        stopped = lifecycle.stop(path.parent, say=typer.echo)
+        stopped = lifecycle.stop(path.parent, say=say)
     except FlowshipError as exc:
         fail(str(exc))
     if stopped is None:
-        typer.echo("nothing to stop: `flowship up` started nothing here")
+        typer.echo(
+            "`flowship up` started nothing here" if said else "nothing to stop: `flowship up` started nothing here"
+        )

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from flowship.pids import running
-from tests.helpers import environment, wait_until
+from tests.conftest import REPO
+from tests.helpers import environment, flowship, wait_until
 
 SCRIPT = """
 import json, os, socket, sys, urllib.request
@@ -293,3 +294,15 @@ def test_a_wrong_idle_time_is_named(tmp_path: Path) -> None:
         assert done.returncode != 0
         assert f"FLOWSHIP_PREFECT_API_IDLE={wrong!r}: expected the seconds the temporary Prefect API" in done.stderr
     assert not (tmp_path / "logs").exists()  # nothing started
+
+
+@pytest.mark.timeout(300)
+def test_flowship_down_stops_the_api_left_running(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    left = run(tmp_path, FLOWSHIP_PREFECT_API_IDLE="600")
+    pid = int(str(left["pid"]))
+    assert running(pid)
+    done = flowship(["down"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"prefect-temporary: stopped (pid {pid})", "`flowship up` started nothing here"]
+    assert not running(pid) and recorded_pids(tmp_path) == set()
