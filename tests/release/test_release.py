@@ -227,12 +227,20 @@ class InBackground:
 
 
 def paused_release(known: set[str]) -> FlowRun:
-    """The release run (not among `known`) once it waits for a decision."""
+    """The release run (not among `known`) once it waits for a decision with its form: Prefect pauses the run
+    first, then writes the form (its description and the schema a decision is checked against) beside it."""
+    from prefect.input.actions import read_flow_run_input
+    from prefect.input.run_input import keyset_from_paused_state
 
     def paused() -> FlowRun | None:
-        return next((r for r in paused_runs() if str(r.id) not in known), None)
+        run = next((r for r in paused_runs() if str(r.id) not in known), None)
+        if run is None or run.state is None:
+            return None
+        keys = keyset_from_paused_state(run.state)
+        written = all(read_flow_run_input(keys[part], run.id) is not None for part in ("description", "schema"))
+        return run if written else None
 
-    return wait_until(paused, 240, "the release run paused for a decision", interval=0.5)
+    return wait_until(paused, 240, "the release run paused for a decision, with its form", interval=0.5)
 
 
 def final_state(run: FlowRun) -> tuple[str, str]:
