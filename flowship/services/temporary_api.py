@@ -125,15 +125,13 @@ def start_soon(root: Path) -> None:
         return
     idle = idle_seconds()
     env = child_environment(root, SERVER_ENV)
-    port = _free_port()
-    argv = [sys.executable, "-m", "flowship.services.prefect_api_server", "--port", str(port)]
     if idle == 0:
-        _started, _own = spawn(NAME, argv, root, env, url=f"http://{HOST}:{port}", die_with_parent=True), True
+        _started, _own = _spawn(root, env, die_with_parent=True), True
     else:
         _take_lease(root)
         fingerprint = _fingerprint(env)
         with _start_lock(root):
-            _started = _reusable(root, fingerprint) or _spawn_lasting(root, argv, env, port, idle, fingerprint)
+            _started = _reusable(root, fingerprint) or _spawn_lasting(root, env, idle, fingerprint)
     atexit.register(stop)
     os.environ["PREFECT_API_URL"] = f"{_started.url}/api"
 
@@ -145,9 +143,8 @@ def ready(root: Path) -> None:
     start_soon(root)
     if _started is None or _answered:
         return
-    timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV) or STARTUP_TIMEOUT_S)
     health = f"{_started.url}/api/health"
-    wait_until("the temporary Prefect API", lambda: answers(health), _started, timeout, 0.1)
+    wait_until("the temporary Prefect API", lambda: answers(health), _started, _startup_timeout(), 0.1)
     _answered = True
     _without_heartbeats()
 
@@ -258,18 +255,26 @@ def _reusable(root: Path, fingerprint: str) -> Process | None:
     if answers(f"{process.url}/api/health", timeout=2.0):
         return process
     started = datetime.fromisoformat(process.started).timestamp()
-    timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV) or STARTUP_TIMEOUT_S)
-    return process if time.time() - started < timeout else None
+    return process if time.time() - started < _startup_timeout() else None
 
 
-def _spawn_lasting(
-    root: Path, argv: list[str], env: Mapping[str, str], port: int, idle: float, fingerprint: str
-) -> Process:
+def _spawn(root: Path, env: Mapping[str, str], *args: str, die_with_parent: bool = False) -> Process:
+    """The API's process on a port the OS gives (`args`: its idle stop's, for one that outlives this command)."""
+    port = _free_port()
+    argv = [sys.executable, "-m", "flowship.services.prefect_api_server", "--port", str(port), *args]
+    return spawn(NAME, argv, root, env, url=f"http://{HOST}:{port}", die_with_parent=die_with_parent)
+
+
+def _spawn_lasting(root: Path, env: Mapping[str, str], idle: float, fingerprint: str) -> Process:
     state = state_file(root, fingerprint)
-    lasting = [*argv, "--lease", str(lease_file(root)), "--state", str(state), "--idle", f"{idle:g}"]
-    process = spawn(NAME, lasting, root, env, url=f"http://{HOST}:{port}")
+    process = _spawn(root, env, "--lease", str(lease_file(root)), "--state", str(state), "--idle", f"{idle:g}")
     atomic_write(state, json.dumps(asdict(Recorded(process, fingerprint, idle)), indent=2))
     return process
+
+
+def _startup_timeout() -> float:
+    """Seconds `ready` waits for a starting API (and a recorded one counts as still starting)."""
+    return float(os.environ.get(STARTUP_TIMEOUT_ENV) or STARTUP_TIMEOUT_S)
 
 
 def _free_port() -> int:
